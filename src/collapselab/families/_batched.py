@@ -1,0 +1,100 @@
+"""Batched numerical helpers shared by families: every function works on a leading replicate axis."""
+
+from __future__ import annotations
+
+import numpy as np
+
+LOG_2PI = np.log(2 * np.pi)
+
+
+def psd_factor(cov: np.ndarray) -> np.ndarray:
+    """A factor F with F Fᵀ = cov for (..., d, d) covariances that may be singular (collapsed)."""
+    if cov.shape[-1] == 1:
+        return np.sqrt(np.clip(cov, 0, None))
+    vals, vecs = np.linalg.eigh(cov)
+    return vecs * np.sqrt(np.clip(vals, 0, None))[..., None, :]
+
+
+def psd_sqrt(cov: np.ndarray) -> np.ndarray:
+    """The symmetric square root of (..., d, d) positive semi-definite matrices."""
+    if cov.shape[-1] == 1:
+        return np.sqrt(np.clip(cov, 0, None))
+    vals, vecs = np.linalg.eigh(cov)
+    return (vecs * np.sqrt(np.clip(vals, 0, None))[..., None, :]) @ np.swapaxes(vecs, -1, -2)
+
+
+def gaussian_logpdf(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """log N(x; mean, cov) for x (..., N, d), mean (..., d), cov (..., d, d) → (..., N).
+
+    A singular covariance (a fully collapsed model) gives -inf, as it should off a point mass.
+    """
+    d = x.shape[-1]
+    diff = x - mean[..., None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chol, ok = _safe_cholesky(cov)
+        z = np.einsum("...ij,...nj->...ni", np.linalg.inv(chol), diff)
+        maha = np.sum(z * z, axis=-1)
+        logdet = 2 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+        out = -0.5 * (d * LOG_2PI + logdet[..., None] + maha)
+    return np.where(ok[..., None], out, -np.inf)
+
+
+def _safe_cholesky(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cholesky factors where they exist; identity and ok=False where a matrix is not positive definite."""
+    d = cov.shape[-1]
+    if d == 1:
+        ok = cov[..., 0, 0] > 0
+        return np.sqrt(np.where(ok[..., None, None], cov, 1.0)), ok
+    ok = np.linalg.eigvalsh(cov)[..., 0] > 1e-300
+    safe = np.where(ok[..., None, None], cov, np.eye(d))
+    return np.linalg.cholesky(safe), ok
+
+
+def gaussian_cross_entropy(heldout: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Mean of -log N(x; mean_r, cov_r) over held-out points x (H, d), for each replicate r.
+
+    Uses the held-out mean and scatter, so the cost is O(R d³) instead of O(R H d²).
+    """
+    d = heldout.shape[-1]
+    m_h = heldout.mean(axis=0)
+    c_h = np.cov(heldout, rowvar=False, bias=True).reshape(d, d)
+    diff = m_h - mean  # (R, d)
+    target = c_h + diff[:, :, None] * diff[:, None, :]  # (R, d, d)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chol, ok = _safe_cholesky(cov)
+        inv = np.linalg.inv(np.where(ok[:, None, None], cov, np.eye(d)))
+        logdet = 2 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+        quad = np.einsum("rij,rji->r", inv, target)
+    return np.where(ok, 0.5 * (d * LOG_2PI + logdet + quad), np.inf)
+
+
+def categorical_sample(probs: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
+    """m draws per row from (R, K) probability rows, in one vectorised search: shape (R, m).
+
+    Row r's CDF is shifted by r so that all rows form one increasing sequence; a uniform draw u of
+    row r is shifted the same way and located with a single searchsorted.
+    """
+    R, K = probs.shape
+    cdf = np.cumsum(probs, axis=1)
+    cdf /= cdf[:, -1:]
+    offsets = np.arange(R, dtype=float)[:, None]
+    flat = (cdf + offsets).ravel()
+    u = rng.random((R, m)) + offsets
+    idx = np.searchsorted(flat, u.ravel(), side="right").reshape(R, m) - np.arange(R)[:, None] * K
+    return np.clip(idx, 0, K - 1)
+
+
+def bincount_rows(x: np.ndarray, K: int) -> np.ndarray:
+    """Counts of each value 0..K-1 in every row of an (R, N) integer array: shape (R, K)."""
+    R = x.shape[0]
+    flat = (x + K * np.arange(R)[:, None]).ravel()
+    return np.bincount(flat, minlength=R * K).reshape(R, K)
+
+
+def subsample_rows(R: int, N: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k distinct indices in [0, N) per replicate, independently: shape (R, k)."""
+    if not 0 < k <= N:
+        raise ValueError(f"cannot take {k} of {N} records")
+    if k == N:
+        return np.broadcast_to(np.arange(N), (R, N))
+    return np.argpartition(rng.random((R, N)), k - 1, axis=1)[:, :k]

@@ -1,0 +1,107 @@
+"""The family interface and registry.
+
+A family is a class of generative models. It is built once per cell with its validated parameters and
+the cell's :class:`Reference` (the ground truth and held-out real data), and then only fits, samples
+and measures. It knows nothing of policies, pools or storage.
+
+Arrays carry a leading replicate axis: ``fit`` receives training records of shape ``(R, N, ...)`` and
+returns one batched model holding R fitted models; ``metrics`` returns one value per replicate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import SpecError
+
+FAMILIES: dict[str, type["Family"]] = {}
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """What a cell measures against: the ground truth, held-out real records, and the sizes used."""
+
+    truth: Any
+    heldout: np.ndarray
+    n: int
+
+
+class Model(Protocol):
+    """R fitted models at once."""
+
+    def sample(self, m: int, rng: np.random.Generator) -> np.ndarray:
+        """m records per replicate: shape (R, m, ...)."""
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Family:
+    name: ClassVar[str]
+    accepts: ClassVar[tuple[str, ...]]  # record kinds this family can fit
+    Params: ClassVar[type[BaseModel]] = Params
+    # which metrics describe the tails and the spread of the distribution (for stage detection)
+    tail_metrics: ClassVar[tuple[str, ...]] = ()
+    spread_metrics: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, params: BaseModel, reference: Reference):
+        self.params = params
+        self.reference = reference
+
+    @classmethod
+    def check_spec(cls, spec, params: BaseModel) -> None:
+        """Raise SpecError for settings the family cannot run (checked before anything runs)."""
+
+    def fit(self, x: np.ndarray, rng: np.random.Generator) -> Model:
+        raise NotImplementedError
+
+    def metrics(self, model: Model) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+def register_family(cls_or_name: "type[Family] | str | None" = None):
+    """Register a family under ``cls.name`` (or a given name). Use as ``@register_family``."""
+
+    def deco(cls):
+        name = cls_or_name if isinstance(cls_or_name, str) else cls.name
+        if not isinstance(name, str) or not name:
+            raise TypeError("a family needs a name: set cls.name or pass register_family('name')")
+        cls.name = name
+        FAMILIES[name] = cls
+        return cls
+
+    if isinstance(cls_or_name, type):
+        return deco(cls_or_name)
+    return deco
+
+
+def _load_entry_points() -> None:
+    for ep in entry_points(group="collapselab.families"):
+        if ep.name not in FAMILIES:
+            cls = ep.load()
+            register_family(ep.name)(cls)
+
+
+def resolve_family(model_spec, source) -> tuple[type[Family], BaseModel]:
+    from ..spec import validate_params
+
+    if model_spec.family not in FAMILIES:
+        _load_entry_points()
+    cls = FAMILIES.get(model_spec.family)
+    if cls is None:
+        raise SpecError(
+            f"model.family: unknown family {model_spec.family!r}; allowed: {', '.join(sorted(FAMILIES))}"
+        )
+    if source.kind not in cls.accepts:
+        fits = [n for n, c in sorted(FAMILIES.items()) if source.kind in c.accepts]
+        raise SpecError(
+            f"model.family: {cls.name!r} cannot fit data.source {source.name!r} ({source.kind} records); "
+            f"families for {source.kind} records: {', '.join(fits)}"
+        )
+    return cls, validate_params(cls.Params, model_spec.params, "model.params")

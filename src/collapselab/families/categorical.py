@@ -1,0 +1,45 @@
+"""Categorical frequencies by maximum likelihood: under replace this is the Wright–Fisher model of drift."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._batched import bincount_rows, categorical_sample
+from .base import Family, register_family
+
+
+@dataclass(eq=False)
+class CategoricalModel:
+    probs: np.ndarray  # (R, K)
+
+    def sample(self, m, rng):
+        return categorical_sample(self.probs, m, rng)
+
+
+@register_family
+class CategoricalFamily(Family):
+    name = "categorical"
+    accepts = ("categorical",)
+    tail_metrics = ("rare_mass",)
+    spread_metrics = ("support", "entropy")
+
+    def fit(self, x, rng):
+        K = self.reference.truth.categories
+        return CategoricalModel(bincount_rows(x, K) / x.shape[1])
+
+    def metrics(self, model: CategoricalModel):
+        truth = self.reference.truth
+        p = model.probs
+        with np.errstate(divide="ignore", invalid="ignore"):
+            plogp = np.where(p > 0, p * np.log(p), 0.0)
+        rare = truth.rare_categories
+        return {
+            "support": np.count_nonzero(p, axis=1).astype(float),
+            "gini_simpson": 1.0 - np.sum(p * p, axis=1),
+            "entropy": -plogp.sum(axis=1),
+            "tv": 0.5 * np.abs(p - truth.probs).sum(axis=1),
+            "rare_mass": p[:, rare].sum(axis=1) / truth.probs[rare].sum(),
+            "fixated": (p.max(axis=1) >= 1.0).astype(float),
+        }

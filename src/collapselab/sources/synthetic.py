@@ -1,0 +1,207 @@
+"""Known ground truths: the sources whose exact distribution is known, so theory applies."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..errors import SpecError
+from .base import Source, register_source
+from .truth import BernoulliTruth, CategoricalTruth, LinearTruth, MixtureTruth, PoissonTruth
+
+Vector = float | list[float]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_probs(v: list[float]) -> list[float]:
+    a = np.asarray(v, dtype=float)
+    if a.size < 2:
+        raise ValueError("needs at least 2 entries")
+    if np.any(~np.isfinite(a)) or np.any(a < 0):
+        raise ValueError("entries must be finite and >= 0")
+    if abs(a.sum() - 1.0) > 1e-6:
+        raise ValueError(f"must sum to 1 (sums to {a.sum():.6g})")
+    return v
+
+
+def _check_cov(cov: np.ndarray, what: str) -> None:
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
+        raise ValueError(f"{what} must be a square matrix")
+    if not np.allclose(cov, cov.T):
+        raise ValueError(f"{what} must be symmetric")
+    if np.linalg.eigvalsh(cov).min() <= 0:
+        raise ValueError(f"{what} must be positive definite")
+
+
+@register_source
+class GaussianSource(Source):
+    """A Gaussian in any dimension: scalar or vector ``mean``; ``std`` (per coordinate) or ``cov``."""
+
+    name = "gaussian"
+    kind = "continuous"
+
+    class Params(_Params):
+        mean: Vector = 0.0
+        std: Vector | None = None
+        cov: list[list[float]] | None = None
+
+        @model_validator(mode="after")
+        def _shape(self):
+            mean = np.atleast_1d(np.asarray(self.mean, dtype=float))
+            if self.std is not None and self.cov is not None:
+                raise ValueError("give std or cov, not both")
+            if self.cov is not None:
+                cov = np.asarray(self.cov, dtype=float)
+                _check_cov(cov, "cov")
+                d = cov.shape[0]
+            else:
+                std = np.atleast_1d(np.asarray(1.0 if self.std is None else self.std, dtype=float))
+                if np.any(~(std > 0)) or np.any(~np.isfinite(std)):
+                    raise ValueError("std must be finite and > 0")
+                d = max(mean.size, std.size)
+                if std.size not in (1, d):
+                    raise ValueError(f"std has {std.size} entries, mean has {mean.size}")
+            if mean.size not in (1, d):
+                raise ValueError(f"mean has {mean.size} entries, the covariance is {d}x{d}")
+            return self
+
+    def truth(self, n, rng):
+        p = self.params
+        mean = np.atleast_1d(np.asarray(p.mean, dtype=float))
+        if p.cov is not None:
+            cov = np.asarray(p.cov, dtype=float)
+        else:
+            std = np.atleast_1d(np.asarray(1.0 if p.std is None else p.std, dtype=float))
+            d = max(mean.size, std.size)
+            cov = np.diag(np.broadcast_to(std, (d,)) ** 2)
+        mean = np.broadcast_to(mean, (cov.shape[0],)).copy()
+        return MixtureTruth(np.ones(1), mean[None], cov[None])
+
+
+@register_source
+class BlobsSource(Source):
+    """A Gaussian mixture of isotropic blobs: ``means`` (one per blob), ``stds``, ``weights``."""
+
+    name = "blobs"
+    kind = "continuous"
+
+    class Params(_Params):
+        means: list[list[float]] | list[float]
+        stds: Vector = 1.0
+        weights: list[float] | None = None
+
+        @model_validator(mode="after")
+        def _shape(self):
+            means = np.asarray(self.means, dtype=float)
+            k = means.shape[0]
+            stds = np.atleast_1d(np.asarray(self.stds, dtype=float))
+            if stds.size not in (1, k):
+                raise ValueError(f"stds has {stds.size} entries for {k} blobs")
+            if np.any(~(stds > 0)):
+                raise ValueError("stds must be > 0")
+            if self.weights is not None:
+                if len(self.weights) != k:
+                    raise ValueError(f"weights has {len(self.weights)} entries for {k} blobs")
+                if k > 1:
+                    _check_probs(self.weights)
+            return self
+
+    def truth(self, n, rng):
+        p = self.params
+        means = np.asarray(p.means, dtype=float)
+        if means.ndim == 1:
+            means = means[:, None]
+        k, d = means.shape
+        stds = np.broadcast_to(np.atleast_1d(np.asarray(p.stds, dtype=float)), (k,))
+        weights = np.full(k, 1.0 / k) if p.weights is None else np.asarray(p.weights, dtype=float)
+        covs = stds[:, None, None] ** 2 * np.eye(d)
+        return MixtureTruth(weights / weights.sum(), means, covs)
+
+
+@register_source
+class CategoricalSource(Source):
+    name = "categorical"
+    kind = "categorical"
+
+    class Params(_Params):
+        probs: list[float]
+
+        _probs = field_validator("probs")(_check_probs)
+
+    def truth(self, n, rng):
+        return CategoricalTruth(np.asarray(self.params.probs, dtype=float))
+
+
+@register_source
+class ZipfSource(Source):
+    """Zipf's law over ``categories`` ranks: p_k ∝ k^-exponent."""
+
+    name = "zipf"
+    kind = "categorical"
+
+    class Params(_Params):
+        categories: int = Field(ge=2)
+        exponent: float = Field(default=1.1, gt=0)
+
+    def truth(self, n, rng):
+        w = np.arange(1, self.params.categories + 1, dtype=float) ** -self.params.exponent
+        return CategoricalTruth(w / w.sum())
+
+
+@register_source
+class BernoulliSource(Source):
+    name = "bernoulli"
+    kind = "binary"
+
+    class Params(_Params):
+        p: float = Field(ge=0, le=1)
+
+    def truth(self, n, rng):
+        return BernoulliTruth(float(self.params.p))
+
+
+@register_source
+class PoissonSource(Source):
+    name = "poisson"
+    kind = "count"
+
+    class Params(_Params):
+        rate: float = Field(gt=0)
+
+    def truth(self, n, rng):
+        return PoissonTruth(float(self.params.rate))
+
+
+@register_source
+class LinearSource(Source):
+    """Fixed-design linear regression: X (n × dim, standard normal rows, drawn once per cell and shared
+    by every replicate), y = X w* + noise·ε. ``weights`` defaults to w* = 1/sqrt(dim) in each coordinate."""
+
+    name = "linear"
+    kind = "regression"
+
+    class Params(_Params):
+        dim: int = Field(ge=1)
+        noise: float = Field(default=1.0, gt=0)
+        weights: list[float] | None = None
+
+        @model_validator(mode="after")
+        def _shape(self):
+            if self.weights is not None and len(self.weights) != self.dim:
+                raise ValueError(f"weights has {len(self.weights)} entries, dim is {self.dim}")
+            return self
+
+    def check_n(self, n):
+        if n <= self.params.dim:
+            raise SpecError(
+                f"data.n: {n} rows cannot identify {self.params.dim} weights; "
+                f"allowed: n > data.params.dim ({self.params.dim})"
+            )
+
+    def truth(self, n, rng):
+        p = self.params
+        w = np.full(p.dim, 1 / np.sqrt(p.dim)) if p.weights is None else np.asarray(p.weights, float)
+        return LinearTruth(rng.standard_normal((n, p.dim)), w, float(p.noise))

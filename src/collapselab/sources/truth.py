@@ -1,0 +1,155 @@
+"""Ground-truth distributions: what a source draws from and what metrics compare against.
+
+A truth knows its own closed-form quantities (moments, quantiles, densities), so families can measure
+a fitted model against it without knowing which source produced it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from scipy import optimize, special, stats
+
+
+@dataclass(frozen=True, eq=False)
+class MixtureTruth:
+    """A Gaussian mixture in d dimensions; a single Gaussian is the one-component case."""
+
+    weights: np.ndarray  # (K,)
+    means: np.ndarray  # (K, d)
+    covs: np.ndarray  # (K, d, d)
+
+    kind = "continuous"
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def components(self) -> int:
+        return self.weights.shape[0]
+
+    @cached_property
+    def mean(self) -> np.ndarray:
+        return self.weights @ self.means
+
+    @cached_property
+    def cov(self) -> np.ndarray:
+        centred = self.means - self.mean
+        within = np.einsum("k,kij->ij", self.weights, self.covs)
+        between = np.einsum("k,ki,kj->ij", self.weights, centred, centred)
+        return within + between
+
+    @cached_property
+    def cov_sqrt(self) -> np.ndarray:
+        vals, vecs = np.linalg.eigh(self.cov)
+        return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+
+    def marginal_quantile(self, q: float) -> np.ndarray:
+        """Quantile q of each coordinate's marginal distribution, shape (d,)."""
+        sd = np.sqrt(np.diagonal(self.covs, axis1=1, axis2=2))  # (K, d)
+        if self.components == 1:
+            return self.means[0] + sd[0] * stats.norm.ppf(q)
+        out = np.empty(self.dim)
+        for j in range(self.dim):  # a loop over dimensions of the truth, done once per cell
+            mu, s = self.means[:, j], sd[:, j]
+
+            def cdf_gap(x, mu=mu, s=s):
+                return float(self.weights @ stats.norm.cdf((x - mu) / s)) - q
+
+            lo = float(np.min(mu - 12 * s))
+            hi = float(np.max(mu + 12 * s))
+            out[j] = optimize.brentq(cdf_gap, lo, hi, xtol=1e-12)
+        return out
+
+    def sample(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        """Draws of shape ``shape + (d,)``."""
+        size = int(np.prod(shape))
+        comp = rng.choice(self.components, size=size, p=self.weights)
+        z = rng.standard_normal((size, self.dim))
+        chol = np.linalg.cholesky(self.covs)
+        x = self.means[comp] + np.einsum("nij,nj->ni", chol[comp], z)
+        return x.reshape(*shape, self.dim)
+
+    def logpdf(self, x: np.ndarray) -> np.ndarray:
+        """Log density at points x of shape (..., d)."""
+        parts = np.stack(
+            [
+                stats.multivariate_normal(self.means[k], self.covs[k]).logpdf(x).reshape(x.shape[:-1])
+                for k in range(self.components)
+            ],
+            axis=-1,
+        )
+        return special.logsumexp(parts + np.log(self.weights), axis=-1)
+
+
+@dataclass(frozen=True, eq=False)
+class CategoricalTruth:
+    probs: np.ndarray  # (K,)
+
+    kind = "categorical"
+
+    @property
+    def categories(self) -> int:
+        return self.probs.shape[0]
+
+    @cached_property
+    def rare_categories(self) -> np.ndarray:
+        """Indices of the rarest decile of categories (at least one), the rarest first."""
+        k = max(1, int(np.ceil(self.categories / 10)))
+        return np.argsort(self.probs, kind="stable")[:k]
+
+    def sample(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        return rng.choice(self.categories, size=shape, p=self.probs).astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class BernoulliTruth:
+    p: float
+
+    kind = "binary"
+
+    def sample(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        return (rng.random(shape) < self.p).astype(np.uint8)
+
+
+@dataclass(frozen=True, eq=False)
+class PoissonTruth:
+    rate: float
+
+    kind = "count"
+
+    def sample(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        return rng.poisson(self.rate, size=shape).astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class LinearTruth:
+    """Fixed-design regression y = X w + noise·ε; records are rows [x, y] of length dim + 1."""
+
+    design: np.ndarray  # (n, dim), shared by every replicate
+    weights: np.ndarray  # (dim,)
+    noise: float
+
+    kind = "regression"
+
+    @property
+    def dim(self) -> int:
+        return self.design.shape[1]
+
+    def records(self, labels: np.ndarray) -> np.ndarray:
+        """Rows [x_i, y_i] for labels of shape (R, k): design rows are reused cyclically."""
+        R, k = labels.shape
+        rows = np.resize(np.arange(self.design.shape[0]), k)
+        x = np.broadcast_to(self.design[rows], (R, k, self.dim))
+        return np.concatenate([x, labels[..., None]], axis=-1)
+
+    def sample(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        if len(shape) == 1:  # a held-out set: one shared set of rows
+            return self.sample((1,) + shape, rng)[0]
+        R, k = shape
+        rows = np.resize(np.arange(self.design.shape[0]), k)
+        labels = self.design[rows] @ self.weights + self.noise * rng.standard_normal((R, k))
+        return self.records(labels)

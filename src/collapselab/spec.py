@@ -1,0 +1,233 @@
+"""Experiment specs: TOML in, validated objects out, with one-line errors that name the key.
+
+A spec describes one experiment; its optional ``[sweep]`` table maps dotted keys to lists and expands
+the spec into the grid of *cells* (their cartesian product, in the order the keys are written).
+Every cell is fully validated before anything runs or is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import SpecError
+
+POLICY_KINDS = ("replace", "accumulate", "accumulate-subsample", "mix", "fresh")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSpec(_Strict):
+    source: str
+    n: int = Field(gt=0, description="records in the real pool")
+    heldout: int = Field(default=2000, gt=0, description="held-out real records for metrics")
+    params: dict[str, Any] = {}
+
+
+class ModelSpec(_Strict):
+    family: str
+    params: dict[str, Any] = {}
+
+
+class PolicySpec(_Strict):
+    kind: Literal["replace", "accumulate", "accumulate-subsample", "mix", "fresh"] = "replace"
+    real_fraction: float | None = Field(default=None, ge=0, le=1)
+    samples: int | None = Field(default=None, gt=0, description="synthetic records drawn per generation")
+
+    @model_validator(mode="after")
+    def _fraction_needed(self):
+        if self.kind in ("mix", "fresh") and self.real_fraction is None:
+            raise ValueError(f"policy.kind = {self.kind!r} needs policy.real_fraction (a number in [0, 1])")
+        return self
+
+
+class Spec(_Strict):
+    name: str = "experiment"
+    generations: int = Field(ge=1)
+    replicates: int = Field(default=1000, ge=1)
+    seed: int = Field(default=0, ge=0)
+    plugins: list[str] = []
+    data: DataSpec
+    model: ModelSpec
+    policy: PolicySpec = PolicySpec()
+    sweep: dict[str, list[Any]] = {}
+
+    @model_validator(mode="after")
+    def _sweep_lists(self):
+        for key, values in self.sweep.items():
+            if not values:
+                raise ValueError(f"sweep {key!r} has no values")
+            if key.split(".")[0] in ("sweep", "plugins", "name"):
+                raise ValueError(f"sweep {key!r}: that key cannot be swept")
+        return self
+
+    @property
+    def samples(self) -> int:
+        return self.policy.samples or self.data.n
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.model_dump(exclude_none=True))
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line naming the key, the bad value and what is allowed."""
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"])
+    key = ".".join(p for p in (prefix, loc) if p)
+    if e["type"] == "extra_forbidden":
+        return f"unknown key {key!r}" + _allowed_keys(err, e["loc"])
+    if e["type"] == "missing":
+        return f"missing key {key!r}"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "value_error" and not e["loc"]:  # a model-level check: its message names the keys
+        return f"{prefix + ': ' if prefix else ''}{msg}"
+    value = e.get("input")
+    return f"{key} = {value!r}: {msg}"
+
+
+def _allowed_keys(err: ValidationError, loc) -> str:
+    model = err.title
+    cls = _MODELS.get(model)
+    if cls is None:
+        return ""
+    for part in loc[:-1]:
+        f = cls.model_fields.get(part)
+        ann = getattr(f, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return ""
+        cls = ann
+    return "; allowed: " + ", ".join(cls.model_fields)
+
+
+_MODELS: dict[str, type[BaseModel]] = {m.__name__: m for m in (Spec, DataSpec, ModelSpec, PolicySpec)}
+
+
+def validate_params(model: type[BaseModel], params: dict[str, Any], prefix: str) -> BaseModel:
+    try:
+        return model.model_validate(params)
+    except ValidationError as err:
+        e = err.errors()[0]
+        if e["type"] == "extra_forbidden":
+            raise SpecError(
+                f"unknown key '{prefix}.{e['loc'][0]}'; allowed: {', '.join(model.model_fields) or 'none'}"
+            ) from None
+        raise SpecError(format_validation_error(err, prefix)) from None
+
+
+def read_toml(source: str | Path) -> dict[str, Any]:
+    """Parse a spec file, or ``preset:NAME`` for a spec that ships with collapselab."""
+    text, where = _read_text(str(source))
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{where}: TOML syntax error: {e}") from None
+
+
+def _read_text(source: str) -> tuple[str, str]:
+    if source.startswith("preset:"):
+        name = source.removeprefix("preset:")
+        res = resources.files("collapselab") / "presets" / f"{name}.toml"
+        if not res.is_file():
+            raise SpecError(f"unknown preset {name!r}; allowed: {', '.join(list_presets())}")
+        return res.read_text(encoding="utf-8"), source
+    path = Path(source)
+    if not path.is_file():
+        raise SpecError(f"spec file not found: {source}")
+    try:
+        return path.read_text(encoding="utf-8"), source
+    except UnicodeDecodeError:
+        raise SpecError(f"{source}: not a UTF-8 text file") from None
+
+
+def list_presets() -> list[str]:
+    folder = resources.files("collapselab") / "presets"
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def parse_spec(raw: dict[str, Any], where: str = "spec") -> Spec:
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err)) from None
+
+
+def load_spec(source: "str | Path | dict | Spec") -> Spec:
+    if isinstance(source, Spec):
+        return source
+    if isinstance(source, dict):
+        return parse_spec(source)
+    return parse_spec(read_toml(source), str(source))
+
+
+@dataclass
+class Cell:
+    """One point of the sweep grid: its id, the overrides that define it, and its resolved spec."""
+
+    id: str
+    index: int
+    overrides: dict[str, Any]
+    spec: Spec
+    resolved: dict[str, Any] = field(default_factory=dict)
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise SpecError(f"sweep {key!r}: {p!r} is not a table")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def expand(spec: Spec) -> list[Cell]:
+    """The cells of a spec: its sweep grid, or the spec itself as cell "0". Each cell is validated."""
+    from .families import resolve_family  # late: families import spec helpers
+    from .sources import get_source
+
+    _import_plugins(spec.plugins)
+    base = spec.model_dump(exclude={"sweep"}, exclude_none=True)
+    keys = list(spec.sweep)
+    cells = []
+    for index, values in enumerate(itertools.product(*(spec.sweep[k] for k in keys))):
+        overrides = dict(zip(keys, values))
+        raw = copy.deepcopy(base)
+        for k, v in overrides.items():
+            _set_dotted(raw, k, v)
+        try:
+            cell_spec = parse_spec(raw)
+            source = get_source(cell_spec.data.source, cell_spec.data.params)
+            source.check_n(cell_spec.data.n)
+            family_cls, family_params = resolve_family(cell_spec.model, source)
+            family_cls.check_spec(cell_spec, family_params)
+        except SpecError as e:
+            if overrides:
+                where = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+                raise SpecError(f"sweep cell {index} ({where}): {e}") from None
+            raise
+        resolved = cell_spec.model_dump(exclude_none=True)
+        resolved["data"]["params"] = source.params.model_dump(exclude_none=True)
+        resolved["model"]["params"] = family_params.model_dump(exclude_none=True)
+        cells.append(Cell(str(index), index, overrides, cell_spec, resolved))
+    return cells
+
+
+def _import_plugins(modules: list[str]) -> None:
+    import importlib
+
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except ImportError as e:
+            raise SpecError(f"plugins: cannot import {m!r} ({e})") from None
