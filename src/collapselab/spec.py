@@ -53,6 +53,7 @@ class PolicySpec(_Strict):
 
 class Spec(_Strict):
     name: str = "experiment"
+    description: str = ""
     generations: int = Field(ge=1)
     replicates: int = Field(default=1000, ge=1)
     seed: int = Field(default=0, ge=0)
@@ -67,7 +68,7 @@ class Spec(_Strict):
         for key, values in self.sweep.items():
             if not values:
                 raise ValueError(f"sweep {key!r} has no values")
-            if key.split(".")[0] in ("sweep", "plugins", "name"):
+            if key.split(".")[0] in ("sweep", "plugins", "name", "description"):
                 raise ValueError(f"sweep {key!r}: that key cannot be swept")
         return self
 
@@ -188,12 +189,16 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
         if not isinstance(nxt, dict):
             raise SpecError(f"sweep {key!r}: {p!r} is not a table")
         node = nxt
-    node[parts[-1]] = value
+    if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+        node[parts[-1]] = {**node[parts[-1]], **value}  # a table value sets several linked keys at once
+    else:
+        node[parts[-1]] = value
 
 
 def expand(spec: Spec) -> list[Cell]:
     """The cells of a spec: its sweep grid, or the spec itself as cell "0". Each cell is validated."""
-    from .families import resolve_family  # late: families import spec helpers
+    from .families import resolve_family  # late: families and policies import spec helpers
+    from .policies import check_policy
     from .sources import get_source
 
     _import_plugins(spec.plugins)
@@ -211,6 +216,7 @@ def expand(spec: Spec) -> list[Cell]:
             source.check_n(cell_spec.data.n)
             family_cls, family_params = resolve_family(cell_spec.model, source)
             family_cls.check_spec(cell_spec, family_params)
+            check_policy(cell_spec)
         except SpecError as e:
             if overrides:
                 where = ", ".join(f"{k}={v!r}" for k, v in overrides.items())

@@ -1,0 +1,82 @@
+"""The self-consuming training loop for one cell, all R replicate chains at once.
+
+    real pool (provenance "real")
+    for g in 0 .. G-1:
+        train_g = policy.build(real, synthetic pools of generations < g, g)
+        model_g = family.fit(train_g)              # batched over the R replicates
+        metrics_g = family.metrics(model_g) + synthetic_share(train_g)
+        synth_g = model_g.sample(m)                # provenance "synthetic", generation g
+
+The loop knows no family and no storage: it wires a source, a policy and a family together and hands
+back one value per replicate, generation and metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .errors import CollapselabError
+from .families import Reference, resolve_family
+from .policies import make_policy
+from .pool import Pool
+from .rng import Stream, generator
+from .sources import get_source
+from .spec import Cell
+
+# progress callback: (cell id, generation just finished, generations in the cell)
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(eq=False)
+class CellResult:
+    cell_id: str
+    overrides: dict
+    # metric name -> (G, R) array: one value per generation and replicate chain
+    metrics: dict[str, np.ndarray]
+    # closed-form expectations where the literature has one: metric name -> (G,) array
+    theory: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def run_cell(cell: Cell, seed: int, progress: Progress | None = None) -> CellResult:
+    from .theory import closed_forms  # late: theory imports families for their constants
+
+    spec = cell.spec
+    G, R, n, m = spec.generations, spec.replicates, spec.data.n, spec.samples
+    source = get_source(spec.data.source, spec.data.params)
+    family_cls, family_params = resolve_family(spec.model, source)
+
+    data_rng = generator(seed, cell.index, Stream.DATA)
+    truth = source.truth(n, data_rng)
+    real = Pool.real(truth.sample((R, n), data_rng))
+    heldout = truth.sample((spec.data.heldout,), data_rng)
+    family = family_cls(family_params, Reference(truth=truth, heldout=heldout, n=n))
+    policy = make_policy(spec)
+
+    def draw_real(k: int, rng: np.random.Generator) -> Pool:
+        return Pool.real(truth.sample((R, k), rng))
+
+    synthetic: list[Pool] = []
+    per_gen: list[dict[str, np.ndarray]] = []
+    for g in range(G):
+        train = policy.build(g, real, synthetic, draw_real, generator(seed, cell.index, Stream.POLICY, g))
+        model = family.fit(train.x, generator(seed, cell.index, Stream.FIT, g))
+        values = {k: np.asarray(v, dtype=float) for k, v in family.metrics(model).items()}
+        values["synthetic_share"] = train.synthetic_share()
+        for name, v in values.items():
+            if v.shape != (R,):
+                raise CollapselabError(
+                    f"family {family_cls.name!r}: metric {name!r} has shape {v.shape}, expected ({R},)"
+                )
+        per_gen.append(values)
+        if g < G - 1:
+            x = model.sample(m, generator(seed, cell.index, Stream.SAMPLE, g))
+            pool = Pool.synthetic(x, g)
+            synthetic = [*synthetic, pool] if policy.keeps_all_pools else [pool]
+        if progress is not None:
+            progress(cell.id, g + 1, G)
+
+    metrics = {name: np.stack([gen[name] for gen in per_gen]) for name in per_gen[0]}
+    return CellResult(cell.id, cell.overrides, metrics, closed_forms(spec, truth))

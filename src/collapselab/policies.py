@@ -1,0 +1,118 @@
+"""Data policies: how each generation's training set is built from the real pool and synthetic pools.
+
+Generation 0 always trains on the real pool. For g >= 1 (``synthetic[-1]`` is generation g-1's pool):
+
+- ``replace``               the last synthetic pool alone (the self-consuming loop of Shumailov et al.);
+- ``accumulate``            the real pool plus every synthetic pool so far (Gerstgrasser et al. 2024);
+- ``accumulate-subsample``  accumulate, subsampled without replacement to the real pool's size n
+                            (compute-matched accumulate);
+- ``mix``                   n records: round(f·n) drawn from the real pool, the rest from the last
+                            synthetic pool (f = ``real_fraction``);
+- ``fresh``                 like mix, but the real part is newly drawn from the source each generation.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .errors import SpecError
+from .families._batched import subsample_rows
+from .pool import Pool
+from .spec import Spec
+
+DrawReal = Callable[[int, np.random.Generator], Pool]
+
+
+class Policy:
+    kind: str
+    keeps_all_pools = False  # whether older synthetic pools must be kept in memory
+
+    def __init__(self, spec: Spec):
+        self.n = spec.data.n
+        self.samples = spec.samples
+        self.real_fraction = spec.policy.real_fraction
+
+    def real_count(self) -> int:
+        return int(round(self.real_fraction * self.n))
+
+    def build(self, g: int, real: Pool, synthetic: list[Pool], draw_real: DrawReal, rng) -> Pool:
+        if g == 0:
+            return real
+        return self._build(g, real, synthetic, draw_real, rng)
+
+    def _build(self, g, real, synthetic, draw_real, rng) -> Pool:
+        raise NotImplementedError
+
+
+class Replace(Policy):
+    kind = "replace"
+
+    def _build(self, g, real, synthetic, draw_real, rng):
+        return synthetic[-1]
+
+
+class Accumulate(Policy):
+    kind = "accumulate"
+    keeps_all_pools = True
+
+    def _build(self, g, real, synthetic, draw_real, rng):
+        return Pool.concat([real, *synthetic])
+
+
+class AccumulateSubsample(Accumulate):
+    kind = "accumulate-subsample"
+
+    def _build(self, g, real, synthetic, draw_real, rng):
+        pool = super()._build(g, real, synthetic, draw_real, rng)
+        R = pool.x.shape[0]
+        return pool.take(subsample_rows(R, pool.size, self.n, rng))
+
+
+class Mix(Policy):
+    kind = "mix"
+
+    def _real_part(self, real: Pool, k: int, draw_real: DrawReal, rng) -> Pool:
+        R = real.x.shape[0]
+        return real.take(subsample_rows(R, real.size, k, rng))
+
+    def _build(self, g, real, synthetic, draw_real, rng):
+        k = self.real_count()
+        parts = [self._real_part(real, k, draw_real, rng)] if k else []
+        if self.n - k:
+            parts.append(synthetic[-1].head(self.n - k))
+        return Pool.concat(parts)
+
+
+class Fresh(Mix):
+    kind = "fresh"
+
+    def _real_part(self, real, k, draw_real, rng):
+        return draw_real(k, rng)
+
+
+POLICIES: dict[str, type[Policy]] = {
+    p.kind: p for p in (Replace, Accumulate, AccumulateSubsample, Mix, Fresh)
+}
+
+
+def make_policy(spec: Spec) -> Policy:
+    return POLICIES[spec.policy.kind](spec)
+
+
+def check_policy(spec: Spec) -> None:
+    """Settings a policy cannot run, caught before anything runs."""
+    if spec.policy.kind in ("mix", "fresh"):
+        policy = make_policy(spec)
+        need = spec.data.n - policy.real_count()
+        if spec.samples < need:
+            raise SpecError(
+                f"policy.samples = {spec.samples}: {spec.policy.kind} with real_fraction "
+                f"{spec.policy.real_fraction} needs at least {need} synthetic records per generation"
+            )
+    elif spec.policy.real_fraction is not None:
+        raise SpecError(
+            f"policy.real_fraction = {spec.policy.real_fraction}: only used by kind 'mix' or 'fresh', "
+            f"not {spec.policy.kind!r}"
+        )

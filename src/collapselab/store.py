@@ -1,0 +1,161 @@
+"""Where results live: a run directory (the output contract) and an embedded SQLite index of runs.
+
+A run directory holds ``summary.csv``, ``cells.json``, ``spec.toml`` and, where closed forms exist,
+``theory.csv``. Files are written to temporary names and renamed into place, so a run that fails
+leaves no half-written file behind.
+
+Runs made without ``--out`` go to a workspace (``./collapselab-runs`` by default) and are indexed in
+``store.db`` there: an SQLite database in WAL mode, so concurrent writers do not block readers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import CollapselabError, SpecError
+
+DEFAULT_WORKSPACE = Path("collapselab-runs")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    created TEXT NOT NULL,
+    path TEXT NOT NULL,
+    cells INTEGER NOT NULL,
+    generations INTEGER NOT NULL,
+    replicates INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    spec TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cells (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    cell TEXT NOT NULL,
+    overrides TEXT NOT NULL,
+    PRIMARY KEY (run_id, cell)
+);
+CREATE TABLE IF NOT EXISTS summary (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    cell TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    mean REAL, std REAL, se REAL, median REAL, q05 REAL, q95 REAL, count INTEGER,
+    PRIMARY KEY (run_id, cell, generation, metric)
+);
+"""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_run_dir(out: Path, files: dict[str, str]) -> None:
+    """Write every file of a finished run into ``out`` (created if needed)."""
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"--out {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    stale = out / "theory.csv"
+    for name, text in files.items():
+        write_atomic(out / name, text)
+    if "theory.csv" not in files and stale.exists():  # never leave another run's theory beside ours
+        stale.unlink()
+
+
+class Store:
+    """The SQLite index of a workspace."""
+
+    def __init__(self, workspace: Path | str = DEFAULT_WORKSPACE):
+        self.workspace = Path(workspace)
+        self.db = self.workspace / "store.db"
+
+    def connect(self) -> sqlite3.Connection:
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.db, timeout=30)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.executescript(_SCHEMA)
+        return con
+
+    def new_run_dir(self, name: str) -> tuple[int, Path]:
+        """Reserve a run id and its folder; the index row is completed by :meth:`record`."""
+        with closing(self.connect()) as con, con:
+            cur = con.execute(
+                "INSERT INTO runs (name, created, path, cells, generations, replicates, seed, seconds, spec)"
+                " VALUES (?, ?, '', 0, 0, 0, 0, -1, '')",
+                (name, time.strftime("%Y-%m-%dT%H:%M:%S")),
+            )
+            run_id = cur.lastrowid
+        return run_id, self.workspace / f"{run_id:04d}-{_slug(name)}"
+
+    def record(self, run_id: int, path: Path, spec, cells: dict, rows: list[tuple], seconds: float) -> None:
+        with closing(self.connect()) as con, con:
+            con.execute(
+                "UPDATE runs SET path=?, cells=?, generations=?, replicates=?, seed=?, seconds=?, spec=?"
+                " WHERE id=?",
+                (str(path), len(cells), spec.generations, spec.replicates, spec.seed, seconds,
+                 spec.to_toml(), run_id),
+            )
+            con.executemany(
+                "INSERT INTO cells VALUES (?, ?, ?)",
+                [(run_id, c, json.dumps(o, sort_keys=True)) for c, o in cells.items()],
+            )
+            con.executemany(f"INSERT INTO summary VALUES ({', '.join('?' * 11)})", [(run_id, *r) for r in rows])
+
+    def discard(self, run_id: int) -> None:
+        with closing(self.connect()) as con, con:
+            con.execute("DELETE FROM runs WHERE id=?", (run_id,))
+
+    def runs(self) -> pd.DataFrame:
+        if not self.db.exists():
+            return pd.DataFrame(columns=["id", "name", "created", "cells", "generations", "replicates", "path"])
+        with closing(self.connect()) as con:
+            return pd.read_sql_query(
+                "SELECT id, name, created, cells, generations, replicates, seconds, path FROM runs"
+                " WHERE seconds >= 0 ORDER BY id",
+                con,
+            )
+
+    def resolve(self, ref: str) -> Path:
+        """A run's folder from its id, its name (the latest run of that name) or a directory path."""
+        p = Path(ref)
+        if (p / "summary.csv").is_file():
+            return p
+        if self.db.exists():
+            with closing(self.connect()) as con:
+                if ref.isdigit():
+                    row = con.execute("SELECT path FROM runs WHERE id=? AND seconds >= 0", (int(ref),)).fetchone()
+                else:
+                    row = con.execute(
+                        "SELECT path FROM runs WHERE name=? AND seconds >= 0 ORDER BY id DESC LIMIT 1", (ref,)
+                    ).fetchone()
+            if row and (Path(row[0]) / "summary.csv").is_file():
+                return Path(row[0])
+        raise SpecError(f"no run {ref!r}: give a run id or name from 'collapselab runs', or a run directory")
+
+
+def _slug(name: str) -> str:
+    s = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name).strip("-")
+    return s[:60] or "run"
+
+
+def read_run(path: Path) -> dict:
+    """The tables of a run directory."""
+    path = Path(path)
+    if not (path / "summary.csv").is_file():
+        raise CollapselabError(f"{path}: not a collapselab run directory (no summary.csv)")
+    out = {
+        "summary": pd.read_csv(path / "summary.csv", dtype={"cell": str}),
+        "cells": json.loads((path / "cells.json").read_text(encoding="utf-8")),
+    }
+    if (path / "theory.csv").is_file():
+        out["theory"] = pd.read_csv(path / "theory.csv", dtype={"cell": str})
+    return out

@@ -1,0 +1,77 @@
+"""Statistics across replicate chains, and the tidy tables built from them.
+
+``summary.csv`` rows are ``cell,generation,metric,mean,std,se,median,q05,q95,count``: one per cell,
+generation and metric. NaN values (a metric undefined for some replicate) are left out of the
+statistics and counted out of ``count``. Floats are written with ``repr`` (shortest round-trip form),
+so the same numbers always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from .loop import CellResult
+
+SUMMARY_COLUMNS = ("cell", "generation", "metric", "mean", "std", "se", "median", "q05", "q95", "count")
+THEORY_COLUMNS = ("cell", "generation", "metric", "expected")
+
+
+def replicate_stats(values: np.ndarray) -> dict[str, np.ndarray]:
+    """Statistics along the last (replicate) axis of ``values``, ignoring NaN."""
+    count = np.sum(~np.isnan(values), axis=-1)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN, which is the answer
+        mean = np.nanmean(values, axis=-1)
+        std = np.where(count > 1, np.nanstd(values, axis=-1, ddof=1), np.nan)
+        q05, median, q95 = np.nanquantile(values, [0.05, 0.5, 0.95], axis=-1)
+    return {
+        "mean": mean,
+        "std": std,
+        "se": std / np.sqrt(count),
+        "median": median,
+        "q05": q05,
+        "q95": q95,
+        "count": count,
+    }
+
+
+def summary_rows(results: list[CellResult]) -> list[tuple]:
+    rows = []
+    for res in results:
+        stats = {name: replicate_stats(v) for name, v in res.metrics.items()}
+        G = next(iter(res.metrics.values())).shape[0]
+        for g in range(G):
+            for name, s in stats.items():
+                rows.append(
+                    (res.cell_id, g, name, *(float(s[k][g]) for k in SUMMARY_COLUMNS[3:9]), int(s["count"][g]))
+                )
+    return rows
+
+
+def theory_rows(results: list[CellResult]) -> list[tuple]:
+    return [
+        (res.cell_id, g, name, float(v))
+        for res in results
+        for name, values in res.theory.items()
+        for g, v in enumerate(values)
+    ]
+
+
+def to_csv(columns, rows) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    w.writerows([[repr(v) if isinstance(v, float) else v for v in row] for row in rows])
+    return buf.getvalue()
+
+
+def to_frame(columns, rows) -> pd.DataFrame:
+    df = pd.DataFrame(list(rows), columns=list(columns))
+    if "cell" in df:
+        df["cell"] = df["cell"].astype(str)
+    return df

@@ -1,0 +1,159 @@
+"""Closed-form expectations from the literature, per generation, for the cells that have one.
+
+Notation: generation 0 is fitted on the n real records, each later generation on the training set the
+policy builds; m = ``policy.samples`` synthetic records are drawn per generation (m = n by default),
+a_k = (k-1)/k is the shrinkage of a maximum-likelihood variance fitted on k records.
+
+Under ``replace``:
+
+- Gaussian MLE (any d; Shumailov et al. 2024)    E[σ²_g]/σ² = a_n · a_m^g              (var_ratio, trace_ratio)
+                                                  E‖μ_g-μ‖² = tr Σ (1/n + Σ_{k<g} a_n a_m^k / m)
+                                                  (= tr Σ (1-(1-1/n)^(g+1)) when m = n)
+- Gaussian, unbiased covariance                   E[σ²_g]/σ² = 1, E‖μ_g-μ‖² = tr Σ (1/n + g/m)
+- Gaussian determinant (Wishart moments)          E[det Σ_g]/det Σ = c_n c_m^g, c_k = Π_{i=1..d}(k-i)/k
+                                                  (denominator k-1 for the unbiased estimator)
+- KDE, bandwidth h (1-D variance recursion)       V_0 = a_n σ² + h², V_g = a_m V_{g-1} + h²
+- Categorical MLE (Wright-Fisher drift)           E[H_g] = (1-1/n)(1-1/m)^g · H, H = 1 - Σ p_k²
+                                                  E[support_g] = Σ_k P(category k not yet lost)
+- Bernoulli / Poisson (Suresh et al. 2024)        E[p_g] = p, E[λ_g] = λ (martingales);
+                                                  P(alive) from the exact binomial chain / the Poisson
+                                                  branching process: P(dead by g) = exp(nλ(q-1)),
+                                                  q = h(f^(g-1)(0)), f(s)=e^(s-1), h(s)=e^((m/n)(s-1))
+- Linear regression, fixed design X, m = n        E‖ŵ_g-w*‖² = σ² tr((XᵀX)⁻¹) (g+1)      (Dohmatob et al. 2024)
+
+Under ``accumulate``:
+
+- Linear regression, m = n                        E‖ŵ_g-w*‖² = σ² tr((XᵀX)⁻¹) Σ_{k=1..g+1} 1/k²  (Gerstgrasser et al. 2024)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from .spec import Spec
+
+# exact Markov chains cost O(states² · G); beyond this many states the closed form is not computed
+_MAX_CHAIN_STATES = 2000
+
+
+def closed_forms(spec: Spec, truth) -> dict[str, np.ndarray]:
+    """Expected value of each metric per generation, shape (G,), where a closed form is known."""
+    family = spec.model.family
+    handler = _HANDLERS.get((family, spec.policy.kind))
+    if handler is None:
+        return {}
+    return {k: np.asarray(v, dtype=float) for k, v in handler(spec, truth).items()}
+
+
+def _shrink(k: int) -> float:
+    return (k - 1) / k
+
+
+def _gaussian_replace(spec: Spec, truth) -> dict:
+    if not hasattr(truth, "cov"):
+        return {}
+    G, n, m, d = spec.generations, spec.data.n, spec.samples, truth.dim
+    g = np.arange(G)
+    out = {}
+    unbiased = spec.model.params.get("estimator", "mle") == "unbiased"
+    if unbiased:
+        var = np.ones(G)
+        drift = np.trace(truth.cov) * (1 / n + g / m)
+    else:
+        var = _shrink(n) * _shrink(m) ** g
+        prev = np.concatenate([[0.0], np.cumsum(var[:-1])])  # Σ_{k<g} E[σ²_k]/σ²
+        drift = np.trace(truth.cov) * (1 / n + prev / m)
+    if d == 1:
+        out["var_ratio"] = var
+    out["trace_ratio"] = var
+    out["mean_sq_drift"] = drift
+    if truth.components == 1:  # Wishart determinant moments need Gaussian real data
+        def c(k):
+            i = np.arange(1, d + 1)
+            return np.prod((k - i) / (k - 1 if unbiased else k))
+
+        out["det_ratio"] = c(n) * c(m) ** g
+    return out
+
+
+def _kde_replace(spec: Spec, truth) -> dict:
+    if truth.dim != 1:
+        return {}
+    h2 = float(spec.model.params.get("bandwidth", 0.1)) ** 2
+    sigma2 = float(truth.cov[0, 0])
+    v = np.empty(spec.generations)
+    v[0] = _shrink(spec.data.n) * sigma2 + h2
+    for g in range(1, spec.generations):
+        v[g] = _shrink(spec.samples) * v[g - 1] + h2
+    return {"var_ratio": v / sigma2}
+
+
+def _survival(p: np.ndarray, n: int, m: int, G: int) -> np.ndarray | None:
+    """P(count > 0) per generation for Wright-Fisher chains started from Binomial(n, p), shape (len(p), G)."""
+    if max(n, m) > _MAX_CHAIN_STATES:
+        return None
+    p = np.atleast_1d(p)
+    dist = stats.binom.pmf(np.arange(n + 1)[None, :], n, p[:, None])  # (P, n+1) over gen-0 counts
+    first = stats.binom.pmf(np.arange(m + 1)[None, :], m, (np.arange(n + 1) / n)[:, None])  # n -> m
+    step = stats.binom.pmf(np.arange(m + 1)[None, :], m, (np.arange(m + 1) / m)[:, None])  # m -> m
+    alive = np.empty((p.shape[0], G))
+    for g in range(G):
+        alive[:, g] = 1.0 - dist[:, 0]
+        dist = dist @ (first if g == 0 else step)
+    return alive
+
+
+def _categorical_replace(spec: Spec, truth) -> dict:
+    G, n, m = spec.generations, spec.data.n, spec.samples
+    H = 1.0 - np.sum(truth.probs**2)
+    out = {"gini_simpson": (1 - 1 / n) * (1 - 1 / m) ** np.arange(G) * H}
+    if truth.categories * max(n, m) <= 200_000:
+        alive = _survival(truth.probs, n, m, G)
+        if alive is not None:
+            out["support"] = alive.sum(axis=0)
+    return out
+
+
+def _bernoulli_replace(spec: Spec, truth) -> dict:
+    out = {"p": np.full(spec.generations, truth.p)}
+    alive = _survival(np.array([truth.p]), spec.data.n, spec.samples, spec.generations)
+    if alive is not None:
+        out["alive"] = alive[0]
+    return out
+
+
+def _poisson_replace(spec: Spec, truth) -> dict:
+    G, n, m, lam = spec.generations, spec.data.n, spec.samples, truth.rate
+    # q = probability that one gen-0 count unit has no descendants at generation g (pgf iteration)
+    dead = np.empty(G)
+    inner = 0.0  # f^(g-1)(0), f(s) = exp(s-1): extinction by g-1 steps of the Poisson(1) branching
+    for g in range(G):
+        q = 0.0 if g == 0 else np.exp((m / n) * (inner - 1.0))
+        if g >= 1:
+            inner = np.exp(inner - 1.0)
+        dead[g] = np.exp(n * lam * (q - 1.0))
+    return {"rate": np.full(G, lam), "alive": 1.0 - dead}
+
+
+def _linear(accumulate: bool):
+    def handler(spec: Spec, truth) -> dict:
+        if spec.samples != spec.data.n:  # the closed form needs synthetic labels on the same design
+            return {}
+        X = truth.design
+        base = truth.noise**2 * np.trace(np.linalg.inv(X.T @ X))
+        k = np.arange(1, spec.generations + 1)
+        return {"test_error": base * (np.cumsum(1.0 / k**2) if accumulate else k)}
+
+    return handler
+
+
+_HANDLERS = {
+    ("gaussian", "replace"): _gaussian_replace,
+    ("kde", "replace"): _kde_replace,
+    ("categorical", "replace"): _categorical_replace,
+    ("bernoulli", "replace"): _bernoulli_replace,
+    ("poisson", "replace"): _poisson_replace,
+    ("linear", "replace"): _linear(accumulate=False),
+    ("linear", "accumulate"): _linear(accumulate=True),
+}
