@@ -1,0 +1,156 @@
+"""The simulator against the closed forms of the literature, to within 4 Monte-Carlo standard errors.
+
+Where REFERENCES.md states a formula, the test writes it out itself rather than trusting theory.py;
+the other cases check the simulation against theory.py and theory.py's special cases against each other.
+"""
+
+import numpy as np
+import pytest
+
+from helpers import assert_within_se, expected, simulate
+
+G = np.arange
+
+
+# --- Gaussian, maximum likelihood (Shumailov et al. 2024) -------------------------------------------
+
+@pytest.mark.parametrize("n, std", [(5, 1.0), (10, 2.5), (50, 0.3)])
+def test_gaussian_mle_variance_and_mean_drift(n, std):
+    gens = 25
+    r = simulate(gens, 20000, "gaussian", n, "gaussian", {"mean": 1.5, "std": std}, {"estimator": "mle"})
+    g = G(gens)
+    var_ratio = ((n - 1) / n) ** (g + 1)  # REFERENCES.md, written out here
+    drift = std**2 * (1 - (1 - 1 / n) ** (g + 1))
+    assert_within_se(r, "var_ratio", var_ratio)
+    assert_within_se(r, "mean_sq_drift", drift)
+    np.testing.assert_allclose(expected(r, "var_ratio"), var_ratio)
+    np.testing.assert_allclose(expected(r, "mean_sq_drift"), drift)
+
+
+def test_gaussian_mle_with_more_synthetic_samples_than_real():
+    # n real, m synthetic: E σ²_g/σ² = a_n a_m^g; the drift accumulates E σ²_k / m
+    n, m, gens = 8, 40, 20
+    r = simulate(gens, 20000, "gaussian", n, "gaussian", {"std": 1.0}, kind="replace", samples=m)
+    g = G(gens)
+    var = (n - 1) / n * ((m - 1) / m) ** g
+    drift = 1 / n + np.concatenate([[0], np.cumsum(var[:-1])]) / m
+    assert_within_se(r, "var_ratio", var)
+    assert_within_se(r, "mean_sq_drift", drift)
+
+
+def test_gaussian_unbiased_is_a_martingale_in_variance():
+    n, gens = 10, 20
+    r = simulate(gens, 40000, "gaussian", n, "gaussian", {"std": 1.0}, {"estimator": "unbiased"})
+    assert_within_se(r, "var_ratio", np.ones(gens))
+    assert_within_se(r, "mean_sq_drift", (1 + G(gens)) / n)
+
+
+@pytest.mark.parametrize("estimator", ["mle", "unbiased"])
+def test_multivariate_gaussian_trace_determinant_and_drift(estimator):
+    n, d, gens = 15, 3, 15
+    cov = [[2.0, 0.5, 0.0], [0.5, 1.0, 0.3], [0.0, 0.3, 0.5]]
+    r = simulate(gens, 20000, "gaussian", n, "gaussian", {"mean": [0, 1, -1], "cov": cov}, {"estimator": estimator})
+    g = G(gens)
+    denom = n if estimator == "mle" else n - 1
+    c = np.prod([(n - i) / denom for i in range(1, d + 1)])  # Wishart: E det S = det Σ Π (n-i)/denom
+    assert_within_se(r, "det_ratio", c ** (g + 1))
+    trace = np.trace(np.array(cov))
+    if estimator == "mle":
+        assert_within_se(r, "trace_ratio", ((n - 1) / n) ** (g + 1))
+        assert_within_se(r, "mean_sq_drift", trace * (1 - (1 - 1 / n) ** (g + 1)))
+    else:
+        assert_within_se(r, "trace_ratio", np.ones(gens))
+        assert_within_se(r, "mean_sq_drift", trace * (g + 1) / n)
+
+
+def test_gaussian_variance_law_holds_for_non_gaussian_real_data():
+    # E[S²] = a_n σ² for any distribution: a two-blob truth fitted by one Gaussian follows the same law
+    n, gens = 12, 15
+    r = simulate(gens, 20000, "blobs", n, "gaussian", {"means": [-2.0, 2.0], "stds": 1.0}, {})
+    assert_within_se(r, "var_ratio", ((n - 1) / n) ** (G(gens) + 1))
+    assert "det_ratio" not in set(r.theory.metric)  # the Wishart moments need Gaussian real data
+
+
+# --- Categorical: Wright-Fisher drift ---------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "source, params, n",
+    [
+        ("categorical", {"probs": [0.5, 0.3, 0.15, 0.05]}, 20),
+        ("zipf", {"categories": 50, "exponent": 1.1}, 100),
+        ("categorical", {"probs": [0.25, 0.25, 0.25, 0.25]}, 4),
+    ],
+)
+def test_categorical_gini_simpson_decay(source, params, n):
+    gens = 30
+    r = simulate(gens, 20000, source, n, "categorical", params)
+    probs = np.asarray(params["probs"]) if "probs" in params else np.arange(1, 51) ** -1.1
+    probs = probs / probs.sum()
+    H = 1 - np.sum(probs**2)
+    assert_within_se(r, "gini_simpson", (1 - 1 / n) ** (G(gens) + 1) * H)  # REFERENCES.md
+
+
+def test_categorical_expected_support_from_exact_chain():
+    r = simulate(30, 20000, "categorical", 20, "categorical", {"probs": [0.6, 0.3, 0.08, 0.02]})
+    assert_within_se(r, "support", expected(r, "support"))
+    # generation 0: category k is seen with probability 1 - (1-p_k)^n
+    p = np.array([0.6, 0.3, 0.08, 0.02])
+    assert expected(r, "support")[0] == pytest.approx(np.sum(1 - (1 - p) ** 20))
+
+
+def test_categorical_with_unequal_sample_sizes():
+    n, m, gens = 10, 30, 20
+    r = simulate(gens, 20000, "categorical", n, "categorical", {"probs": [0.4, 0.4, 0.2]}, kind="replace", samples=m)
+    H = 1 - (0.16 + 0.16 + 0.04)
+    assert_within_se(r, "gini_simpson", (1 - 1 / n) * (1 - 1 / m) ** G(gens) * H)
+
+
+# --- Bernoulli and Poisson (Suresh et al. 2024) -------------------------------------------------------
+
+@pytest.mark.parametrize("n, samples", [(20, None), (10, 25)])
+def test_bernoulli_mean_preserved_and_survival(n, samples):
+    policy = {"kind": "replace", **({"samples": samples} if samples else {})}
+    r = simulate(30, 20000, "bernoulli", n, "bernoulli", {"p": 0.08}, **policy)
+    assert_within_se(r, "p", np.full(30, 0.08))
+    assert_within_se(r, "alive", expected(r, "alive"))
+    assert expected(r, "alive")[0] == pytest.approx(1 - 0.92**n)
+
+
+@pytest.mark.parametrize("n, samples", [(10, None), (10, 30), (40, 10)])
+def test_poisson_branching_survival(n, samples):
+    policy = {"kind": "replace", **({"samples": samples} if samples else {})}
+    r = simulate(40, 20000, "poisson", n, "poisson", {"rate": 0.15}, **policy)
+    assert_within_se(r, "rate", np.full(40, 0.15))
+    alive = expected(r, "alive")
+    assert_within_se(r, "alive", alive)
+    assert alive[0] == pytest.approx(1 - np.exp(-n * 0.15))
+    assert np.all(np.diff(alive) <= 0)
+
+
+# --- Linear regression chain (Dohmatob et al. 2024; Gerstgrasser et al. 2024) -----------------------
+
+@pytest.mark.parametrize("kind", ["replace", "accumulate"])
+def test_linear_regression_chain(kind):
+    gens, dim, n, noise = 12, 4, 16, 0.7
+    r = simulate(gens, 20000, "linear", n, "linear", {"dim": dim, "noise": noise}, kind=kind)
+    base = expected(r, "test_error")[0]  # σ² tr((XᵀX)⁻¹) for the cell's design
+    assert base > 0
+    k = np.arange(1, gens + 1)
+    shape = k if kind == "replace" else np.cumsum(1 / k**2)
+    np.testing.assert_allclose(expected(r, "test_error"), base * shape)
+    assert_within_se(r, "test_error", base * shape)
+
+
+# --- KDE spreads --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bandwidth, n", [(0.3, 10), (1.0, 30)])
+def test_kde_variance_recursion(bandwidth, n):
+    gens = 20
+    r = simulate(gens, 20000, "gaussian", n, "kde", {"std": 1.0}, {"bandwidth": bandwidth})
+    v = np.empty(gens)
+    v[0] = (n - 1) / n + bandwidth**2
+    for g in range(1, gens):
+        v[g] = (n - 1) / n * v[g - 1] + bandwidth**2
+    assert_within_se(r, "var_ratio", v)
+    if bandwidth**2 * n > 1:  # the fixed point h² n / 1 exceeds the truth's variance: the KDE spreads
+        assert v[-1] > v[0] > 1
