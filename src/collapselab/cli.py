@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -76,7 +77,7 @@ def run(
         out_console.out(json.dumps(payload, default=_json_default))
         return
     if not quiet:
-        _print_summary(result.summary, result.cells, _parse_gens(generations, result.spec.generations))
+        _print_summary(result.summary, result.cells, _parse_gens(generations, result.spec.generations), result.theory)
         ident = f"run {result.run_id} " if result.run_id is not None else ""
         out_console.print(
             f"{ident}finished in {result.seconds:.1f} s; results in [bold]{result.path}[/]", highlight=False
@@ -121,7 +122,7 @@ def show(
             _fail(f"--metric {unknown[0]!r}: not in this run; allowed: {', '.join(summary['metric'].unique())}")
         summary = summary[summary["metric"].isin(metric)]
     G = int(summary["generation"].max()) + 1
-    _print_summary(summary, tables["cells"], _parse_gens(generations, G))
+    _print_summary(summary, tables["cells"], _parse_gens(generations, G), tables.get("theory"))
 
 
 @app.command()
@@ -177,17 +178,26 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
 
 
-def _print_summary(summary: pd.DataFrame, cells: dict, gens: list[int]) -> None:
-    """One table per cell: a row per metric, a column per chosen generation (mean across replicates)."""
+def _print_summary(summary: pd.DataFrame, cells: dict, gens: list[int], theory: pd.DataFrame | None = None) -> None:
+    """One table per cell: a row per metric, a column per chosen generation (mean across replicates),
+    and under a metric with a closed form, the closed form's expectation."""
     for cell, df in summary.groupby("cell", sort=False):
         overrides = cells.get(str(cell), {})
         title = f"cell {cell}" + (": " + _describe(overrides) if overrides else "")
         wide = df.pivot_table(index="metric", columns="generation", values="mean", sort=False)
-        table = Table("metric", *(f"gen {g}" for g in gens), title=title, title_justify="left")
+        expected = None
+        if theory is not None and not theory.empty:
+            t = theory[theory["cell"] == str(cell)]
+            if not t.empty:
+                expected = t.pivot_table(index="metric", columns="generation", values="expected", sort=False)
+        out_console.print(f"[bold]{escape(title)}[/]", highlight=False)
+        table = Table("metric", *(f"gen {g}" for g in gens))
         for metric in dict.fromkeys(df["metric"]):
             table.add_row(metric, *(_fmt(wide.loc[metric, g]) for g in gens))
+            if expected is not None and metric in expected.index:
+                table.add_row("  theory", *(_fmt(expected.loc[metric, g]) for g in gens), style="dim")
         out_console.print(table)
-    out_console.print("[dim]values are means across replicate chains[/]")
+    out_console.print("[dim]values are means across replicate chains; 'theory' rows are closed-form expectations[/]")
 
 
 def _describe(overrides: dict, prefix: str = "") -> str:
