@@ -38,7 +38,7 @@ def test_workspace_api(tmp_path):
     r = cl.run(spec, workspace=tmp_path)
     assert r.run_id == 1 and r.path.parent == tmp_path
     assert list(cl.runs(tmp_path)["name"]) == ["w"]
-    assert cl.load_run("w", tmp_path)["summary"].shape[0] == 2 * 3
+    assert cl.load_run("w", tmp_path)["summary"].shape[0] == 2 * 7  # rate, alive, synthetic_share, 4 stage shares
 
 
 def test_a_run_that_fails_midway_writes_nothing(tmp_path):

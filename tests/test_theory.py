@@ -154,3 +154,32 @@ def test_kde_variance_recursion(bandwidth, n):
     assert_within_se(r, "var_ratio", v)
     if bandwidth**2 * n > 1:  # the fixed point h² n / 1 exceeds the truth's variance: the KDE spreads
         assert v[-1] > v[0] > 1
+
+
+# --- Gaussian under accumulate and fresh: exact moment recursions (theory.py) -------------------------
+
+@pytest.mark.parametrize("estimator", ["mle", "unbiased"])
+@pytest.mark.parametrize(
+    "policy",
+    [{"kind": "accumulate"}, {"kind": "accumulate", "samples": 5},
+     {"kind": "fresh", "real_fraction": 0.3}, {"kind": "fresh", "real_fraction": 0.0, "samples": 12}],
+)
+def test_gaussian_accumulate_and_fresh_moment_recursions(estimator, policy):
+    r = simulate(15, 20000, "gaussian", 10, "gaussian", {"mean": -3.0, "std": 2.0}, {"estimator": estimator}, **policy)
+    for name in ("var_ratio", "mean_sq_drift"):
+        assert_within_se(r, name, expected(r, name))
+
+
+def test_moment_recursion_reduces_to_the_replace_closed_form():
+    # fresh with no real data and m = n is replace: the recursion must give ((n-1)/n)^(g+1) exactly
+    from collapselab.spec import expand, load_spec
+    from collapselab.theory import for_cell
+
+    spec = {"generations": 12, "data": {"source": "gaussian", "n": 7}, "model": {"family": "gaussian"}}
+    fresh = for_cell(expand(load_spec({**spec, "policy": {"kind": "fresh", "real_fraction": 0.0}}))[0], 0)
+    g = np.arange(12)
+    np.testing.assert_allclose(fresh["var_ratio"], (6 / 7) ** (g + 1))
+    np.testing.assert_allclose(fresh["mean_sq_drift"], 1 - (6 / 7) ** (g + 1))
+    # accumulate keeps the variance bounded away from zero
+    acc = for_cell(expand(load_spec({**spec, "generations": 500, "policy": {"kind": "accumulate"}}))[0], 0)
+    assert acc["var_ratio"][-1] > 0.75

@@ -12,8 +12,17 @@ import pandas as pd
 from .executors import run_cells
 from .loop import CellResult, Progress
 from .spec import Spec, expand, load_spec
-from .store import DEFAULT_WORKSPACE, Store, read_run, write_run_dir
-from .summary import SUMMARY_COLUMNS, THEORY_COLUMNS, summary_rows, theory_rows, to_csv, to_frame
+from .store import DEFAULT_WORKSPACE, Store, read_run, snapshots_npz, write_run_dir
+from .summary import (
+    STAGE_COLUMNS,
+    SUMMARY_COLUMNS,
+    THEORY_COLUMNS,
+    stage_rows,
+    summary_rows,
+    theory_rows,
+    to_csv,
+    to_frame,
+)
 
 
 @dataclass(eq=False)
@@ -24,6 +33,7 @@ class RunResult:
     cells: dict[str, dict]  # cell id -> the dotted-key overrides that define it
     summary: pd.DataFrame  # cell, generation, metric, mean, std, se, median, q05, q95, count
     theory: pd.DataFrame  # cell, generation, metric, expected
+    stages: pd.DataFrame  # cell, stage, reached, first_median, ci_low, ci_high
     raw: list[CellResult]  # per replicate values: raw[i].metrics[name] has shape (G, R)
     path: Path | None = None
     run_id: int | None = None
@@ -63,10 +73,16 @@ def run(
     results = run_cells(cells, spec.seed, workers=workers, progress=progress)
     seconds = time.perf_counter() - started
 
-    rows, trows = summary_rows(results), theory_rows(results)
+    rows, trows, srows = summary_rows(results), theory_rows(results), stage_rows(results)
     overrides = {c.id: c.overrides for c in cells}
     result = RunResult(
-        spec, overrides, to_frame(SUMMARY_COLUMNS, rows), to_frame(THEORY_COLUMNS, trows), results, seconds=seconds
+        spec,
+        overrides,
+        to_frame(SUMMARY_COLUMNS, rows),
+        to_frame(THEORY_COLUMNS, trows),
+        to_frame(STAGE_COLUMNS, srows),
+        results,
+        seconds=seconds,
     )
     if not save and out is None:
         return result
@@ -78,6 +94,11 @@ def run(
     }
     if trows:
         files["theory.csv"] = to_csv(THEORY_COLUMNS, trows)
+    if srows:
+        files["stages.csv"] = to_csv(STAGE_COLUMNS, srows)
+    snaps = {r.cell_id: r.snapshots for r in results if r.snapshots}
+    if snaps:
+        files["snapshots.npz"] = snapshots_npz(snaps)
     if out is not None:
         result.path = Path(out)
         write_run_dir(result.path, files)

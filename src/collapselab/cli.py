@@ -126,6 +126,37 @@ def show(
 
 
 @app.command()
+def theory(
+    spec: str = typer.Argument(..., help="A spec TOML file, or preset:NAME."),
+    generations: Optional[str] = typer.Option(None, "--show", help="Generations to tabulate, e.g. 0,5,19."),
+    as_json: bool = typer.Option(False, "--json", help="Print {cell: {metric: [expected per generation]}}."),
+):
+    """Print the closed-form expectations the literature gives for each cell of a spec (no simulation)."""
+    from .theory import for_cell
+
+    try:
+        spec_obj = api.load_spec(spec)
+        cells = api.expand(spec_obj)
+    except SpecError as e:
+        _fail(str(e))
+    forms = {c.id: for_cell(c, spec_obj.seed) for c in cells}
+    if as_json:
+        out_console.out(json.dumps({c: {m: v.tolist() for m, v in f.items()} for c, f in forms.items()}))
+        return
+    gens = _parse_gens(generations, spec_obj.generations)
+    for cell in cells:
+        title = f"cell {cell.id}" + (": " + _describe(cell.overrides) if cell.overrides else "")
+        out_console.print(f"[bold]{escape(title)}[/]", highlight=False)
+        if not forms[cell.id]:
+            out_console.print(f"  no closed form for family {cell.spec.model.family!r} under {cell.spec.policy.kind!r}")
+            continue
+        table = Table("metric (expected)", *(f"gen {g}" for g in gens))
+        for metric, values in forms[cell.id].items():
+            table.add_row(metric, *(_fmt(values[g]) for g in gens))
+        out_console.print(table)
+
+
+@app.command()
 def families():
     """List the model families (built in and registered by plugins)."""
     from .families import FAMILIES

@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import CollapselabError
 from .families import Reference, resolve_family
+from .metrics.stages import first_reached, stage_codes, stage_shares
 from .policies import make_policy
 from .pool import Pool
 from .rng import Stream, generator
@@ -38,6 +39,10 @@ class CellResult:
     metrics: dict[str, np.ndarray]
     # closed-form expectations where the literature has one: metric name -> (G,) array
     theory: dict[str, np.ndarray] = field(default_factory=dict)
+    # per replicate, the first generation reaching each stage (NaN: never); empty without stage signals
+    first_stage: dict[str, np.ndarray] = field(default_factory=dict)
+    # a few records of replicate 0's training set at chosen generations, for distribution snapshots
+    snapshots: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def run_cell(cell: Cell, seed: int, progress: Progress | None = None) -> CellResult:
@@ -60,8 +65,12 @@ def run_cell(cell: Cell, seed: int, progress: Progress | None = None) -> CellRes
 
     synthetic: list[Pool] = []
     per_gen: list[dict[str, np.ndarray]] = []
+    snapshot_at = snapshot_generations(G)
+    snapshots = {}
     for g in range(G):
         train = policy.build(g, real, synthetic, draw_real, generator(seed, cell.index, Stream.POLICY, g))
+        if g in snapshot_at:
+            snapshots[g] = np.array(train.x[0, :SNAPSHOT_RECORDS])
         model = family.fit(train.x, generator(seed, cell.index, Stream.FIT, g))
         values = {k: np.asarray(v, dtype=float) for k, v in family.metrics(model).items()}
         values["synthetic_share"] = train.synthetic_share()
@@ -79,4 +88,19 @@ def run_cell(cell: Cell, seed: int, progress: Progress | None = None) -> CellRes
             progress(cell.id, g + 1, G)
 
     metrics = {name: np.stack([gen[name] for gen in per_gen]) for name in per_gen[0]}
-    return CellResult(cell.id, cell.overrides, metrics, closed_forms(spec, truth))
+    codes = stage_codes(
+        metrics, family.tail_metrics, family.spread_metrics, family.signal_references(), spec.stages
+    )
+    first = {}
+    if codes is not None:
+        metrics.update(stage_shares(codes))
+        first = first_reached(codes)
+    return CellResult(cell.id, cell.overrides, metrics, closed_forms(spec, truth), first, snapshots)
+
+
+SNAPSHOT_RECORDS = 2000
+
+
+def snapshot_generations(G: int) -> list[int]:
+    """Generations whose training data the report shows: the first, the last and three between."""
+    return sorted({0, G // 4, G // 2, (3 * G) // 4, G - 1})

@@ -51,6 +51,21 @@ class PolicySpec(_Strict):
         return self
 
 
+class StagesSpec(_Strict):
+    """Thresholds of the collapse stages (see collapselab.metrics.stages)."""
+
+    reference: Literal["generation0", "truth"] = "generation0"
+    early: float = Field(default=0.5, gt=0, le=1, description="tail retention below this: early")
+    late: float = Field(default=0.5, gt=0, le=1, description="spread retention below this: late")
+    total: float = Field(default=0.05, ge=0, lt=1, description="spread retention at or below this: total")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.total >= self.late:
+            raise ValueError(f"stages.total = {self.total} must be below stages.late = {self.late}")
+        return self
+
+
 class Spec(_Strict):
     name: str = "experiment"
     description: str = ""
@@ -61,6 +76,7 @@ class Spec(_Strict):
     data: DataSpec
     model: ModelSpec
     policy: PolicySpec = PolicySpec()
+    stages: StagesSpec = StagesSpec()
     sweep: dict[str, list[Any]] = {}
 
     @model_validator(mode="after")
@@ -110,7 +126,7 @@ def _allowed_keys(err: ValidationError, loc) -> str:
     return "; allowed: " + ", ".join(cls.model_fields)
 
 
-_MODELS: dict[str, type[BaseModel]] = {m.__name__: m for m in (Spec, DataSpec, ModelSpec, PolicySpec)}
+_MODELS: dict[str, type[BaseModel]] = {m.__name__: m for m in (Spec, DataSpec, ModelSpec, PolicySpec, StagesSpec)}
 
 
 def validate_params(model: type[BaseModel], params: dict[str, Any], prefix: str) -> BaseModel:

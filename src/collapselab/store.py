@@ -10,6 +10,7 @@ Runs made without ``--out`` go to a workspace (``./collapselab-runs`` by default
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -17,6 +18,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import CollapselabError, SpecError
@@ -53,22 +55,46 @@ CREATE TABLE IF NOT EXISTS summary (
 """
 
 
-def write_atomic(path: Path, text: str) -> None:
+OPTIONAL_FILES = ("theory.csv", "stages.csv", "snapshots.npz", "report.html")
+
+
+def write_atomic(path: Path, content: str | bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
+    if isinstance(content, bytes):
+        tmp.write_bytes(content)
+    else:
+        tmp.write_text(content, encoding="utf-8")
     os.replace(tmp, path)
 
 
-def write_run_dir(out: Path, files: dict[str, str]) -> None:
+def write_run_dir(out: Path, files: dict[str, str | bytes]) -> None:
     """Write every file of a finished run into ``out`` (created if needed)."""
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out {out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    stale = out / "theory.csv"
-    for name, text in files.items():
-        write_atomic(out / name, text)
-    if "theory.csv" not in files and stale.exists():  # never leave another run's theory beside ours
-        stale.unlink()
+    for name, content in files.items():
+        write_atomic(out / name, content)
+    for name in OPTIONAL_FILES:  # never leave an earlier run's files beside ours
+        if name not in files and (out / name).exists():
+            (out / name).unlink()
+
+
+def snapshots_npz(snapshots: dict[str, dict[int, "np.ndarray"]]) -> bytes:
+    """Snapshot records as an .npz of plain arrays named ``cell<id>_gen<g>`` (read with allow_pickle=False)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{f"cell{c}_gen{g}": x for c, by_gen in snapshots.items() for g, x in by_gen.items()})
+    return buf.getvalue()
+
+
+def read_snapshots(path: Path) -> dict[str, dict[int, "np.ndarray"]]:
+    out: dict[str, dict[int, np.ndarray]] = {}
+    if not path.is_file():
+        return out
+    with np.load(path, allow_pickle=False) as npz:
+        for key in npz.files:
+            cell, gen = key.removeprefix("cell").rsplit("_gen", 1)
+            out.setdefault(cell, {})[int(gen)] = npz[key]
+    return out
 
 
 class Store:
@@ -156,6 +182,10 @@ def read_run(path: Path) -> dict:
         "summary": pd.read_csv(path / "summary.csv", dtype={"cell": str}),
         "cells": json.loads((path / "cells.json").read_text(encoding="utf-8")),
     }
-    if (path / "theory.csv").is_file():
-        out["theory"] = pd.read_csv(path / "theory.csv", dtype={"cell": str})
+    for table in ("theory", "stages"):
+        if (path / f"{table}.csv").is_file():
+            out[table] = pd.read_csv(path / f"{table}.csv", dtype={"cell": str})
+    if (path / "spec.toml").is_file():
+        out["spec_toml"] = (path / "spec.toml").read_text(encoding="utf-8")
+    out["snapshots"] = read_snapshots(path / "snapshots.npz")
     return out

@@ -19,6 +19,7 @@ from .loop import CellResult
 
 SUMMARY_COLUMNS = ("cell", "generation", "metric", "mean", "std", "se", "median", "q05", "q95", "count")
 THEORY_COLUMNS = ("cell", "generation", "metric", "expected")
+STAGE_COLUMNS = ("cell", "stage", "reached", "first_median", "ci_low", "ci_high")
 
 
 def replicate_stats(values: np.ndarray) -> dict[str, np.ndarray]:
@@ -59,6 +60,18 @@ def theory_rows(results: list[CellResult]) -> list[tuple]:
         for res in results
         for name, values in res.theory.items()
         for g, v in enumerate(values)
+    ]
+
+
+def stage_rows(results: list[CellResult]) -> list[tuple]:
+    """Per cell and stage: the share of chains that reached it, and the median first generation with a
+    95% CI across chains (inf: fewer than half the chains reached it within the run)."""
+    from .metrics.stages import median_with_ci
+
+    return [
+        (res.cell_id, stage, *median_with_ci(first))
+        for res in results
+        for stage, first in res.first_stage.items()
     ]
 
 

@@ -21,7 +21,12 @@ Under ``replace``:
                                                   q = h(f^(g-1)(0)), f(s)=e^(s-1), h(s)=e^((m/n)(s-1))
 - Linear regression, fixed design X, m = n        E‖ŵ_g-w*‖² = σ² tr((XᵀX)⁻¹) (g+1)      (Dohmatob et al. 2024)
 
-Under ``accumulate``:
+Under ``accumulate`` and ``fresh``, Gaussian (MLE or unbiased; exact moment recursions derived here, per unit of
+variance, for a pool P_g of N_g records: A_g = E Σ x², B_g = E (Σ x)², with x centred on the true mean):
+
+- accumulate: N_g = n + g·m, A_{g+1} = A_g + m(E v_g + B_g/N_g²), B_{g+1} = (1 + m/N_g)² B_g + m E v_g,
+  E v_g = (A_g - B_g/N_g)/c_g (c_g = N_g, or N_g - 1 unbiased), E‖μ_g-μ‖² = tr Σ · B_g/N_g²
+- fresh (k = round(f·n) new real records, s = n - k synthetic): A = k + s(E v + E μ²), B = k + s² E μ² + s E v
 
 - Linear regression, m = n                        E‖ŵ_g-w*‖² = σ² tr((XᵀX)⁻¹) Σ_{k=1..g+1} 1/k²  (Gerstgrasser et al. 2024)
 """
@@ -35,6 +40,17 @@ from .spec import Spec
 
 # exact Markov chains cost O(states² · G); beyond this many states the closed form is not computed
 _MAX_CHAIN_STATES = 2000
+
+
+def for_cell(cell, seed: int) -> dict[str, np.ndarray]:
+    """The closed forms of one cell of a spec, with the same ground truth its run draws."""
+    from .rng import Stream, generator
+    from .sources import get_source
+
+    spec = cell.spec
+    source = get_source(spec.data.source, spec.data.params)
+    truth = source.truth(spec.data.n, generator(seed, cell.index, Stream.DATA))  # as loop.run_cell builds it
+    return closed_forms(spec, truth)
 
 
 def closed_forms(spec: Spec, truth) -> dict[str, np.ndarray]:
@@ -74,6 +90,29 @@ def _gaussian_replace(spec: Spec, truth) -> dict:
             return np.prod((k - i) / (k - 1 if unbiased else k))
 
         out["det_ratio"] = c(n) * c(m) ** g
+    return out
+
+
+def _gaussian_pooled(spec: Spec, truth) -> dict:
+    """Exact expectations of variance and mean drift under accumulate / fresh (see the module docstring)."""
+    if not hasattr(truth, "cov"):
+        return {}
+    G, n, m, kind = spec.generations, spec.data.n, spec.samples, spec.policy.kind
+    unbiased = spec.model.params.get("estimator", "mle") == "unbiased"
+    var, mu2 = np.empty(G), np.empty(G)
+    A, B, N = float(n), float(n), n  # generation 0: n real records of unit variance, centred
+    for g in range(G):
+        var[g] = (A - B / N) / (N - 1 if unbiased else N)
+        mu2[g] = B / N**2
+        if kind == "accumulate":
+            A, B, N = A + m * (var[g] + mu2[g]), (1 + m / N) ** 2 * B + m * var[g], N + m
+        else:  # fresh: a new training set of k real and s synthetic records
+            k = int(round(spec.policy.real_fraction * n))
+            s = n - k
+            A, B, N = k + s * (var[g] + mu2[g]), k + s**2 * mu2[g] + s * var[g], n
+    out = {"trace_ratio": var, "mean_sq_drift": np.trace(truth.cov) * mu2}
+    if truth.dim == 1:
+        out["var_ratio"] = var
     return out
 
 
@@ -150,6 +189,8 @@ def _linear(accumulate: bool):
 
 _HANDLERS = {
     ("gaussian", "replace"): _gaussian_replace,
+    ("gaussian", "accumulate"): _gaussian_pooled,
+    ("gaussian", "fresh"): _gaussian_pooled,
     ("kde", "replace"): _kde_replace,
     ("categorical", "replace"): _categorical_replace,
     ("bernoulli", "replace"): _bernoulli_replace,

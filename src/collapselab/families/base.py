@@ -46,7 +46,8 @@ class Family:
     name: ClassVar[str]
     accepts: ClassVar[tuple[str, ...]]  # record kinds this family can fit
     Params: ClassVar[type[BaseModel]] = Params
-    # which metrics describe the tails and the spread of the distribution (for stage detection)
+    # which metrics feed the two stage signals (metrics/stages.py): how much of the distribution's
+    # tails, and how much of its spread, a fitted model retains. Larger = more retained.
     tail_metrics: ClassVar[tuple[str, ...]] = ()
     spread_metrics: ClassVar[tuple[str, ...]] = ()
 
@@ -60,6 +61,10 @@ class Family:
 
     def fit(self, x: np.ndarray, rng: np.random.Generator) -> Model:
         raise NotImplementedError
+
+    def signal_references(self) -> dict[str, float]:
+        """The truth's own value of each signal metric (1 for metrics that are already ratios to the truth)."""
+        return {m: 1.0 for m in (*self.tail_metrics, *self.spread_metrics)}
 
     def metrics(self, model: Model) -> dict[str, np.ndarray]:
         raise NotImplementedError

@@ -22,8 +22,13 @@ class CategoricalModel:
 class CategoricalFamily(Family):
     name = "categorical"
     accepts = ("categorical",)
-    tail_metrics = ("rare_mass",)
-    spread_metrics = ("support", "entropy")
+    tail_metrics = ("rare_mass", "support")
+    spread_metrics = ("entropy",)
+
+    def signal_references(self):
+        p = self.reference.truth.probs
+        nz = p[p > 0]
+        return {"rare_mass": 1.0, "support": float(nz.size), "entropy": float(-(nz * np.log(nz)).sum())}
 
     def fit(self, x, rng):
         K = self.reference.truth.categories

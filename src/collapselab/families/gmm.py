@@ -120,6 +120,9 @@ class GMMFamily(Family):
     accepts = ("continuous",)
     spread_metrics = ("component_std_max",)
 
+    def signal_references(self):
+        return {"component_std_max": float(np.sqrt(np.linalg.eigvalsh(self.reference.truth.covs).max()))}
+
     class Params(Params):
         components: int = Field(default=2, ge=1)
         max_iter: int = Field(default=100, ge=1)

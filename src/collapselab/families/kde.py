@@ -36,7 +36,7 @@ class KDEModel:
 class KDEFamily(Family):
     name = "kde"
     accepts = ("continuous",)
-    spread_metrics = ("var_ratio",)
+    spread_metrics = ("trace_ratio",)
 
     class Params(Params):
         bandwidth: float = Field(default=0.1, gt=0)

@@ -30,7 +30,6 @@ class LinearModel:
 class LinearFamily(Family):
     name = "linear"
     accepts = ("regression",)
-    spread_metrics = ()
 
     def fit(self, x, rng):
         X, y = x[..., :-1], x[..., -1]

@@ -1,0 +1,1 @@
+"""Metrics computed across families: stage detection."""
