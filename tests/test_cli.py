@@ -79,7 +79,9 @@ def test_run_out_writes_the_output_contract(tmp_path):
     res = cli("run", "spec.toml", "--out", "res", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     out = tmp_path / "res"
-    assert {p.name for p in out.iterdir()} == {"summary.csv", "cells.json", "spec.toml", "theory.csv"}
+    assert {p.name for p in out.iterdir()} == {
+        "summary.csv", "cells.json", "spec.toml", "theory.csv", "stages.csv", "snapshots.npz", "report.html"
+    }
     summary = pd.read_csv(out / "summary.csv", dtype={"cell": str})
     assert list(summary.columns) == ["cell", "generation", "metric", "mean", "std", "se", "median", "q05", "q95", "count"]
     assert len(summary) == 4 * 4 * 13  # cells x generations x (8 metrics, synthetic_share, 4 stage shares)
@@ -100,7 +102,7 @@ def test_run_out_writes_the_output_contract(tmp_path):
 def test_workspace_runs_are_indexed_listed_and_shown(tmp_path):
     (tmp_path / "spec.toml").write_text(GOOD)
     first = cli("run", "spec.toml", cwd=tmp_path)
-    second = cli("run", "spec.toml", "--json", cwd=tmp_path)
+    second = cli("run", "spec.toml", "--json", "--no-report", cwd=tmp_path)
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     payload = json.loads(second.stdout)
     assert payload["run_id"] == 2 and Path(payload["path"]).name == "0002-tiny"

@@ -14,9 +14,9 @@ SPEC = {
 
 
 def test_same_spec_same_bytes_in_process_and_on_workers(tmp_path):
-    cl.run(SPEC, tmp_path / "a")
-    cl.run(SPEC, tmp_path / "b")
-    cl.run(SPEC, tmp_path / "c", workers=2)
+    cl.run(SPEC, tmp_path / "a", report=False)
+    cl.run(SPEC, tmp_path / "b", report=False)
+    cl.run(SPEC, tmp_path / "c", workers=2, report=False)
     a = (tmp_path / "a" / "summary.csv").read_bytes()
     assert a == (tmp_path / "b" / "summary.csv").read_bytes()
     assert a == (tmp_path / "c" / "summary.csv").read_bytes()

@@ -1,6 +1,6 @@
 """collapselab: simulate, measure, mitigate and audit model collapse in self-consuming training loops."""
 
-from .api import RunResult, load_run, run, runs
+from .api import RunResult, load_run, report, run, runs
 from .errors import CollapselabError, SpecError
 from .families import Family, Reference, register_family
 from .sources import Source, register_source
@@ -21,6 +21,7 @@ __all__ = [
     "load_spec",
     "register_family",
     "register_source",
+    "report",
     "run",
     "runs",
 ]

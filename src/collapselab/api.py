@@ -54,13 +54,15 @@ def run(
     workers: int = 1,
     workspace: "str | Path" = DEFAULT_WORKSPACE,
     save: bool = True,
+    report: bool = True,
     progress: Progress | None = None,
 ) -> RunResult:
     """Run a spec (a TOML path, ``"preset:NAME"``, a dict or a :class:`Spec`) and return its results.
 
     With ``out``, results are written to that directory; otherwise, unless ``save=False``, to a new
-    folder of ``workspace`` indexed in its SQLite store. Every cell is validated before anything runs,
-    and nothing is written unless the run finishes.
+    folder of ``workspace`` indexed in its SQLite store, with an HTML report (``report.html``) unless
+    ``report=False``. Every cell is validated before anything runs, and nothing is written unless the
+    run finishes.
 
     >>> result = run({"generations": 3, "replicates": 200, "data": {"source": "gaussian", "n": 10},
     ...               "model": {"family": "gaussian"}}, save=False)
@@ -99,6 +101,8 @@ def run(
     snaps = {r.cell_id: r.snapshots for r in results if r.snapshots}
     if snaps:
         files["snapshots.npz"] = snapshots_npz(snaps)
+    if report:
+        files["report.html"] = _report_html(files, spec)
     if out is not None:
         result.path = Path(out)
         write_run_dir(result.path, files)
@@ -113,6 +117,26 @@ def run(
         raise
     result.path, result.run_id = path, run_id
     return result
+
+
+def _report_html(files: dict, spec: Spec) -> str:
+    """The report is built from the run's own files, exactly as ``collapselab report DIR`` builds it."""
+    import tempfile
+
+    from .report.build import build_html
+    from .store import write_run_dir as _write
+
+    with tempfile.TemporaryDirectory(prefix="collapselab-report-") as tmp:
+        _write(Path(tmp), files)
+        return build_html([Path(tmp)], title=spec.name).replace(tmp, "(this run)")
+
+
+def report(run_dirs: "list[str | Path]", out: "str | Path | None" = None, workspace=DEFAULT_WORKSPACE) -> Path:
+    """Write the HTML report of one or several runs (ids, names or directories); returns its path."""
+    from .report import write_report
+
+    store = Store(workspace)
+    return write_report([store.resolve(str(r)) for r in run_dirs], out)
 
 
 def runs(workspace: "str | Path" = DEFAULT_WORKSPACE) -> pd.DataFrame:

@@ -46,6 +46,7 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no table."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable result on stdout."),
     generations: Optional[str] = typer.Option(None, "--show", help="Generations to tabulate, e.g. 0,5,19."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report."),
 ):
     """Run an experiment: every cell of its sweep, all replicate chains, every generation."""
     try:
@@ -60,7 +61,9 @@ def run(
                 done[cell_id] = generation
                 bar.update(task, completed=sum(done.values()))
 
-            result = api.run(spec_obj, out, workers=workers, workspace=workspace, progress=tick)
+            result = api.run(
+                spec_obj, out, workers=workers, workspace=workspace, report=not no_report, progress=tick
+            )
     except SpecError as e:
         _fail(str(e))
     except CollapselabError as e:
@@ -70,6 +73,7 @@ def run(
         payload = {
             "run_id": result.run_id,
             "path": str(result.path),
+            "report": None if no_report else str(result.path / "report.html"),
             "seconds": round(result.seconds, 3),
             "cells": result.cells,
             "final": last[["cell", "metric", "mean", "se"]].to_dict(orient="records"),
@@ -78,10 +82,13 @@ def run(
         return
     if not quiet:
         _print_summary(result.summary, result.cells, _parse_gens(generations, result.spec.generations), result.theory)
+        _print_stages(result.stages, result.cells, result.spec.generations)
         ident = f"run {result.run_id} " if result.run_id is not None else ""
         out_console.print(
             f"{ident}finished in {result.seconds:.1f} s; results in [bold]{result.path}[/]", highlight=False
         )
+        if not no_report:
+            out_console.print(f"report: [bold]{result.path / 'report.html'}[/]", highlight=False)
 
 
 @app.command("runs")
@@ -123,6 +130,24 @@ def show(
         summary = summary[summary["metric"].isin(metric)]
     G = int(summary["generation"].max()) + 1
     _print_summary(summary, tables["cells"], _parse_gens(generations, G), tables.get("theory"))
+    if "stages" in tables:
+        _print_stages(tables["stages"], tables["cells"], G)
+
+
+@app.command()
+def report(
+    refs: list[str] = typer.Argument(..., help="Run ids, names or directories; several give a comparison."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report file (default: report.html in the first run)."),
+    workspace: Path = WorkspaceOpt,
+):
+    """Write a self-contained HTML report of one or several runs."""
+    try:
+        path = api.report(refs, out, workspace)
+    except SpecError as e:
+        _fail(str(e))
+    except CollapselabError as e:
+        _fail(str(e), 1)
+    out_console.print(f"report: [bold]{path}[/]", highlight=False)
 
 
 @app.command()
@@ -229,6 +254,28 @@ def _print_summary(summary: pd.DataFrame, cells: dict, gens: list[int], theory: 
                 table.add_row("  theory", *(_fmt(expected.loc[metric, g]) for g in gens), style="dim")
         out_console.print(table)
     out_console.print("[dim]values are means across replicate chains; 'theory' rows are closed-form expectations[/]")
+
+
+def _print_stages(stages: pd.DataFrame, cells: dict, G: int) -> None:
+    """Per cell, the generation at which each collapse stage was first reached (median over chains)."""
+    if stages is None or stages.empty:
+        return
+    table = Table("cell", "early", "late", "total", title="first generation reaching each stage",
+                  caption=f"median generation over chains [95% CI], then the share of chains that got there within {G} "
+                  "generations; stages: collapselab.metrics.stages")
+    for cell, df in stages.groupby("cell", sort=False):
+        row = df.set_index("stage")
+        cols = []
+        for stage in ("early", "late", "total"):
+            r = row.loc[stage]
+            share = f"{100 * r['reached']:.0f}%"
+            if np.isfinite(r["first_median"]):
+                hi = "" if not np.isfinite(r["ci_high"]) else f"{r['ci_high']:.0f}"
+                cols.append(f"{r['first_median']:.0f} [{r['ci_low']:.0f}–{hi or '>' + str(G - 1)}]  {share}")
+            else:
+                cols.append(f"not reached  {share}")
+        table.add_row(escape(str(cell)), *cols)
+    out_console.print(table)
 
 
 def _describe(overrides: dict, prefix: str = "") -> str:

@@ -41,7 +41,7 @@ class CellResult:
     theory: dict[str, np.ndarray] = field(default_factory=dict)
     # per replicate, the first generation reaching each stage (NaN: never); empty without stage signals
     first_stage: dict[str, np.ndarray] = field(default_factory=dict)
-    # a few records of replicate 0's training set at chosen generations, for distribution snapshots
+    # records sampled from replicate 0's model at chosen generations, for distribution snapshots
     snapshots: dict[int, np.ndarray] = field(default_factory=dict)
 
 
@@ -66,11 +66,10 @@ def run_cell(cell: Cell, seed: int, progress: Progress | None = None) -> CellRes
     synthetic: list[Pool] = []
     per_gen: list[dict[str, np.ndarray]] = []
     snapshot_at = snapshot_generations(G)
+    snapshot_size = max(1, min(SNAPSHOT_RECORDS, 2_000_000 // R))  # every chain samples; keep the cost bounded
     snapshots = {}
     for g in range(G):
         train = policy.build(g, real, synthetic, draw_real, generator(seed, cell.index, Stream.POLICY, g))
-        if g in snapshot_at:
-            snapshots[g] = np.array(train.x[0, :SNAPSHOT_RECORDS])
         model = family.fit(train.x, generator(seed, cell.index, Stream.FIT, g))
         values = {k: np.asarray(v, dtype=float) for k, v in family.metrics(model).items()}
         values["synthetic_share"] = train.synthetic_share()
@@ -80,6 +79,8 @@ def run_cell(cell: Cell, seed: int, progress: Progress | None = None) -> CellRes
                     f"family {family_cls.name!r}: metric {name!r} has shape {v.shape}, expected ({R},)"
                 )
         per_gen.append(values)
+        if g in snapshot_at:  # its own stream: snapshots never change the chains' draws
+            snapshots[g] = model.sample(snapshot_size, generator(seed, cell.index, Stream.SNAPSHOT, g))[0]
         if g < G - 1:
             x = model.sample(m, generator(seed, cell.index, Stream.SAMPLE, g))
             pool = Pool.synthetic(x, g)

@@ -23,6 +23,7 @@ class Stream(IntEnum):
     FIT = 2  # randomness inside fitting (EM initialisation, ...)
     SAMPLE = 3  # synthetic data drawn from a fitted model
     CURATE = 4  # reserved for curation stages
+    SNAPSHOT = 5  # samples drawn only for the report's distribution snapshots
 
 
 def generator(seed: int, cell: int, stream: Stream, generation: int = 0) -> np.random.Generator:

@@ -55,14 +55,14 @@ class StagesSpec(_Strict):
     """Thresholds of the collapse stages (see collapselab.metrics.stages)."""
 
     reference: Literal["generation0", "truth"] = "generation0"
-    early: float = Field(default=0.5, gt=0, le=1, description="tail retention below this: early")
-    late: float = Field(default=0.5, gt=0, le=1, description="spread retention below this: late")
+    early: float = Field(default=0.5, ge=0, le=1, description="tail retention below this: early (0: never)")
+    late: float = Field(default=0.5, ge=0, le=1, description="spread retention below this: late (0: never)")
     total: float = Field(default=0.05, ge=0, lt=1, description="spread retention at or below this: total")
 
     @model_validator(mode="after")
     def _ordered(self):
-        if self.total >= self.late:
-            raise ValueError(f"stages.total = {self.total} must be below stages.late = {self.late}")
+        if self.total > self.late:
+            raise ValueError(f"stages.total = {self.total} must not exceed stages.late = {self.late}")
         return self
 
 

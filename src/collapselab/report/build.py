@@ -1,0 +1,248 @@
+"""Build the HTML report of one or several run directories.
+
+Everything the page needs is inside the file: figures are PNGs drawn with matplotlib and inlined as data
+URIs, the stylesheet is in the template, and no script or font is fetched. All text that comes from specs
+(names, descriptions, overrides) goes through Jinja2's autoescaping.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import CollapselabError
+from ..metrics.stages import STAGES
+from ..store import read_run, write_atomic
+
+STAGE_COLOURS = {"healthy": "#4c9a2a", "early": "#e3b505", "late": "#e07020", "total": "#b3001b"}
+
+
+@dataclass
+class Series:
+    """One cell of one run: what every figure draws a line for."""
+
+    key: str  # unique within the report
+    label: str
+    summary: pd.DataFrame
+    theory: pd.DataFrame
+    stages: pd.DataFrame
+    snapshots: dict[int, np.ndarray]
+    kind: str  # record kind of the cell's source: continuous, categorical, binary, count, regression
+    overrides: dict = field(default_factory=dict)
+
+
+def _describe(overrides: dict, prefix: str = "") -> str:
+    parts = []
+    for k, v in overrides.items():
+        parts.append(_describe(v, f"{prefix}{k}.") if isinstance(v, dict) else f"{prefix}{k} = {v}")
+    return ", ".join(parts)
+
+
+def _source_kind(spec: dict, overrides: dict) -> str:
+    from ..sources import SOURCES
+
+    source = spec.get("data", {}).get("source")
+    for k, v in overrides.items():  # a sweep may change the source
+        if k == "data.source":
+            source = v
+        elif k == "data" and isinstance(v, dict) and "source" in v:
+            source = v["source"]
+    cls = SOURCES.get(source)
+    return cls.kind if cls else "continuous"
+
+
+def load_series(run_dirs: list[Path]) -> tuple[list[Series], list[dict]]:
+    series, runs = [], []
+    for i, d in enumerate(run_dirs):
+        d = Path(d)
+        tables = read_run(d)
+        spec = tomllib.loads(tables.get("spec_toml", "")) if tables.get("spec_toml") else {}
+        name = spec.get("name", d.name)
+        runs.append({"name": name, "path": str(d), "description": spec.get("description", ""),
+                     "spec": tables.get("spec_toml", ""), "cells": len(tables["cells"]) or 1})
+        empty = pd.DataFrame(columns=["cell"])
+        for cell, df in tables["summary"].groupby("cell", sort=False):
+            overrides = tables["cells"].get(str(cell), {})
+            label = f"cell {cell}" + (f": {_describe(overrides)}" if overrides else "")
+            if len(run_dirs) > 1:
+                label = f"{name} · {label}"
+            pick = lambda t: t[t["cell"] == str(cell)] if t is not None and not t.empty else empty  # noqa: E731
+            series.append(Series(
+                key=f"r{i}c{cell}", label=label, summary=df,
+                theory=pick(tables.get("theory")), stages=pick(tables.get("stages")),
+                snapshots=tables["snapshots"].get(str(cell), {}), kind=_source_kind(spec, overrides),
+                overrides=overrides,
+            ))
+    return series, runs
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _colours(n: int):
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def metric_figure(metric: str, series: list[Series]) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.2, 3.6))
+    for s, colour in zip(series, _colours(len(series))):
+        df = s.summary[s.summary["metric"] == metric].sort_values("generation")
+        if df.empty:
+            continue
+        g = df["generation"].to_numpy()
+        ax.plot(g, df["mean"], color=colour, lw=1.8, label=s.label)
+        ax.fill_between(g, df["q05"], df["q95"], color=colour, alpha=0.15, lw=0)
+        th = s.theory[s.theory["metric"] == metric].sort_values("generation") if not s.theory.empty else s.theory
+        if len(th):
+            ax.plot(th["generation"], th["expected"], color=colour, lw=1.2, ls="--", label=f"{s.label} (theory)")
+    ax.set_xlabel("generation")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best", frameon=False)
+    ax.set_title(f"{metric}: mean across chains, 5–95% band" + ("; dashed: closed form" if any(
+        len(s.theory) and (s.theory["metric"] == metric).any() for s in series) else ""), fontsize=9)
+    return _png(fig)
+
+
+def stage_figure(s: Series) -> str | None:
+    import matplotlib.pyplot as plt
+
+    df = s.summary[s.summary["metric"].str.startswith("stage_")]
+    if df.empty:
+        return None
+    wide = df.pivot_table(index="generation", columns="metric", values="mean")
+    fig, ax = plt.subplots(figsize=(7.2, 2.2))
+    g = wide.index.to_numpy()
+    ax.stackplot(g, *[wide[f"stage_{k}"].to_numpy() for k in STAGES], labels=STAGES,
+                 colors=[STAGE_COLOURS[k] for k in STAGES], alpha=0.85)
+    share = s.summary[s.summary["metric"] == "synthetic_share"].sort_values("generation")
+    if len(share):
+        ax.plot(share["generation"], share["mean"], color="black", lw=1.5, ls=":", label="synthetic share")
+    ax.set_ylim(0, 1)
+    ax.set_xlim(g.min(), max(g.max(), g.min() + 1))
+    ax.set_xlabel("generation")
+    ax.set_ylabel("share of chains")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    return _png(fig)
+
+
+def snapshot_figure(s: Series) -> str | None:
+    """Samples from one chain's model at a few generations, as in the figures of Shumailov et al."""
+    import matplotlib.pyplot as plt
+
+    if not s.snapshots:
+        return None
+    gens = sorted(s.snapshots)
+    fig, axes = plt.subplots(1, len(gens), figsize=(2.3 * len(gens), 2.2), squeeze=False)
+    first = s.snapshots[gens[0]]
+    for ax, g in zip(axes[0], gens):
+        x = s.snapshots[g]
+        if s.kind in ("categorical", "binary", "count"):
+            top = int(max(first.max(initial=0), x.max(initial=0))) + 1
+            ax.bar(np.arange(top), np.bincount(x.astype(int).ravel(), minlength=top) / max(x.size, 1), color="#3465a4")
+            ax.set_xlabel("category" if s.kind == "categorical" else "value")
+        elif s.kind == "regression" or x.ndim == 1 or x.shape[1] == 1:
+            v = x[:, -1] if x.ndim == 2 else x
+            lo, hi = np.percentile(first[:, -1] if first.ndim == 2 else first, [0.5, 99.5])
+            pad = 0.25 * (hi - lo + 1e-9)
+            ax.hist(v, bins=40, range=(lo - pad, hi + pad), color="#3465a4", density=True)
+            ax.set_xlabel("label y" if s.kind == "regression" else "x")
+        else:
+            ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5, color="#3465a4")
+            lo, hi = first[:, :2].min(axis=0), first[:, :2].max(axis=0)
+            pad = 0.25 * (hi - lo + 1e-9)
+            ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+            ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+        ax.set_title(f"generation {g}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    fig.suptitle(f"{first.shape[0]} samples from the model of chain 0", fontsize=8, y=1.04)
+    return _png(fig)
+
+
+def final_table(series: list[Series], metrics: list[str]) -> list[dict]:
+    rows = []
+    for s in series:
+        last = s.summary[s.summary["generation"] == s.summary["generation"].max()].set_index("metric")
+        cells = []
+        for m in metrics:
+            if m in last.index:
+                r = last.loc[m]
+                cells.append(f"{r['mean']:.4g} ± {r['se']:.2g}" if np.isfinite(r["se"]) else f"{r['mean']:.4g}")
+            else:
+                cells.append("–")
+        rows.append({"label": s.label, "generation": int(s.summary["generation"].max()), "values": cells})
+    return rows
+
+
+def stage_rows(series: list[Series]) -> list[dict]:
+    rows = []
+    for s in series:
+        if s.stages.empty:
+            continue
+        st = s.stages.set_index("stage")
+        out = []
+        for k in STAGES[1:]:
+            r = st.loc[k]
+            share = f"{100 * r['reached']:.0f}% of chains"
+            if np.isfinite(r["first_median"]):
+                hi = f"{r['ci_high']:.0f}" if np.isfinite(r["ci_high"]) else "∞"
+                out.append(f"generation {r['first_median']:.0f} [{r['ci_low']:.0f}–{hi}], {share}")
+            else:
+                out.append(f"not reached by most chains ({share})")
+        rows.append({"label": s.label, "values": out})
+    return rows
+
+
+def build_html(run_dirs: list[Path], title: str | None = None) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    series, runs = load_series(run_dirs)
+    if not series:
+        raise CollapselabError("nothing to report: the runs hold no cells")
+    metrics = list(dict.fromkeys(
+        m for s in series for m in s.summary["metric"] if not m.startswith("stage_") and m != "synthetic_share"
+    ))
+    env = Environment(loader=PackageLoader("collapselab.report", "templates"), autoescape=select_autoescape(["html"]))
+    page = env.get_template("report.html").render(
+        title=title or (runs[0]["name"] if len(runs) == 1 else "comparison of " + ", ".join(r["name"] for r in runs)),
+        runs=runs,
+        series=[{"key": s.key, "label": s.label, "stages": stage_figure(s), "snapshots": snapshot_figure(s)}
+                for s in series],
+        metrics=[{"name": m, "figure": metric_figure(m, series)} for m in metrics],
+        share=metric_figure("synthetic_share", series),
+        final_metrics=metrics,
+        final=final_table(series, metrics),
+        stage_table=stage_rows(series),
+        comparison=len(series) > 1,
+    )
+    return page
+
+
+def write_report(run_dirs: list[Path | str], out: Path | str | None = None, title: str | None = None) -> Path:
+    """Write the report of one or more run directories (default: ``report.html`` in the first one)."""
+    dirs = [Path(d) for d in run_dirs]
+    out = Path(out) if out is not None else dirs[0] / "report.html"
+    html = build_html(dirs, title)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, html)
+    return out
