@@ -31,3 +31,5 @@ def test_demo_table_matches_the_quickstart(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert shown in res.stdout
+    stages = re.search(r"collapse stages of each cell.*?```\n(.*?)```", README, re.S).group(1)
+    assert stages in res.stdout

@@ -183,3 +183,46 @@ def test_moment_recursion_reduces_to_the_replace_closed_form():
     # accumulate keeps the variance bounded away from zero
     acc = for_cell(expand(load_spec({**spec, "generations": 500, "policy": {"kind": "accumulate"}}))[0], 0)
     assert acc["var_ratio"][-1] > 0.75
+
+
+# --- every closed form the theory module carries, every metric it names ------------------------------
+
+EVERY_CLOSED_FORM = {
+    ("gaussian", "replace"): ({"source": "gaussian", "n": 12, "params": {"mean": [1, 2], "cov": [[1, 0.4], [0.4, 2]]}},
+                              {"family": "gaussian"}, {"kind": "replace", "samples": 9}),
+    ("gaussian", "accumulate"): ({"source": "gaussian", "n": 6, "params": {"std": 0.5}},
+                                 {"family": "gaussian", "params": {"estimator": "unbiased"}}, {"kind": "accumulate"}),
+    ("gaussian", "fresh"): ({"source": "blobs", "n": 10, "params": {"means": [0.0, 3.0], "stds": 1.0}},
+                            {"family": "gaussian"}, {"kind": "fresh", "real_fraction": 0.5}),
+    ("kde", "replace"): ({"source": "gaussian", "n": 8, "params": {"std": 1.5}},
+                         {"family": "kde", "params": {"bandwidth": 0.4}}, {"kind": "replace", "samples": 16}),
+    ("categorical", "replace"): ({"source": "zipf", "n": 30, "params": {"categories": 8}},
+                                 {"family": "categorical"}, {"kind": "replace"}),
+    ("bernoulli", "replace"): ({"source": "bernoulli", "n": 15, "params": {"p": 0.1}},
+                               {"family": "bernoulli"}, {"kind": "replace", "samples": 20}),
+    ("poisson", "replace"): ({"source": "poisson", "n": 20, "params": {"rate": 0.1}},
+                             {"family": "poisson"}, {"kind": "replace"}),
+    ("linear", "replace"): ({"source": "linear", "n": 12, "params": {"dim": 2, "noise": 2.0}},
+                            {"family": "linear"}, {"kind": "replace"}),
+    ("linear", "accumulate"): ({"source": "linear", "n": 12, "params": {"dim": 6}},
+                               {"family": "linear"}, {"kind": "accumulate"}),
+}
+
+
+def test_the_list_covers_every_closed_form_of_the_theory_module():
+    from collapselab.theory import _HANDLERS
+
+    assert set(EVERY_CLOSED_FORM) == set(_HANDLERS)
+
+
+@pytest.mark.parametrize("case", list(EVERY_CLOSED_FORM), ids=lambda c: "-".join(c))
+def test_every_closed_form_matches_the_simulation(case):
+    import collapselab as cl
+
+    data, model, policy = EVERY_CLOSED_FORM[case]
+    r = cl.run({"generations": 12, "replicates": 20000, "seed": 3, "data": data, "model": model,
+                "policy": policy}, save=False)
+    names = sorted(set(r.theory.metric))
+    assert names, "the case must have closed forms"
+    for name in names:
+        assert_within_se(r, name, expected(r, name))
