@@ -41,7 +41,7 @@ def test_workspace_api(tmp_path):
     assert cl.load_run("w", tmp_path)["summary"].shape[0] == 2 * 7  # rate, alive, synthetic_share, 4 stage shares
 
 
-def test_a_run_that_fails_midway_writes_nothing(tmp_path):
+def test_a_run_that_fails_midway_leaves_no_results_only_a_resumable_folder(tmp_path):
     @cl.register_family("test-explodes")
     class Explodes(cl.Family):
         accepts = ("continuous",)
@@ -68,8 +68,10 @@ def test_a_run_that_fails_midway_writes_nothing(tmp_path):
             cl.run(spec, workspace=tmp_path / "ws")
     finally:
         FAMILIES.pop("test-explodes")
-    assert not (tmp_path / "out").exists()
-    assert cl.runs(tmp_path / "ws").empty
+    out = tmp_path / "out"
+    assert not (out / "summary.csv").exists() and not (out / "report.html").exists()
+    assert (out / "spec.toml").is_file() and (out / ".checkpoints" / "cell-0" / "gen-000000.json").is_file()
+    assert list(cl.runs(tmp_path / "ws")["status"]) == ["unfinished"]
 
 
 def test_spec_objects_dicts_and_files_are_the_same_spec(tmp_path):

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from .errors import SpecError
 from .executors import run_cells
 from .loop import CellResult, Progress
 from .spec import Spec, expand, load_spec
-from .store import DEFAULT_WORKSPACE, Store, read_run, snapshots_npz, write_run_dir
+from .store import (
+    CHECKPOINTS,
+    DEFAULT_WORKSPACE,
+    Store,
+    clear_checkpoints,
+    finish_run_dir,
+    is_finished,
+    read_run,
+    snapshots_npz,
+    start_run_dir,
+)
 from .summary import (
     STAGE_COLUMNS,
     SUMMARY_COLUMNS,
@@ -51,7 +61,9 @@ def run(
     spec: "str | Path | dict | Spec",
     out: "str | Path | None" = None,
     *,
+    executor: str | None = None,
     workers: int = 1,
+    scheduler: str | None = None,
     workspace: "str | Path" = DEFAULT_WORKSPACE,
     save: bool = True,
     report: bool = True,
@@ -61,8 +73,10 @@ def run(
 
     With ``out``, results are written to that directory; otherwise, unless ``save=False``, to a new
     folder of ``workspace`` indexed in its SQLite store, with an HTML report (``report.html``) unless
-    ``report=False``. Every cell is validated before anything runs, and nothing is written unless the
-    run finishes.
+    ``report=False``. Every cell is validated before anything runs. A saved run checkpoints every cell
+    after every generation; if it is interrupted, :func:`resume` finishes it with the same numbers.
+    ``executor`` is ``inline``, ``processes`` (``workers`` processes) or ``dask`` (a LocalCluster of
+    ``workers`` processes, or the cluster at ``scheduler``); results do not depend on it.
 
     >>> result = run({"generations": 3, "replicates": 200, "data": {"source": "gaussian", "n": 10},
     ...               "model": {"family": "gaussian"}}, save=False)
@@ -71,29 +85,81 @@ def run(
     """
     spec = load_spec(spec)
     cells = expand(spec)
-    started = time.perf_counter()
-    results = run_cells(cells, spec.seed, workers=workers, progress=progress)
-    seconds = time.perf_counter() - started
+    execution = dict(executor=executor, workers=workers, scheduler=scheduler, progress=progress)
+    if not save and out is None:
+        started = time.perf_counter()
+        results = run_cells(cells, spec.seed, **execution)
+        return _result(spec, cells, results, time.perf_counter() - started)
+    store, run_id = None, None
+    if out is not None:
+        path = Path(out)
+    else:
+        store = Store(workspace)
+        run_id, path = store.new_run_dir(spec.name)
+    start_run_dir(path, spec, {c.id: c.overrides for c in cells})
+    if store is not None:
+        store.record_start(run_id, path, spec)
+    return _execute(spec, cells, path, store, run_id, report, execution)
 
-    rows, trows, srows = summary_rows(results), theory_rows(results), stage_rows(results)
-    overrides = {c.id: c.overrides for c in cells}
-    result = RunResult(
+
+def resume(
+    ref: "str | Path",
+    *,
+    executor: str | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    workspace: "str | Path" = DEFAULT_WORKSPACE,
+    report: bool = True,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Finish an interrupted run (an id, a name or its directory) from its checkpoints.
+
+    Every cell continues from its last complete generation (a cell whose latest checkpoint is corrupt
+    falls back to the one before, with a warning); the results are byte-identical to an uninterrupted run.
+    """
+    store = Store(workspace)
+    path = store.resolve(str(ref), finished=False)
+    if is_finished(path):
+        raise SpecError(f"{path}: this run already finished; nothing to resume")
+    spec = load_spec(path / "spec.toml")
+    cells = expand(spec)
+    run_id = store.find(path)
+    execution = dict(executor=executor, workers=workers, scheduler=scheduler, progress=progress)
+    return _execute(spec, cells, path, store if run_id is not None else None, run_id, report, execution)
+
+
+def _execute(spec, cells, path: Path, store, run_id, report: bool, execution: dict) -> RunResult:
+    started = time.perf_counter()
+    results = run_cells(cells, spec.seed, checkpoint_root=path / CHECKPOINTS, **execution)
+    result = _result(spec, cells, results, time.perf_counter() - started)
+    finish_run_dir(path, _files(result))
+    if report:
+        from .report import write_report
+
+        write_report([path])
+    if store is not None:
+        store.record(run_id, path, spec, result.cells, summary_rows(results), result.seconds)
+    clear_checkpoints(path)
+    result.path, result.run_id = path, run_id
+    return result
+
+
+def _result(spec: Spec, cells, results: list[CellResult], seconds: float) -> RunResult:
+    return RunResult(
         spec,
-        overrides,
-        to_frame(SUMMARY_COLUMNS, rows),
-        to_frame(THEORY_COLUMNS, trows),
-        to_frame(STAGE_COLUMNS, srows),
+        {c.id: c.overrides for c in cells},
+        to_frame(SUMMARY_COLUMNS, summary_rows(results)),
+        to_frame(THEORY_COLUMNS, theory_rows(results)),
+        to_frame(STAGE_COLUMNS, stage_rows(results)),
         results,
         seconds=seconds,
     )
-    if not save and out is None:
-        return result
 
-    files = {
-        "summary.csv": to_csv(SUMMARY_COLUMNS, rows),
-        "cells.json": json.dumps(overrides, indent=2, sort_keys=True) + "\n",
-        "spec.toml": spec.to_toml(),
-    }
+
+def _files(result: RunResult) -> dict[str, str | bytes]:
+    results = result.raw
+    files: dict[str, str | bytes] = {"summary.csv": to_csv(SUMMARY_COLUMNS, summary_rows(results))}
+    trows, srows = theory_rows(results), stage_rows(results)
     if trows:
         files["theory.csv"] = to_csv(THEORY_COLUMNS, trows)
     if srows:
@@ -101,34 +167,7 @@ def run(
     snaps = {r.cell_id: r.snapshots for r in results if r.snapshots}
     if snaps:
         files["snapshots.npz"] = snapshots_npz(snaps)
-    if report:
-        files["report.html"] = _report_html(files, spec)
-    if out is not None:
-        result.path = Path(out)
-        write_run_dir(result.path, files)
-        return result
-    store = Store(workspace)
-    run_id, path = store.new_run_dir(spec.name)
-    try:
-        write_run_dir(path, files)
-        store.record(run_id, path, spec, overrides, rows, seconds)
-    except BaseException:
-        store.discard(run_id)
-        raise
-    result.path, result.run_id = path, run_id
-    return result
-
-
-def _report_html(files: dict, spec: Spec) -> str:
-    """The report is built from the run's own files, exactly as ``collapselab report DIR`` builds it."""
-    import tempfile
-
-    from .report.build import build_html
-    from .store import write_run_dir as _write
-
-    with tempfile.TemporaryDirectory(prefix="collapselab-report-") as tmp:
-        _write(Path(tmp), files)
-        return build_html([Path(tmp)], title=spec.name).replace(tmp, "(this run)")
+    return files
 
 
 def report(run_dirs: "list[str | Path]", out: "str | Path | None" = None, workspace=DEFAULT_WORKSPACE) -> Path:

@@ -1,32 +1,180 @@
-"""Executors run cells. Results never depend on which one ran them, or on how many workers it had:
-every random draw is addressed by (seed, cell, stream, generation), see :mod:`collapselab.rng`."""
+"""Executors run cells: in-process, on a local process pool, or on a Dask distributed cluster.
+
+Results never depend on which one ran them, or on how many workers it had: every random draw is addressed by
+(seed, cell, stream, generation) (see rng.py), and BLAS runs single-threaded in every executor so the
+floating-point operations are the same ones everywhere. Cells come back in cell order.
+
+Progress flows back as ``(cell id, generations done, generations)`` events, throttled in the workers.
+"""
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import queue as queue_mod
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Literal
 
+from .errors import SpecError
 from .loop import CellResult, Progress, run_cell
 from .spec import Cell
 
+ExecutorName = Literal["inline", "processes", "dask"]
+EXECUTORS = ("inline", "processes", "dask")
 
-def run_cells(cells: list[Cell], seed: int, workers: int = 1, progress: Progress | None = None) -> list[CellResult]:
-    """Run every cell; results come back in cell order whatever order they finished in."""
-    workers = max(1, min(workers, len(cells)))
-    if workers == 1:
-        return [run_cell(cell, seed, progress) for cell in cells]
-    results: dict[str, CellResult] = {}
-    with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread) as pool:
-        futures = {pool.submit(run_cell, cell, seed): cell for cell in cells}
-        for fut in as_completed(futures):
-            cell = futures[fut]
-            results[cell.id] = fut.result()
-            if progress is not None:
-                progress(cell.id, cell.spec.generations, cell.spec.generations)
-    return [results[cell.id] for cell in cells]
+
+def run_cells(
+    cells: list[Cell],
+    seed: int,
+    *,
+    executor: ExecutorName | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: Progress | None = None,
+    checkpoint_root: Path | None = None,
+) -> list[CellResult]:
+    """Run every cell. ``executor`` defaults to ``dask`` with a scheduler, else to ``processes`` when
+    ``workers > 1``, else ``inline``. With ``checkpoint_root``, cell i checkpoints to ``checkpoint_root/cell-i``."""
+    if executor is None:
+        executor = "dask" if scheduler else ("processes" if workers > 1 else "inline")
+    if executor not in EXECUTORS:
+        raise SpecError(f"--executor {executor!r}: allowed: {', '.join(EXECUTORS)}")
+    if scheduler and executor != "dask":
+        raise SpecError(f"--scheduler needs --executor dask, not {executor!r}")
+    folders = {c.id: (checkpoint_root / f"cell-{c.id}" if checkpoint_root else None) for c in cells}
+    if executor == "inline":
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            return [run_cell(c, seed, progress, folders[c.id]) for c in cells]
+    if executor == "processes":
+        return _run_processes(cells, seed, max(1, workers), progress, folders)
+    return _run_dask(cells, seed, max(1, workers), scheduler, progress, folders)
 
 
 def _single_thread() -> None:
-    # BLAS threads inside each worker would fight the other workers for the same cores
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+
+
+class _QueueProgress:
+    """A picklable progress callback for workers: puts throttled events on a queue the client drains."""
+
+    def __init__(self, q, every: float = 0.25):
+        self.q, self.every, self.last = q, every, 0.0
+
+    def __call__(self, cell_id: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - self.last >= self.every:
+            self.last = now
+            self.q.put((cell_id, done, total))
+
+
+def _cell_task(cell: Cell, seed: int, progress, folder) -> CellResult:
+    _single_thread()
+    return run_cell(cell, seed, progress, folder)
+
+
+def _run_processes(cells, seed, workers, progress, folders) -> list[CellResult]:
+    import multiprocessing as mp
+
+    results: dict[str, CellResult] = {}
+    with mp.Manager() as manager, ProcessPoolExecutor(max_workers=min(workers, len(cells))) as pool:
+        q = manager.Queue()
+        sink = _QueueProgress(q) if progress else None
+        pending = {pool.submit(_cell_task, c, seed, sink, folders[c.id]): c for c in cells}
+        while pending:
+            done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(q, progress)
+            for fut in done:
+                cell = pending.pop(fut)
+                results[cell.id] = fut.result()
+        _drain(q, progress)
+    return [results[c.id] for c in cells]
+
+
+def _drain(q, progress) -> None:
+    if progress is None:
+        return
+    while True:
+        try:
+            cell_id, done, total = q.get_nowait()
+        except (queue_mod.Empty, EOFError, OSError):
+            return
+        progress(cell_id, done, total)
+
+
+class _DaskQueueProgress(_QueueProgress):
+    """Worker side of progress on Dask: a named distributed Queue, looked up lazily on the worker."""
+
+    def __init__(self, name: str, every: float = 0.5):
+        super().__init__(None, every)
+        self.name = name
+
+    def __call__(self, cell_id, done, total):
+        if self.q is None:
+            from distributed import Queue
+
+            self.q = Queue(self.name)
+        super().__call__(cell_id, done, total)
+
+    def __getstate__(self):
+        return {"name": self.name, "every": self.every, "last": 0.0, "q": None}
+
+
+def _run_dask(cells, seed, workers, scheduler, progress, folders) -> list[CellResult]:
+    try:
+        from distributed import Client, LocalCluster, Queue, as_completed
+    except ImportError:  # pragma: no cover - a dependency of collapselab
+        raise SpecError("--executor dask needs the 'distributed' package: pip install 'dask[distributed]'") from None
+    cluster = None
+    try:
+        if scheduler:
+            client = Client(scheduler, timeout="30s")
+        else:
+            cluster = LocalCluster(
+                n_workers=min(workers, len(cells)), threads_per_worker=1, processes=True,
+                dashboard_address=None, silence_logs=40,
+            )
+            client = Client(cluster)
+    except OSError as e:
+        raise SpecError(f"--scheduler {scheduler}: cannot connect ({e})") from None
+    try:
+        name = f"collapselab-progress-{uuid.uuid4().hex}"
+        q = Queue(name, client=client) if progress else None
+        sink = _DaskQueueProgress(name) if progress else None
+        futures = [
+            client.submit(_cell_task, c, seed, sink, folders[c.id], key=f"cell-{c.id}-{uuid.uuid4().hex}", pure=False)
+            for c in cells
+        ]
+        by_key = {f.key: c for f, c in zip(futures, cells)}
+        results: dict[str, CellResult] = {}
+        done_iter = as_completed(futures)
+        remaining = set(f.key for f in futures)
+        while remaining:
+            for fut in done_iter.next_batch(block=False) if done_iter.has_ready() else []:
+                results[by_key[fut.key].id] = fut.result()
+                remaining.discard(fut.key)
+            if q is not None:
+                for cell_id, d, total in _dask_drain(q):
+                    progress(cell_id, d, total)
+            if remaining:
+                time.sleep(0.1)
+        return [results[c.id] for c in cells]
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _dask_drain(q):
+    out = []
+    try:
+        n = q.qsize()
+        if n:
+            out = q.get(batch=n)
+    except Exception:  # noqa: BLE001 - progress is best effort; the results carry the truth
+        return []
+    return out

@@ -14,10 +14,12 @@ back one value per replicate, generation and metric.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from .checkpoints import CellCheckpoints, fingerprint
 from .errors import CollapselabError
 from .families import Reference, resolve_family
 from .metrics.stages import first_reached, stage_codes, stage_shares
@@ -45,9 +47,14 @@ class CellResult:
     snapshots: dict[int, np.ndarray] = field(default_factory=dict)
 
 
-def run_cell(cell: Cell, seed: int, progress: Progress | None = None) -> CellResult:
+def run_cell(
+    cell: Cell, seed: int, progress: Progress | None = None, checkpoints: "str | Path | None" = None
+) -> CellResult:
+    """Run one cell; with ``checkpoints`` (a folder), save after every generation and resume from it."""
+    from .spec import _import_plugins
     from .theory import closed_forms  # late: theory imports families for their constants
 
+    _import_plugins(cell.spec.plugins)  # a worker process must register plugin families itself
     spec = cell.spec
     G, R, n, m = spec.generations, spec.replicates, spec.data.n, spec.samples
     source = get_source(spec.data.source, spec.data.params)
@@ -67,8 +74,21 @@ def run_cell(cell: Cell, seed: int, progress: Progress | None = None) -> CellRes
     per_gen: list[dict[str, np.ndarray]] = []
     snapshot_at = snapshot_generations(G)
     snapshot_size = max(1, min(SNAPSHOT_RECORDS, 2_000_000 // R))  # every chain samples; keep the cost bounded
-    snapshots = {}
-    for g in range(G):
+    snapshots: dict[int, np.ndarray] = {}
+    start = 0
+    saver = None
+    if checkpoints is not None:
+        saver = CellCheckpoints(
+            checkpoints, fingerprint(cell.resolved, seed, cell.index), policy.keeps_all_pools
+        )
+        state = saver.load()
+        if state is not None:
+            start = state.generation + 1
+            per_gen = [{k: v[g] for k, v in state.metrics.items()} for g in range(start)]
+            synthetic, snapshots = state.pools, state.snapshots
+            if progress is not None:
+                progress(cell.id, start, G)
+    for g in range(start, G):
         train = policy.build(g, real, synthetic, draw_real, generator(seed, cell.index, Stream.POLICY, g))
         model = family.fit(train.x, generator(seed, cell.index, Stream.FIT, g))
         values = {k: np.asarray(v, dtype=float) for k, v in family.metrics(model).items()}
@@ -81,10 +101,13 @@ def run_cell(cell: Cell, seed: int, progress: Progress | None = None) -> CellRes
         per_gen.append(values)
         if g in snapshot_at:  # its own stream: snapshots never change the chains' draws
             snapshots[g] = model.sample(snapshot_size, generator(seed, cell.index, Stream.SNAPSHOT, g))[0]
+        pool = None
         if g < G - 1:
             x = model.sample(m, generator(seed, cell.index, Stream.SAMPLE, g))
             pool = Pool.synthetic(x, g)
             synthetic = [*synthetic, pool] if policy.keeps_all_pools else [pool]
+        if saver is not None:
+            saver.save(g, {k: np.stack([gen[k] for gen in per_gen]) for k in per_gen[0]}, pool, snapshots)
         if progress is not None:
             progress(cell.id, g + 1, G)
 

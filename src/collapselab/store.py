@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS summary (
 
 
 OPTIONAL_FILES = ("theory.csv", "stages.csv", "snapshots.npz", "report.html")
+CHECKPOINTS = ".checkpoints"  # per-cell checkpoints of an unfinished run, removed when it finishes
 
 
 def write_atomic(path: Path, content: str | bytes) -> None:
@@ -67,16 +68,32 @@ def write_atomic(path: Path, content: str | bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_run_dir(out: Path, files: dict[str, str | bytes]) -> None:
-    """Write every file of a finished run into ``out`` (created if needed)."""
+def start_run_dir(out: Path, spec, overrides: dict) -> None:
+    """Open a run directory: the spec and cells first (what resume needs), no result of an earlier run."""
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out {out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
+    for name in ("summary.csv", *OPTIONAL_FILES):
+        (out / name).unlink(missing_ok=True)
+    clear_checkpoints(out)
+    write_atomic(out / "spec.toml", spec.to_toml())
+    write_atomic(out / "cells.json", json.dumps(overrides, indent=2, sort_keys=True) + "\n")
+
+
+def finish_run_dir(out: Path, files: dict[str, str | bytes]) -> None:
+    """Write a finished run's results; summary.csv goes last, so its presence means the rest is there."""
+    for name, content in sorted(files.items(), key=lambda kv: kv[0] == "summary.csv"):
         write_atomic(out / name, content)
-    for name in OPTIONAL_FILES:  # never leave an earlier run's files beside ours
-        if name not in files and (out / name).exists():
-            (out / name).unlink()
+
+
+def is_finished(path: Path) -> bool:
+    return (path / "summary.csv").is_file() and not (path / CHECKPOINTS).exists()
+
+
+def clear_checkpoints(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path / CHECKPOINTS, ignore_errors=True)
 
 
 def snapshots_npz(snapshots: dict[str, dict[int, "np.ndarray"]]) -> bytes:
@@ -122,8 +139,18 @@ class Store:
             run_id = cur.lastrowid
         return run_id, self.workspace / f"{run_id:04d}-{_slug(name)}"
 
-    def record(self, run_id: int, path: Path, spec, cells: dict, rows: list[tuple], seconds: float) -> None:
+    def record_start(self, run_id: int, path: Path, spec) -> None:
         with closing(self.connect()) as con, con:
+            con.execute(
+                "UPDATE runs SET path=?, generations=?, replicates=?, seed=?, spec=? WHERE id=?",
+                (str(path), spec.generations, spec.replicates, spec.seed, spec.to_toml(), run_id),
+            )
+
+    def record(self, run_id: int, path: Path, spec, cells: dict, rows: list[tuple], seconds: float) -> None:
+        """Index a finished run: one transaction, idempotent (a resumed run replaces its rows)."""
+        with closing(self.connect()) as con, con:
+            con.execute("DELETE FROM summary WHERE run_id=?", (run_id,))
+            con.execute("DELETE FROM cells WHERE run_id=?", (run_id,))
             con.execute(
                 "UPDATE runs SET path=?, cells=?, generations=?, replicates=?, seed=?, seconds=?, spec=?"
                 " WHERE id=?",
@@ -136,34 +163,49 @@ class Store:
             )
             con.executemany(f"INSERT INTO summary VALUES ({', '.join('?' * 11)})", [(run_id, *r) for r in rows])
 
-    def discard(self, run_id: int) -> None:
-        with closing(self.connect()) as con, con:
-            con.execute("DELETE FROM runs WHERE id=?", (run_id,))
+    def find(self, path: Path) -> int | None:
+        """The id of the run indexed with this folder, if any."""
+        if not self.db.exists():
+            return None
+        with closing(self.connect()) as con:
+            rows = con.execute("SELECT id, path FROM runs").fetchall()
+        target = Path(path).resolve()
+        return next((i for i, p in rows if p and Path(p).resolve() == target), None)
 
     def runs(self) -> pd.DataFrame:
+        """Every indexed run; ``status`` is ``finished`` or ``unfinished`` (resume it)."""
+        columns = ["id", "name", "created", "status", "cells", "generations", "replicates", "seconds", "path"]
         if not self.db.exists():
-            return pd.DataFrame(columns=["id", "name", "created", "cells", "generations", "replicates", "path"])
+            return pd.DataFrame(columns=columns)
         with closing(self.connect()) as con:
-            return pd.read_sql_query(
-                "SELECT id, name, created, cells, generations, replicates, seconds, path FROM runs"
-                " WHERE seconds >= 0 ORDER BY id",
+            df = pd.read_sql_query(
+                "SELECT id, name, created, seconds >= 0 AS done, cells, generations, replicates, seconds, path"
+                " FROM runs WHERE path != '' ORDER BY id",
                 con,
             )
+        df.insert(3, "status", np.where(df.pop("done") == 1, "finished", "unfinished"))
+        return df[columns]
 
-    def resolve(self, ref: str) -> Path:
-        """A run's folder from its id, its name (the latest run of that name) or a directory path."""
+    def resolve(self, ref: str, finished: bool = True) -> Path:
+        """A run's folder from its id, its name (the latest run of that name) or a directory path.
+
+        With ``finished=False`` an interrupted run (spec.toml, no results yet) is accepted too."""
+        def usable(p: Path) -> bool:
+            return (p / "summary.csv").is_file() if finished else (p / "spec.toml").is_file()
+
         p = Path(ref)
-        if (p / "summary.csv").is_file():
+        if usable(p):
             return p
         if self.db.exists():
+            done = " AND seconds >= 0" if finished else ""
             with closing(self.connect()) as con:
                 if ref.isdigit():
-                    row = con.execute("SELECT path FROM runs WHERE id=? AND seconds >= 0", (int(ref),)).fetchone()
+                    row = con.execute(f"SELECT path FROM runs WHERE id=?{done}", (int(ref),)).fetchone()
                 else:
                     row = con.execute(
-                        "SELECT path FROM runs WHERE name=? AND seconds >= 0 ORDER BY id DESC LIMIT 1", (ref,)
+                        f"SELECT path FROM runs WHERE name=?{done} ORDER BY id DESC LIMIT 1", (ref,)
                     ).fetchone()
-            if row and (Path(row[0]) / "summary.csv").is_file():
+            if row and row[0] and usable(Path(row[0])):
                 return Path(row[0])
         raise SpecError(f"no run {ref!r}: give a run id or name from 'collapselab runs', or a run directory")
 
