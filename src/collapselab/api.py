@@ -68,6 +68,7 @@ def run(
     save: bool = True,
     report: bool = True,
     progress: Progress | None = None,
+    on_start=None,
 ) -> RunResult:
     """Run a spec (a TOML path, ``"preset:NAME"``, a dict or a :class:`Spec`) and return its results.
 
@@ -77,6 +78,7 @@ def run(
     after every generation; if it is interrupted, :func:`resume` finishes it with the same numbers.
     ``executor`` is ``inline``, ``processes`` (``workers`` processes) or ``dask`` (a LocalCluster of
     ``workers`` processes, or the cluster at ``scheduler``); results do not depend on it.
+    ``on_start(path, run_id)`` is called once the run's folder exists.
 
     >>> result = run({"generations": 3, "replicates": 200, "data": {"source": "gaussian", "n": 10},
     ...               "model": {"family": "gaussian"}}, save=False)
@@ -99,6 +101,8 @@ def run(
     start_run_dir(path, spec, {c.id: c.overrides for c in cells})
     if store is not None:
         store.record_start(run_id, path, spec)
+    if on_start is not None:
+        on_start(path, run_id)
     return _execute(spec, cells, path, store, run_id, report, execution)
 
 

@@ -1,20 +1,21 @@
 """Per-cell checkpoints, written after every generation, so an interrupted run resumes where it stopped.
 
-A generation's checkpoint is the state the next generation needs and nothing else: the metrics so far, the
-synthetic pool it sampled, and the snapshots so far. No RNG state is needed: every draw comes from a
-generator addressed by (seed, cell, stream, generation) (see rng.py), and the real pool is redrawn from its
-address. Models are not needed either: generation g+1 trains on pools, not on model g.
+A generation's checkpoint is what the next generations need and nothing else: its metrics, its snapshot,
+and the synthetic pool it sampled. No RNG state is needed: every draw comes from a generator addressed by
+(seed, cell, stream, generation) (see rng.py), and the real pool is redrawn from its address. Models are not
+needed either: generation g+1 trains on pools, not on model g.
 
-Files, per cell folder::
+Files, per cell folder (plain arrays, read with ``allow_pickle=False``: never a pickle)::
 
-    gen-000012.npz    plain arrays (np.load(..., allow_pickle=False): never a pickle)
-    gen-000012.json   {"generation": 12, "sha256": ..., "fingerprint": ...}, written after the .npz
+    gen-000012.npz    generation 12's metrics (one value per replicate) and snapshot: small, always kept
+    pool-000012.npz   the synthetic pool generation 12 sampled: kept as long as the policy needs it
+    manifest-000012.json  {"generation": 12, "sha256": {...both files...}, "fingerprint": ...}, written last
 
-Both are written atomically (temporary file, fsync, rename). A checkpoint counts only if its manifest exists,
-its fingerprint matches the cell (spec and seed) and the .npz hashes to the manifest's sha256; a corrupt or
-truncated one is skipped with a :class:`CheckpointWarning` and the cell restarts from its last good generation.
-Policies that train on the last pool only keep the last two checkpoints; accumulating policies keep every
-generation's pool, each in its own file, each checked.
+Files are written atomically (temporary name, then rename), so a killed process leaves either the old file
+or the new one. A generation counts only if its manifest exists, its fingerprint matches the cell (spec
+and seed) and every file hashes to the manifest's sha256; a corrupt or truncated one is skipped with a
+:class:`CheckpointWarning`, and the cell restarts from its last good generation. Policies that train on the
+last pool keep the last two pools; accumulating policies keep every pool.
 """
 
 from __future__ import annotations
@@ -51,11 +52,10 @@ def fingerprint(resolved_spec: dict, seed: int, cell_index: int) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    # no fsync: a killed process cannot lose written pages, and the checksums catch what a lost disk write
+    # (power failure) would leave behind
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
@@ -65,93 +65,94 @@ class CellCheckpoints:
         self.fingerprint = fingerprint
         self.keeps_all_pools = keeps_all_pools
 
-    def _npz(self, g: int) -> Path:
-        return self.folder / f"gen-{g:06d}.npz"
+    def _path(self, kind: str, g: int) -> Path:
+        return self.folder / f"{kind}-{g:06d}.{'json' if kind == 'manifest' else 'npz'}"
 
-    def _manifest(self, g: int) -> Path:
-        return self.folder / f"gen-{g:06d}.json"
-
-    def save(self, g: int, metrics: dict[str, np.ndarray], pool: Pool | None, snapshots: dict[int, np.ndarray]) -> None:
+    def save(self, g: int, metrics: dict[str, np.ndarray], pool: Pool | None, snapshot: np.ndarray | None) -> None:
+        """Checkpoint generation g: its metrics (name -> (R,)), the pool it sampled, its snapshot."""
         self.folder.mkdir(parents=True, exist_ok=True)
         arrays = {f"metric:{k}": v for k, v in metrics.items()}
-        arrays.update({f"snapshot:{k}": v for k, v in snapshots.items()})
+        if snapshot is not None:
+            arrays["snapshot"] = snapshot
+        digests = {"gen": _write_npz(self._path("gen", g), arrays)}
         if pool is not None:
-            arrays["pool:x"], arrays["pool:generation"] = pool.x, pool.generation
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        data = buf.getvalue()
-        _write_atomic(self._npz(g), data)
-        manifest = {"generation": g, "sha256": hashlib.sha256(data).hexdigest(), "fingerprint": self.fingerprint}
-        _write_atomic(self._manifest(g), json.dumps(manifest).encode())
-        if not self.keeps_all_pools:  # the last two are enough: the latest, and one to fall back on
-            for old in range(g - 2, -1, -1):
-                if not self._manifest(old).exists() and not self._npz(old).exists():
-                    break
-                self._manifest(old).unlink(missing_ok=True)
-                self._npz(old).unlink(missing_ok=True)
+            digests["pool"] = _write_npz(self._path("pool", g), {"x": pool.x, "generation": pool.generation})
+        manifest = {"generation": g, "sha256": digests, "fingerprint": self.fingerprint}
+        _write_atomic(self._path("manifest", g), json.dumps(manifest).encode())
+        if not self.keeps_all_pools:  # the pool of g is needed, and g-1's to fall back on
+            self._path("pool", g - 2).unlink(missing_ok=True)
 
-    def _read(self, g: int) -> dict[str, np.ndarray] | None:
-        """The arrays of generation g's checkpoint, or None (with a warning) when it cannot be trusted."""
-        manifest, npz = self._manifest(g), self._npz(g)
+    def _read(self, g: int, kind: str) -> dict[str, np.ndarray] | None:
+        """The arrays of one checkpoint file, or None (with a warning) when it cannot be trusted."""
+        path = self._path(kind, g)
         try:
-            meta = json.loads(manifest.read_text())
-            data = npz.read_bytes()
+            meta = json.loads(self._path("manifest", g).read_text())
+            data = path.read_bytes()
         except (OSError, ValueError) as e:
-            return self._bad(npz, f"unreadable ({e.__class__.__name__})")
+            return self._bad(path, f"unreadable ({e.__class__.__name__})")
         if meta.get("fingerprint") != self.fingerprint:
-            return self._bad(npz, "written for another spec or seed")
-        if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
-            return self._bad(npz, "checksum mismatch (corrupt or truncated)")
+            return self._bad(path, "written for another spec or seed")
+        if hashlib.sha256(data).hexdigest() != meta.get("sha256", {}).get(kind):
+            return self._bad(path, "checksum mismatch (corrupt or truncated)")
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
         except (ValueError, OSError, zipfile.BadZipFile) as e:
-            return self._bad(npz, f"unreadable ({e})")
+            return self._bad(path, f"unreadable ({e})")
 
     def _bad(self, path: Path, why: str) -> None:
         warnings.warn(f"checkpoint {path} skipped: {why}", CheckpointWarning, stacklevel=3)
         return None
 
-    def generations(self) -> list[int]:
-        if not self.folder.is_dir():
-            return []
-        return sorted(int(p.stem.removeprefix("gen-")) for p in self.folder.glob("gen-*.json"))
-
-    def load(self) -> CellState | None:
+    def load(self, last_generation: int) -> CellState | None:
         """The state after the last good generation, or None to start from scratch."""
-        gens = self.generations()
+        if not self.folder.is_dir():
+            return None
+        gens = []
+        for g in range(last_generation + 1):  # metrics of every generation so far: the longest good prefix
+            if not self._path("manifest", g).exists():
+                break
+            arrays = self._read(g, "gen")
+            if arrays is None:
+                break
+            gens.append(arrays)
+        if not gens:
+            return None
+        last = len(gens) - 1
+        if last == last_generation:  # the cell had finished: no pool needed
+            return _state(gens, [])
         if self.keeps_all_pools:
-            good: dict[int, dict] = {}
-            for g in range(len(gens)):  # every pool up to g must be intact: the longest good prefix
-                if g not in gens:
+            pools = []
+            for k in range(last + 1):
+                p = self._read(k, "pool")
+                if p is None:
                     break
-                arrays = self._read(g)
-                if arrays is None:
-                    break
-                good[g] = arrays
-            if not good:
-                return None
-            last = max(good)
-            pools = [_pool(good[g]) for g in range(last + 1) if "pool:x" in good[g]]
-            return _state(last, good[last], pools)
-        for g in reversed(gens):
-            arrays = self._read(g)
-            if arrays is not None:
-                return _state(g, arrays, [_pool(arrays)] if "pool:x" in arrays else [])
+                pools.append(Pool(p["x"], p["generation"]))
+            return _state(gens[: len(pools)], pools) if pools else None
+        for g in (last, last - 1):  # only the last two pools are kept
+            if g < 0:
+                break
+            p = self._read(g, "pool")
+            if p is not None:
+                return _state(gens[: g + 1], [Pool(p["x"], p["generation"])])
         return None
 
     def clear(self) -> None:
-        if self.folder.is_dir():
-            for p in self.folder.iterdir():
-                p.unlink()
-            self.folder.rmdir()
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _pool(arrays: dict) -> Pool:
-    return Pool(arrays["pool:x"], arrays["pool:generation"])
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    data = buf.getvalue()
+    _write_atomic(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
-def _state(g: int, arrays: dict, pools: list[Pool]) -> CellState:
-    metrics = {k.removeprefix("metric:"): v for k, v in arrays.items() if k.startswith("metric:")}
-    snapshots = {int(k.removeprefix("snapshot:")): v for k, v in arrays.items() if k.startswith("snapshot:")}
-    return CellState(g, metrics, pools, snapshots)
+def _state(gens: list[dict], pools: list[Pool]) -> CellState:
+    names = [k for k in gens[0] if k.startswith("metric:")]
+    metrics = {k.removeprefix("metric:"): np.stack([a[k] for a in gens]) for k in names}
+    snapshots = {g: a["snapshot"] for g, a in enumerate(gens) if "snapshot" in a}
+    return CellState(len(gens) - 1, metrics, pools, snapshots)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -12,7 +13,14 @@ import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from . import api
@@ -37,13 +45,21 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+ExecutorOpt = typer.Option(
+    None, "--executor", "-e", help="inline | processes | dask (default: processes when --workers > 1, else inline)."
+)
+SchedulerOpt = typer.Option(None, "--scheduler", help="Join the Dask cluster at this address (tcp://HOST:PORT).")
+
+
 @app.command()
 def run(
     spec: str = typer.Argument(..., help="A spec TOML file, or preset:NAME (see 'collapselab presets')."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write results to this directory (not indexed)."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Cells run in parallel on this many processes."),
+    executor: Optional[str] = ExecutorOpt,
+    scheduler: Optional[str] = SchedulerOpt,
     workspace: Path = WorkspaceOpt,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no table."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable result on stdout."),
     generations: Optional[str] = typer.Option(None, "--show", help="Generations to tabulate, e.g. 0,5,19."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report."),
@@ -51,23 +67,64 @@ def run(
     """Run an experiment: every cell of its sweep, all replicate chains, every generation."""
     try:
         spec_obj = api.load_spec(spec)
-        total = api.expand(spec_obj)  # validates every cell before the progress bar appears
-        show_progress = not quiet and not as_json and err_console.is_terminal
-        with _progress(show_progress) as bar:
-            task = bar.add_task(spec_obj.name, total=len(total) * spec_obj.generations)
-            done: dict[str, int] = {}
+        cells = api.expand(spec_obj)  # validates every cell before anything starts
+    except SpecError as e:
+        _fail(str(e))
+    started: dict = {}
+    execute = lambda progress: api.run(  # noqa: E731
+        spec_obj, out, executor=executor, workers=workers, scheduler=scheduler, workspace=workspace,
+        report=not no_report, progress=progress, on_start=lambda path, run_id: started.update(path=path, id=run_id),
+    )
+    result = _execute(execute, spec_obj, len(cells), quiet or as_json, started)
+    _finish(result, as_json, quiet, generations, no_report)
 
-            def tick(cell_id: str, generation: int, generations: int) -> None:
-                done[cell_id] = generation
-                bar.update(task, completed=sum(done.values()))
 
-            result = api.run(
-                spec_obj, out, workers=workers, workspace=workspace, report=not no_report, progress=tick
-            )
+@app.command()
+def resume(
+    ref: str = typer.Argument(..., help="An unfinished run: its id or name from 'collapselab runs', or its directory."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Cells run in parallel on this many processes."),
+    executor: Optional[str] = ExecutorOpt,
+    scheduler: Optional[str] = SchedulerOpt,
+    workspace: Path = WorkspaceOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no table."),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable result on stdout."),
+    generations: Optional[str] = typer.Option(None, "--show", help="Generations to tabulate, e.g. 0,5,19."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report."),
+):
+    """Finish an interrupted run from its checkpoints; the results equal an uninterrupted run's."""
+    from .store import Store
+
+    try:
+        path = Store(workspace).resolve(ref, finished=False)
+        spec_obj = api.load_spec(path / "spec.toml")
+        cells = api.expand(spec_obj)
+    except SpecError as e:
+        _fail(str(e))
+    started = {"path": path}
+    execute = lambda progress: api.resume(  # noqa: E731
+        path, executor=executor, workers=workers, scheduler=scheduler, workspace=workspace,
+        report=not no_report, progress=progress,
+    )
+    result = _execute(execute, spec_obj, len(cells), quiet or as_json, started)
+    _finish(result, as_json, quiet, generations, no_report)
+
+
+def _execute(execute, spec_obj, n_cells: int, silent: bool, started: dict):
+    try:
+        with _Progress(spec_obj.name, n_cells, spec_obj.generations, silent) as progress:
+            return execute(progress)
     except SpecError as e:
         _fail(str(e))
     except CollapselabError as e:
         _fail(str(e), 1)
+    except KeyboardInterrupt:
+        where = started.get("path")
+        hint = f"; finish it with: collapselab resume {where}" if where else ""
+        err_console.print(f"interrupted{hint}", highlight=False, soft_wrap=True)
+        raise typer.Exit(130)
+
+
+def _finish(result, as_json: bool, quiet: bool, generations: str | None, no_report: bool) -> None:
     if as_json:
         last = result.summary[result.summary["generation"] == result.spec.generations - 1]
         payload = {
@@ -89,6 +146,58 @@ def run(
         )
         if not no_report:
             out_console.print(f"report: [bold]{result.path / 'report.html'}[/]", highlight=False)
+
+
+class _Progress:
+    """Progress of a run: rich bars (cells, generations, ETA) on a terminal, a plain line every
+    ``interval`` seconds otherwise, nothing when silent."""
+
+    def __init__(self, name: str, cells: int, generations: int, silent: bool, interval: float = 10.0):
+        self.cells, self.total = cells, cells * generations
+        self.done: dict[str, int] = {}
+        self.silent, self.interval = silent, interval
+        self.tty = err_console.is_terminal
+        self.bar = None
+        if not silent and self.tty:
+            self.bar = Progress(
+                TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("ETA"), TimeRemainingColumn(), console=err_console, transient=True,
+            )
+            self.cell_task = self.bar.add_task("cells", total=cells)
+            self.gen_task = self.bar.add_task("generations", total=self.total)
+        self.start = self.last_line = time.monotonic()
+
+    def __enter__(self):
+        if self.bar is not None:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        elif not self.silent and not self.tty and exc[0] is None and time.monotonic() - self.start >= self.interval:
+            self._line()  # a closing line, for logs of long runs
+
+    def __call__(self, cell_id: str, generation: int, generations: int) -> None:
+        self.done[cell_id] = generation
+        finished = sum(1 for c, g in self.done.items() if g >= generations)
+        if self.bar is not None:
+            self.bar.update(self.cell_task, completed=finished)
+            self.bar.update(self.gen_task, completed=sum(self.done.values()))
+        elif not self.silent and time.monotonic() - self.last_line >= self.interval:
+            self._line()
+
+    def _line(self) -> None:
+        self.last_line = now = time.monotonic()
+        done = sum(self.done.values())
+        finished = sum(1 for g in self.done.values() if g >= self.total // max(self.cells, 1))
+        elapsed = now - self.start
+        eta = f", ETA {elapsed * (self.total - done) / done:.0f} s" if done else ""
+        err_console.print(
+            f"progress: cells {finished}/{self.cells}, generations {done}/{self.total} "
+            f"({100 * done / max(self.total, 1):.0f}%), {elapsed:.0f} s elapsed{eta}",
+            highlight=False, soft_wrap=True,
+        )
 
 
 @app.command("runs")
@@ -205,13 +314,6 @@ def presets():
         raw = read_toml(f"preset:{p}")
         table.add_row(f"preset:{p}", raw.get("name", ""), raw.get("description", ""))
     out_console.print(table)
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("generations"),
-        TimeElapsedColumn(), console=err_console, disable=not enabled, transient=True,
-    )
 
 
 def _parse_gens(text: str | None, G: int) -> list[int]:

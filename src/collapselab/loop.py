@@ -81,7 +81,7 @@ def run_cell(
         saver = CellCheckpoints(
             checkpoints, fingerprint(cell.resolved, seed, cell.index), policy.keeps_all_pools
         )
-        state = saver.load()
+        state = saver.load(G - 1)
         if state is not None:
             start = state.generation + 1
             per_gen = [{k: v[g] for k, v in state.metrics.items()} for g in range(start)]
@@ -107,7 +107,7 @@ def run_cell(
             pool = Pool.synthetic(x, g)
             synthetic = [*synthetic, pool] if policy.keeps_all_pools else [pool]
         if saver is not None:
-            saver.save(g, {k: np.stack([gen[k] for gen in per_gen]) for k in per_gen[0]}, pool, snapshots)
+            saver.save(g, values, pool, snapshots.get(g))
         if progress is not None:
             progress(cell.id, g + 1, G)
 
