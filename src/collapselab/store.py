@@ -143,7 +143,7 @@ class Store:
         with closing(self.connect()) as con, con:
             con.execute(
                 "UPDATE runs SET path=?, generations=?, replicates=?, seed=?, spec=? WHERE id=?",
-                (str(path), spec.generations, spec.replicates, spec.seed, spec.to_toml(), run_id),
+                (str(Path(path).resolve()), spec.generations, spec.replicates, spec.seed, spec.to_toml(), run_id),
             )
 
     def record(self, run_id: int, path: Path, spec, cells: dict, rows: list[tuple], seconds: float) -> None:
@@ -154,7 +154,7 @@ class Store:
             con.execute(
                 "UPDATE runs SET path=?, cells=?, generations=?, replicates=?, seed=?, seconds=?, spec=?"
                 " WHERE id=?",
-                (str(path), len(cells), spec.generations, spec.replicates, spec.seed, seconds,
+                (str(Path(path).resolve()), len(cells), spec.generations, spec.replicates, spec.seed, seconds,
                  spec.to_toml(), run_id),
             )
             con.executemany(

@@ -1,0 +1,217 @@
+"""Executors, resume after SIGKILL, corrupt checkpoints, and concurrent writers to the store."""
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import collapselab as cl
+
+BIN = Path(sys.executable).parent
+SWEEP = """
+name = "scale"
+generations = 12
+replicates = 300
+seed = 5
+[data]
+source = "gaussian"
+n = 20
+[model]
+family = "gaussian"
+[sweep]
+policy = [{ kind = "replace" }, { kind = "accumulate" }, { kind = "mix", real_fraction = 0.2 }, { kind = "accumulate-subsample" }]
+"""
+
+
+def cli(*args, cwd, **kw):
+    return subprocess.run([sys.executable, "-m", "collapselab", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, **kw)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The in-process result every executor must reproduce byte for byte."""
+    d = tmp_path_factory.mktemp("ref")
+    (d / "spec.toml").write_text(SWEEP)
+    res = cli("run", "spec.toml", "--out", "inline", "--executor", "inline", "--no-report", "-q", cwd=d)
+    assert res.returncode == 0, res.stderr
+    return d, (d / "inline" / "summary.csv").read_bytes()
+
+
+def test_process_pool_matches_inline(reference):
+    d, want = reference
+    res = cli("run", "spec.toml", "--out", "procs", "--workers", "2", "--no-report", "-q", cwd=d)
+    assert res.returncode == 0, res.stderr
+    assert (d / "procs" / "summary.csv").read_bytes() == want
+
+
+def test_dask_local_cluster_matches_inline(reference):
+    d, want = reference
+    res = cli("run", "spec.toml", "--out", "dask", "--executor", "dask", "--workers", "2", "--no-report", "-q", cwd=d)
+    assert res.returncode == 0, res.stderr
+    assert (d / "dask" / "summary.csv").read_bytes() == want
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dask_scheduler_and_two_workers_as_separate_processes(reference, tmp_path):
+    d, want = reference
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+    try:
+        for i in range(2):
+            procs.append(subprocess.Popen(
+                [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
+                 "--name", f"w{i}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+        from distributed import Client
+
+        deadline = time.time() + 60
+        while True:  # wait for both workers to join
+            try:
+                with Client(address, timeout="5s") as c:
+                    if len(c.scheduler_info()["workers"]) == 2:
+                        break
+            except OSError:
+                pass
+            assert time.time() < deadline, "the dask workers did not start"
+            time.sleep(0.5)
+        res = cli("run", "spec.toml", "--out", "remote", "--scheduler", address, "--no-report", "-q", cwd=d)
+        assert res.returncode == 0, res.stderr
+        assert (d / "remote" / "summary.csv").read_bytes() == want
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+def test_unreachable_scheduler_is_a_clear_error(tmp_path):
+    (tmp_path / "spec.toml").write_text(SWEEP)
+    port = _free_port()
+    res = cli("run", "spec.toml", "--out", "x", "--scheduler", f"tcp://127.0.0.1:{port}", cwd=tmp_path)
+    assert res.returncode == 2 and res.stderr.startswith(f"error: --scheduler tcp://127.0.0.1:{port}: cannot connect")
+    res = cli("run", "spec.toml", "--out", "x", "--executor", "ray", cwd=tmp_path)
+    assert res.returncode == 2 and "--executor 'ray': allowed: inline, processes, dask" in res.stderr
+
+
+LONG = """
+name = "long"
+generations = 150
+replicates = 500
+seed = 2
+[data]
+source = "gaussian"
+n = 20
+[model]
+family = "gaussian"
+[sweep]
+policy = [{ kind = "replace" }, { kind = "accumulate" }, { kind = "fresh", real_fraction = 0.1 }]
+"""
+
+
+def _kill_mid_run(tmp_path: Path, args: list[str], run_dir: Path, at_generation: int = 5) -> None:
+    """Start a run, SIGKILL it once cell 0 has checkpointed ``at_generation`` (so mid-way through a later one)."""
+    proc = subprocess.Popen([sys.executable, "-m", "collapselab", *args], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = run_dir / ".checkpoints" / "cell-0" / f"manifest-{at_generation:06d}.json"
+    deadline = time.time() + 120
+    while not manifest.exists():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "summary.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    d = tmp_path_factory.mktemp("long")
+    (d / "spec.toml").write_text(LONG)
+    res = cli("run", "spec.toml", "--out", "whole", "--no-report", "-q", cwd=d)
+    assert res.returncode == 0, res.stderr
+    return (d / "whole" / "summary.csv").read_bytes()
+
+
+def test_sigkill_then_resume_is_byte_identical(tmp_path, uninterrupted):
+    (tmp_path / "spec.toml").write_text(LONG)
+    _kill_mid_run(tmp_path, ["run", "spec.toml", "--out", "cut", "--no-report"], tmp_path / "cut")
+    res = cli("resume", "cut", "--no-report", "-q", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "cut" / "summary.csv").read_bytes() == uninterrupted
+    assert not (tmp_path / "cut" / ".checkpoints").exists()
+    again = cli("resume", "cut", cwd=tmp_path)
+    assert again.returncode == 2 and "already finished" in again.stderr
+
+
+def test_a_corrupt_checkpoint_restarts_that_cell_from_its_last_good_generation(tmp_path, uninterrupted):
+    (tmp_path / "spec.toml").write_text(LONG)
+    _kill_mid_run(tmp_path, ["run", "spec.toml", "--out", "cut", "--no-report"], tmp_path / "cut", at_generation=8)
+    folder = tmp_path / "cut" / ".checkpoints" / "cell-0"
+    last = max(int(p.stem.split("-")[1]) for p in folder.glob("manifest-*.json"))
+    pool = folder / f"pool-{last:06d}.npz"
+    pool.write_bytes(pool.read_bytes()[: pool.stat().st_size // 2])  # truncated
+    res = cli("resume", "cut", "--no-report", "-q", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"pool-{last:06d}.npz skipped: checksum mismatch (corrupt or truncated)" in res.stderr
+    assert (tmp_path / "cut" / "summary.csv").read_bytes() == uninterrupted
+
+
+def test_killed_workspace_run_is_listed_unfinished_and_resumed_by_id(tmp_path, uninterrupted):
+    (tmp_path / "spec.toml").write_text(LONG)
+    _kill_mid_run(tmp_path, ["run", "spec.toml", "--no-report"], tmp_path / "collapselab-runs" / "0001-long")
+    listed = json.loads(cli("runs", "--json", cwd=tmp_path).stdout)
+    assert [(r["id"], r["status"]) for r in listed] == [(1, "unfinished")]
+    res = cli("resume", "1", "--workers", "2", "--no-report", "-q", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "collapselab-runs" / "0001-long" / "summary.csv").read_bytes() == uninterrupted
+    listed = json.loads(cli("runs", "--json", cwd=tmp_path).stdout)
+    assert [(r["id"], r["status"]) for r in listed] == [(1, "finished")]
+    con = sqlite3.connect(tmp_path / "collapselab-runs" / "store.db")
+    n_rows = con.execute("SELECT COUNT(*) FROM summary WHERE run_id = 1").fetchone()[0]
+    assert n_rows == uninterrupted.count(b"\n") - 1
+
+
+def test_concurrent_runs_share_the_store_without_losing_or_duplicating_rows(tmp_path):
+    (tmp_path / "spec.toml").write_text(SWEEP)
+    procs = [subprocess.Popen([sys.executable, "-m", "collapselab", "run", "spec.toml", "--no-report", "-q"],
+                              cwd=tmp_path, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    con = sqlite3.connect(tmp_path / "collapselab-runs" / "store.db")
+    runs = con.execute("SELECT id, path FROM runs ORDER BY id").fetchall()
+    assert [r[0] for r in runs] == [1, 2, 3, 4] and len({r[1] for r in runs}) == 4
+    counts = con.execute("SELECT run_id, COUNT(*), COUNT(DISTINCT cell || generation || metric) FROM summary "
+                         "GROUP BY run_id").fetchall()
+    expected = (Path(runs[0][1]) / "summary.csv").read_text().count("\n") - 1
+    assert counts == [(i, expected, expected) for i in (1, 2, 3, 4)]
+
+
+def test_plain_progress_lines_when_not_on_a_terminal(monkeypatch):
+    from rich.console import Console
+
+    import collapselab.cli as cli_mod
+
+    console = Console(stderr=True, force_terminal=False, record=True, width=200)
+    monkeypatch.setattr(cli_mod, "err_console", console)
+    with cli_mod._Progress("x", cells=2, generations=4, silent=False, interval=0.0) as progress:
+        for g in range(1, 5):
+            progress("0", g, 4)
+        progress("1", 4, 4)
+    text = console.export_text()
+    assert "progress: cells 0/2, generations 1/8 (12%)" in text
+    assert "progress: cells 2/2, generations 8/8 (100%)" in text and "ETA 0 s" in text
