@@ -70,7 +70,7 @@ def test_a_run_that_fails_midway_leaves_no_results_only_a_resumable_folder(tmp_p
         FAMILIES.pop("test-explodes")
     out = tmp_path / "out"
     assert not (out / "summary.csv").exists() and not (out / "report.html").exists()
-    assert (out / "spec.toml").is_file() and (out / ".checkpoints" / "cell-0" / "gen-000000.json").is_file()
+    assert (out / "spec.toml").is_file() and (out / ".checkpoints" / "cell-0" / "manifest-000000.json").is_file()
     assert list(cl.runs(tmp_path / "ws")["status"]) == ["unfinished"]
 
 
