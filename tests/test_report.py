@@ -102,3 +102,39 @@ def test_report_of_an_unknown_run_is_a_clear_error(tmp_path):
     res = subprocess.run([sys.executable, "-m", "collapselab", "report", "nope"], cwd=tmp_path,
                          capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.startswith("error: no run 'nope'")
+
+
+def test_phase_grid_and_frontier_on_a_known_summary():
+    import pandas as pd
+
+    from collapselab.report.phase import frontier, grids
+
+    cells, rows = {}, []
+    healthy = {  # (n, fraction) -> minimum share of healthy chains over the run
+        (10, 0.0): 0.1, (10, 0.2): 0.4, (10, 0.5): 0.6, (10, 0.9): 0.9,
+        (50, 0.0): 0.3, (50, 0.2): 0.7, (50, 0.5): 0.45, (50, 0.9): 0.8,  # 0.5 dips: the frontier is 0.9
+        (200, 0.0): 0.6, (200, 0.2): 0.9, (200, 0.5): 0.9, (200, 0.9): 1.0,
+    }
+    for i, ((n, f), h) in enumerate(healthy.items()):
+        cells[str(i)] = {"data.n": n, "policy": {"kind": "mix", "real_fraction": f}}
+        rows += [(str(i), g, "stage_healthy", h if g == 2 else 1.0) for g in range(4)]
+    summary = pd.DataFrame(rows, columns=["cell", "generation", "metric", "mean"])
+    (grid,) = grids(cells, 4)
+    assert (grid.x_key, grid.y_key) == ("policy.real_fraction", "data.n")  # policy.kind is fixed: not an axis
+    assert grid.x == [0.0, 0.2, 0.5, 0.9] and grid.y == [10, 50, 200]
+    assert frontier(grid, summary) == {10: 0.5, 50: 0.9, 200: 0.0}
+
+
+def test_phase_diagrams_of_a_two_parameter_sweep(tmp_path):
+    spec = {"name": "phase", "generations": 30, "replicates": 300, "data": {"source": "gaussian", "n": 20},
+            "model": {"family": "gaussian"}, "policy": {"kind": "mix", "real_fraction": 0.0},
+            "sweep": {"data.n": [10, 100], "policy.real_fraction": [0.0, 0.3, 0.9]}}
+    r = cl.run(spec, tmp_path / "p")
+    html = (r.path / "report.html").read_text()
+    assert "Phase diagrams" in html and "data.n × policy.real_fraction" in html
+    lines = re.findall(r"<li>data.n = (\d+): (.*?)</li>", html)
+    assert [n for n, _ in lines] == ["10", "100"]
+    fractions = [float(re.search(r"real_fraction = ([\d.]+) up", t).group(1)) for _, t in lines]
+    assert fractions[0] >= fractions[1]  # more real samples need no larger real share
+    images, text, seen = _browse(r.path / "report.html", ARTIFACTS / "phase.png")
+    assert all(i["ok"] for i in images) and seen["errors"] == []

@@ -102,21 +102,24 @@ def metric_figure(metric: str, series: list[Series]) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.2, 3.6))
+    many = len(series) > MAX_DETAILED_SERIES  # a big sweep: thin lines, no bands, no legend
     for s, colour in zip(series, _colours(len(series))):
         df = s.summary[s.summary["metric"] == metric].sort_values("generation")
         if df.empty:
             continue
         g = df["generation"].to_numpy()
-        ax.plot(g, df["mean"], color=colour, lw=1.8, label=s.label)
-        ax.fill_between(g, df["q05"], df["q95"], color=colour, alpha=0.15, lw=0)
+        ax.plot(g, df["mean"], color=colour, lw=0.8 if many else 1.8, label=s.label)
+        if not many:
+            ax.fill_between(g, df["q05"], df["q95"], color=colour, alpha=0.15, lw=0)
         th = s.theory[s.theory["metric"] == metric].sort_values("generation") if not s.theory.empty else s.theory
         if len(th):
             ax.plot(th["generation"], th["expected"], color=colour, lw=1.2, ls="--", label=f"{s.label} (theory)")
     ax.set_xlabel("generation")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best", frameon=False)
-    ax.set_title(f"{metric}: mean across chains, 5–95% band" + ("; dashed: closed form" if any(
+    if not many:
+        ax.legend(fontsize=7, loc="best", frameon=False)
+    ax.set_title(f"{metric}: mean across chains" + ("" if many else ", 5–95% band") + ("; dashed: closed form" if any(
         len(s.theory) and (s.theory["metric"] == metric).any() for s in series) else ""), fontsize=9)
     return _png(fig)
 
@@ -210,6 +213,68 @@ def stage_rows(series: list[Series]) -> list[dict]:
     return rows
 
 
+def phase_figure(grid, label: str, values: np.ndarray, front: dict) -> str:
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    fig, ax = plt.subplots(figsize=(1.0 + 0.85 * len(grid.x), 0.9 + 0.5 * len(grid.y)))
+    never = ~np.isfinite(values)
+    finite = values[np.isfinite(values)]
+    top = finite.max() if finite.size else 1.0
+    shown = np.where(never & ~np.isnan(values), top, values)  # "never" drawn as the best colour
+    cmap = "viridis_r" if "generations" not in label else "viridis"
+    im = ax.imshow(shown, cmap=cmap, aspect="auto", origin="lower")
+    for i in range(len(grid.y)):
+        for j in range(len(grid.x)):
+            v = values[i, j]
+            text = "–" if np.isnan(v) else ("never" if np.isinf(v) else f"{v:.3g}")
+            r, g, b, _ = im.cmap(im.norm(shown[i, j])) if not np.isnan(v) else (1, 1, 1, 1)
+            dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # readable text on any cell colour
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    for i, yv in enumerate(grid.y):
+        xv = front.get(yv)
+        if xv is not None:
+            ax.add_patch(Rectangle((grid.x.index(xv) - 0.5, i - 0.5), 1, 1, fill=False, lw=2.2, ec="red"))
+    ax.set_xticks(range(len(grid.x)), [str(v) for v in grid.x], fontsize=7)
+    ax.set_yticks(range(len(grid.y)), [str(v) for v in grid.y], fontsize=7)
+    ax.set_xlabel(grid.x_key, fontsize=8)
+    ax.set_ylabel(grid.y_key, fontsize=8)
+    ax.set_title(label, fontsize=8)
+    fig.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=6)
+    return _png(fig)
+
+
+def phase_sections(run_dirs: list[Path]) -> list[dict]:
+    from .phase import FRACTION_KEY, HEALTHY_SHARE, frontier, grids, quantities
+
+    sections = []
+    for d in run_dirs:
+        tables = read_run(d)
+        summary = tables["summary"]
+        G = int(summary["generation"].max()) + 1
+        for grid in grids(tables["cells"], G):
+            front = frontier(grid, summary)
+            sentences = []
+            for yv, xv in front.items():
+                if xv is None:
+                    sentences.append(f"{grid.y_key} = {yv}: no real fraction in the sweep keeps the median chain "
+                                     f"healthy for all {G} generations")
+                else:
+                    sentences.append(f"{grid.y_key} = {yv}: from {FRACTION_KEY} = {xv} up, the median chain stays "
+                                     f"healthy for all {G} generations")
+            sections.append({
+                "title": grid.title(), "run": str(d),
+                "figures": [phase_figure(grid, label, values, front)
+                            for label, values in quantities(grid, summary, tables.get("stages"))],
+                "frontier": sentences,
+                "rule": f"healthy throughout: at least {HEALTHY_SHARE:.0%} of chains healthy at every generation",
+            })
+    return sections
+
+
+MAX_DETAILED_SERIES = 12
+
+
 def build_html(run_dirs: list[Path], title: str | None = None) -> str:
     import matplotlib
 
@@ -227,7 +292,9 @@ def build_html(run_dirs: list[Path], title: str | None = None) -> str:
         title=title or (runs[0]["name"] if len(runs) == 1 else "comparison of " + ", ".join(r["name"] for r in runs)),
         runs=runs,
         series=[{"key": s.key, "label": s.label, "stages": stage_figure(s), "snapshots": snapshot_figure(s)}
-                for s in series],
+                for s in series[:MAX_DETAILED_SERIES]],
+        more_series=max(0, len(series) - MAX_DETAILED_SERIES),
+        phases=phase_sections(run_dirs),
         metrics=[{"name": m, "figure": metric_figure(m, series)} for m in metrics],
         share=metric_figure("synthetic_share", series),
         final_metrics=metrics,
