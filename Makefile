@@ -30,5 +30,8 @@ test: $(STAMP) $(CHROMIUM)
 test-all: $(STAMP) $(CHROMIUM)  ## includes the slow, opt-in tests
 	$(BIN)/python -m pytest -q --runslow
 
+bench: $(STAMP)  ## benchmarks: ratios against baselines measured in the same run
+	$(BIN)/python -m benchmarks.run
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -53,6 +53,19 @@ def run_cells(
     return _run_dask(cells, seed, max(1, workers), scheduler, progress, folders)
 
 
+def estimated_cost(cell: Cell) -> float:
+    """A rough relative cost of a cell, to start the longest first (results do not depend on the order)."""
+    spec = cell.spec
+    per_generation = max(spec.data.n, spec.samples)
+    if spec.policy.kind == "accumulate":  # the training set grows by m records each generation
+        per_generation = spec.data.n + spec.samples * spec.generations / 2
+    return float(spec.replicates * spec.generations * per_generation)
+
+
+def longest_first(cells: list[Cell]) -> list[Cell]:
+    return sorted(cells, key=lambda c: (-estimated_cost(c), c.index))
+
+
 def _single_thread() -> None:
     from threadpoolctl import threadpool_limits
 
@@ -84,7 +97,7 @@ def _run_processes(cells, seed, workers, progress, folders) -> list[CellResult]:
     with mp.Manager() as manager, ProcessPoolExecutor(max_workers=min(workers, len(cells))) as pool:
         q = manager.Queue()
         sink = _QueueProgress(q) if progress else None
-        pending = {pool.submit(_cell_task, c, seed, sink, folders[c.id]): c for c in cells}
+        pending = {pool.submit(_cell_task, c, seed, sink, folders[c.id]): c for c in longest_first(cells)}
         while pending:
             done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             _drain(q, progress)
@@ -145,11 +158,13 @@ def _run_dask(cells, seed, workers, scheduler, progress, folders) -> list[CellRe
         name = f"collapselab-progress-{uuid.uuid4().hex}"
         q = Queue(name, client=client) if progress else None
         sink = _DaskQueueProgress(name) if progress else None
+        ordered = longest_first(cells)
         futures = [
-            client.submit(_cell_task, c, seed, sink, folders[c.id], key=f"cell-{c.id}-{uuid.uuid4().hex}", pure=False)
-            for c in cells
+            client.submit(_cell_task, c, seed, sink, folders[c.id], key=f"cell-{c.id}-{uuid.uuid4().hex}",
+                          pure=False, priority=len(ordered) - i)
+            for i, c in enumerate(ordered)
         ]
-        by_key = {f.key: c for f, c in zip(futures, cells)}
+        by_key = {f.key: c for f, c in zip(futures, ordered)}
         results: dict[str, CellResult] = {}
         done_iter = as_completed(futures)
         remaining = set(f.key for f in futures)
