@@ -7,6 +7,16 @@ import numpy as np
 LOG_2PI = np.log(2 * np.pi)
 
 
+def bmm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Batched matrix product (..., i, j) x (..., j, k) without BLAS.
+
+    BLAS kernels may sum in an order that depends on how an array happens to be aligned in memory, which
+    differs between processes; numpy's own einsum loops do not. Results must be bit-identical on any
+    executor, so every product that feeds a result goes through here.
+    """
+    return np.einsum("...ij,...jk->...ik", a, b)
+
+
 def psd_factor(cov: np.ndarray) -> np.ndarray:
     """A factor F with F Fᵀ = cov for (..., d, d) covariances that may be singular (collapsed)."""
     if cov.shape[-1] == 1:
@@ -20,7 +30,7 @@ def psd_sqrt(cov: np.ndarray) -> np.ndarray:
     if cov.shape[-1] == 1:
         return np.sqrt(np.clip(cov, 0, None))
     vals, vecs = np.linalg.eigh(cov)
-    return (vecs * np.sqrt(np.clip(vals, 0, None))[..., None, :]) @ np.swapaxes(vecs, -1, -2)
+    return bmm(vecs * np.sqrt(np.clip(vals, 0, None))[..., None, :], np.swapaxes(vecs, -1, -2))
 
 
 def gaussian_logpdf(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from pydantic import Field
 from scipy.special import logsumexp
 
 from ..errors import SpecError
-from ._batched import LOG_2PI, categorical_sample, gaussian_logpdf, psd_factor
+from ._batched import LOG_2PI, bmm, categorical_sample, gaussian_logpdf, psd_factor
 from .base import Family, Params, register_family
 
 
@@ -74,7 +74,7 @@ def _m_step(x, resp, reg):
     means = np.einsum("rnk,rnd->rkd", resp, x) / nk[..., None]
     diff = x[:, None] - means[:, :, None]  # (R, K, N, d)
     weighted = diff * np.swapaxes(resp, 1, 2)[..., None]
-    covs = np.swapaxes(weighted, -1, -2) @ diff / nk[..., None, None] + reg * np.eye(d)
+    covs = bmm(np.swapaxes(weighted, -1, -2), diff) / nk[..., None, None] + reg * np.eye(d)
     return nk / N, means, covs
 
 

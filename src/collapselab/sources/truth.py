@@ -33,7 +33,7 @@ class MixtureTruth:
 
     @cached_property
     def mean(self) -> np.ndarray:
-        return self.weights @ self.means
+        return np.einsum("k,kd->d", self.weights, self.means)
 
     @cached_property
     def cov(self) -> np.ndarray:
@@ -45,7 +45,7 @@ class MixtureTruth:
     @cached_property
     def cov_sqrt(self) -> np.ndarray:
         vals, vecs = np.linalg.eigh(self.cov)
-        return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+        return np.einsum("ij,kj->ik", vecs * np.sqrt(np.clip(vals, 0, None)), vecs)
 
     def marginal_quantile(self, q: float) -> np.ndarray:
         """Quantile q of each coordinate's marginal distribution, shape (d,)."""
@@ -151,5 +151,5 @@ class LinearTruth:
             return self.sample((1,) + shape, rng)[0]
         R, k = shape
         rows = np.resize(np.arange(self.design.shape[0]), k)
-        labels = self.design[rows] @ self.weights + self.noise * rng.standard_normal((R, k))
+        labels = np.einsum("kd,d->k", self.design[rows], self.weights) + self.noise * rng.standard_normal((R, k))
         return self.records(labels)
