@@ -145,7 +145,7 @@ def _run_dask(cells, seed, workers, scheduler, progress, folders) -> list[CellRe
     cluster = None
     try:
         if scheduler:
-            client = Client(scheduler, timeout="30s")
+            client = Client(scheduler, timeout="10s")
         else:
             cluster = LocalCluster(
                 n_workers=min(workers, len(cells)), threads_per_worker=1, processes=True,
