@@ -20,22 +20,27 @@ class GaussianModel:
 
     def sample(self, m: int, rng: np.random.Generator) -> np.ndarray:
         R, d = self.mean.shape
-        z = rng.standard_normal((R, m, d))
         factor = psd_factor(self.cov)
-        if d <= 8:  # column by column: elementwise, bit-exact anywhere, and faster than einsum for tiny d
-            x = self.mean[:, None, :] + z[..., :1] * factor[:, None, :, 0]
+        z = rng.standard_normal((d, R, m))  # coordinate-major: every operation below is on contiguous (R, m)
+        out = np.empty((R, m, d))
+        for i in range(d):  # elementwise multiply-adds: bit-exact on any process, fast for small d
+            x = self.mean[:, i, None] + factor[:, i, 0, None] * z[0]
             for j in range(1, d):
-                x += z[..., j : j + 1] * factor[:, None, :, j]
-            return x
-        return self.mean[:, None, :] + np.einsum("rmj,rij->rmi", z, factor)
+                x += factor[:, i, j, None] * z[j]
+            out[..., i] = x
+        return out
 
 
 def fit_moments(x: np.ndarray, ddof: int) -> tuple[np.ndarray, np.ndarray]:
     """Sample mean (R, d) and covariance (R, d, d) of records (R, N, d)."""
+    R, N, d = x.shape
     mean = x.mean(axis=1)
-    xc = x - mean[:, None, :]
-    scatter = np.einsum("rni,rnj->rij", xc, xc)  # not BLAS: see _batched.bmm
-    return mean, scatter / (x.shape[1] - ddof)
+    cols = [np.ascontiguousarray(x[..., i]) - mean[:, i, None] for i in range(d)]
+    scatter = np.empty((R, d, d))
+    for i in range(d):  # one row-wise dot per pair (einsum, not BLAS: see _batched.bmm)
+        for j in range(i, d):
+            scatter[:, i, j] = scatter[:, j, i] = np.einsum("rn,rn->r", cols[i], cols[j])
+    return mean, scatter / (N - ddof)
 
 
 @register_family
