@@ -80,7 +80,7 @@ def run(
     ``workers`` processes, or the cluster at ``scheduler``); results do not depend on it.
     ``on_start(path, run_id)`` is called once the run's folder exists.
 
-    >>> result = run({"generations": 3, "replicates": 200, "data": {"source": "gaussian", "n": 10},
+    >>> result = run({"generations": 3, "replicates": 4000, "data": {"source": "gaussian", "n": 10},
     ...               "model": {"family": "gaussian"}}, save=False)
     >>> round(float(result.table().loc[("0", 2), "var_ratio"]), 1)  # theory: 0.9 ** 3 = 0.729
     0.7

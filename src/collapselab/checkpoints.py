@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .pool import Pool
+from .pool import Pool, StatsPool, pool_from_arrays
 
 
 class CheckpointWarning(UserWarning):
@@ -60,15 +60,18 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 class CellCheckpoints:
-    def __init__(self, folder: Path | str, fingerprint: str, keeps_all_pools: bool):
+    def __init__(self, folder: Path | str, fingerprint: str, keeps_all_pools: bool, family=None):
         self.folder = Path(folder)
         self.fingerprint = fingerprint
         self.keeps_all_pools = keeps_all_pools
+        self.family = family  # decodes stats pools of the exact path
 
     def _path(self, kind: str, g: int) -> Path:
         return self.folder / f"{kind}-{g:06d}.{'json' if kind == 'manifest' else 'npz'}"
 
-    def save(self, g: int, metrics: dict[str, np.ndarray], pool: Pool | None, snapshot: np.ndarray | None) -> None:
+    def save(
+        self, g: int, metrics: dict[str, np.ndarray], pool: "Pool | StatsPool | None", snapshot: np.ndarray | None
+    ) -> None:
         """Checkpoint generation g: its metrics (name -> (R,)), the pool it sampled, its snapshot."""
         self.folder.mkdir(parents=True, exist_ok=True)
         arrays = {f"metric:{k}": v for k, v in metrics.items()}
@@ -76,7 +79,7 @@ class CellCheckpoints:
             arrays["snapshot"] = snapshot
         digests = {"gen": _write_npz(self._path("gen", g), arrays)}
         if pool is not None:
-            digests["pool"] = _write_npz(self._path("pool", g), {"x": pool.x, "generation": pool.generation})
+            digests["pool"] = _write_npz(self._path("pool", g), pool.to_arrays())
         manifest = {"generation": g, "sha256": digests, "fingerprint": self.fingerprint}
         _write_atomic(self._path("manifest", g), json.dumps(manifest).encode())
         if not self.keeps_all_pools:  # the pool of g is needed, and g-1's to fall back on
@@ -127,14 +130,14 @@ class CellCheckpoints:
                 p = self._read(k, "pool")
                 if p is None:
                     break
-                pools.append(Pool(p["x"], p["generation"]))
+                pools.append(pool_from_arrays(p, self.family))
             return _state(gens[: len(pools)], pools) if pools else None
         for g in (last, last - 1):  # only the last two pools are kept
             if g < 0:
                 break
             p = self._read(g, "pool")
             if p is not None:
-                return _state(gens[: g + 1], [Pool(p["x"], p["generation"])])
+                return _state(gens[: g + 1], [pool_from_arrays(p, self.family)])
         return None
 
     def clear(self) -> None:

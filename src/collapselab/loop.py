@@ -24,7 +24,7 @@ from .errors import CollapselabError
 from .families import Reference, resolve_family
 from .metrics.stages import first_reached, stage_codes, stage_shares
 from .policies import make_policy
-from .pool import Pool
+from .pool import Pool, StatsPool
 from .rng import Stream, generator
 from .sources import get_source
 from .spec import Cell
@@ -70,6 +70,10 @@ def run_cell(
     def draw_real(k: int, rng: np.random.Generator) -> Pool:
         return Pool.real(truth.sample((R, k), rng))
 
+    # the exact path draws the sufficient statistics of synthetic pools instead of their records
+    exact = policy.supports_stats and family.exact_ok(spec)
+    used = policy.synthetic_used(m)
+
     synthetic: list[Pool] = []
     per_gen: list[dict[str, np.ndarray]] = []
     snapshot_at = snapshot_generations(G)
@@ -79,7 +83,7 @@ def run_cell(
     saver = None
     if checkpoints is not None:
         saver = CellCheckpoints(
-            checkpoints, fingerprint(cell.resolved, seed, cell.index), policy.keeps_all_pools
+            checkpoints, fingerprint(cell.resolved, seed, cell.index), policy.keeps_all_pools, family
         )
         state = saver.load(G - 1)
         if state is not None:
@@ -90,7 +94,10 @@ def run_cell(
                 progress(cell.id, start, G)
     for g in range(start, G):
         train = policy.build(g, real, synthetic, draw_real, generator(seed, cell.index, Stream.POLICY, g))
-        model = family.fit(train.x, generator(seed, cell.index, Stream.FIT, g))
+        if isinstance(train, StatsPool):
+            model = family.fit_stats(train.stats)
+        else:
+            model = family.fit(train.x, generator(seed, cell.index, Stream.FIT, g))
         values = {k: np.asarray(v, dtype=float) for k, v in family.metrics(model).items()}
         values["synthetic_share"] = train.synthetic_share()
         for name, v in values.items():
@@ -102,9 +109,12 @@ def run_cell(
         if g in snapshot_at:  # its own stream: snapshots never change the chains' draws
             snapshots[g] = model.sample(snapshot_size, generator(seed, cell.index, Stream.SNAPSHOT, g))[0]
         pool = None
-        if g < G - 1:
-            x = model.sample(m, generator(seed, cell.index, Stream.SAMPLE, g))
-            pool = Pool.synthetic(x, g)
+        if g < G - 1 and used > 0:
+            rng = generator(seed, cell.index, Stream.SAMPLE, g)
+            if exact:  # the statistics of exactly the records the policy will use: exact in distribution
+                pool = StatsPool(family.sample_stats(model, used, rng), 0, used, R, family)
+            else:
+                pool = Pool.synthetic(model.sample(m, rng), g)
             synthetic = [*synthetic, pool] if policy.keeps_all_pools else [pool]
         if saver is not None:
             saver.save(g, values, pool, snapshots.get(g))

@@ -37,6 +37,13 @@ class Policy:
     def real_count(self) -> int:
         return int(round(self.real_fraction * self.n))
 
+    # the exact fast path (families/base.py) needs training sets built from whole pools
+    supports_stats = True
+
+    def synthetic_used(self, m: int) -> int:
+        """How many records of the newest synthetic pool the policy uses (all of them, unless mixed)."""
+        return m
+
     def build(self, g: int, real: Pool, synthetic: list[Pool], draw_real: DrawReal, rng) -> Pool:
         if g == 0:
             return real
@@ -63,6 +70,7 @@ class Accumulate(Policy):
 
 class AccumulateSubsample(Accumulate):
     kind = "accumulate-subsample"
+    supports_stats = False  # a random subset of records is not a function of the pools' statistics
 
     def _build(self, g, real, synthetic, draw_real, rng):
         pool = super()._build(g, real, synthetic, draw_real, rng)
@@ -72,6 +80,9 @@ class AccumulateSubsample(Accumulate):
 
 class Mix(Policy):
     kind = "mix"
+
+    def synthetic_used(self, m: int) -> int:
+        return self.n - self.real_count()
 
     def _real_part(self, real: Pool, k: int, draw_real: DrawReal, rng) -> Pool:
         R = real.x.shape[0]

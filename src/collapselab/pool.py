@@ -41,9 +41,11 @@ class Pool:
         return Pool(np.take_along_axis(self.x, xi, axis=1), np.take_along_axis(self.generation, idx, axis=1))
 
     @staticmethod
-    def concat(pools: "list[Pool]") -> "Pool":
+    def concat(pools: "list[Pool | StatsPool]") -> "Pool | StatsPool":
         if len(pools) == 1:
             return pools[0]
+        if any(isinstance(p, StatsPool) for p in pools):
+            return StatsPool.merge(pools)
         return Pool(
             np.concatenate([p.x for p in pools], axis=1),
             np.concatenate([p.generation for p in pools], axis=1),
@@ -52,3 +54,64 @@ class Pool:
     def synthetic_share(self) -> np.ndarray:
         """Share of synthetic records in each replicate's pool, shape (R,)."""
         return (self.generation != REAL).mean(axis=1)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"x": self.x, "generation": self.generation}
+
+
+@dataclass(eq=False)
+class StatsPool:
+    """A pool kept as the sufficient statistics of its records (the exact fast path, see families/base.py).
+
+    Records of a pool are exchangeable, so the statistics of "the first k records of m" are drawn directly as
+    the statistics of k records: policies take whole stats pools. Counts by origin are the same in every
+    replicate, which is all the synthetic share needs.
+    """
+
+    stats: object  # the family's batched sufficient statistics
+    real: int
+    synthetic: int
+    replicates: int
+    family: object  # the family that reads, merges and serialises its statistics
+
+    @property
+    def size(self) -> int:
+        return self.real + self.synthetic
+
+    def head(self, k: int) -> "StatsPool":
+        if k != self.size:
+            raise ValueError(f"a stats pool of {self.size} records cannot give {k}: draw exactly what is used")
+        return self
+
+    def synthetic_share(self) -> np.ndarray:
+        return np.full(self.replicates, self.synthetic / self.size)
+
+    @staticmethod
+    def merge(pools: "list[Pool | StatsPool]") -> "StatsPool":
+        family = next(p.family for p in pools if isinstance(p, StatsPool))
+        parts = [p if isinstance(p, StatsPool) else StatsPool.of_records(p, family) for p in pools]
+        return StatsPool(
+            family.merge_stats([p.stats for p in parts]),
+            sum(p.real for p in parts),
+            sum(p.synthetic for p in parts),
+            parts[0].replicates,
+            family,
+        )
+
+    @staticmethod
+    def of_records(pool: Pool, family) -> "StatsPool":
+        real = int(np.count_nonzero(pool.generation[0] == REAL))  # the same in every replicate
+        return StatsPool(family.stats_of(pool.x), real, pool.size - real, pool.x.shape[0], family)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"stats:{k}": v for k, v in self.family.stats_arrays(self.stats).items()}
+        arrays["counts"] = np.array([self.real, self.synthetic, self.replicates])
+        return arrays
+
+
+def pool_from_arrays(arrays: dict[str, np.ndarray], family) -> "Pool | StatsPool":
+    if "counts" in arrays:
+        real, synthetic, replicates = (int(v) for v in arrays["counts"])
+        stats = family.stats_from_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("stats:")})
+        return StatsPool(stats, real, synthetic, replicates, family)
+    return Pool(arrays["x"], arrays["generation"])

@@ -55,7 +55,9 @@ def _safe_cholesky(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if d == 1:
         ok = cov[..., 0, 0] > 0
         return np.sqrt(np.where(ok[..., None, None], cov, 1.0)), ok
-    ok = np.linalg.eigvalsh(cov)[..., 0] > 1e-300
+    eig = np.linalg.eigvalsh(cov)
+    # numerically singular (collapsed, or fewer records than dimensions): relative to the largest eigenvalue
+    ok = eig[..., 0] > 1e-10 * np.maximum(eig[..., -1], 1e-300)
     safe = np.where(ok[..., None, None], cov, np.eye(d))
     return np.linalg.cholesky(safe), ok
 

@@ -42,6 +42,25 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@dataclass(eq=False)
+class SumStats:
+    """Statistics that merge by addition: a record count and per-replicate sums (totals or category counts)."""
+
+    count: int
+    sums: np.ndarray  # (R, ...) sums over records
+
+    @staticmethod
+    def merge(parts: "list[SumStats]") -> "SumStats":
+        return SumStats(sum(p.count for p in parts), sum(p.sums for p in parts))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"count": np.array(self.count), "sums": self.sums}
+
+    @staticmethod
+    def from_arrays(a: dict[str, np.ndarray]) -> "SumStats":
+        return SumStats(int(a["count"]), a["sums"])
+
+
 class Family:
     name: ClassVar[str]
     accepts: ClassVar[tuple[str, ...]]  # record kinds this family can fit
@@ -60,6 +79,37 @@ class Family:
         """Raise SpecError for settings the family cannot run (checked before anything runs)."""
 
     def fit(self, x: np.ndarray, rng: np.random.Generator) -> Model:
+        raise NotImplementedError
+
+    # --- the exact fast path (optional) ------------------------------------------------------------------
+    # A family whose fit depends on its training records only through sufficient statistics that merge
+    # across pools (counts, sums, means and scatters) can skip the records: it draws the statistics of m
+    # sampled records directly (O(1) per chain and generation instead of O(m)), exact in distribution.
+    # It declares ``supports_exact = True``, an ``exact: bool = True`` parameter, and the methods below.
+    supports_exact: ClassVar[bool] = False
+
+    def exact_ok(self, spec) -> bool:
+        """Whether the exact path is exact for this cell (e.g. enough records for a Wishart draw)."""
+        return self.supports_exact and bool(getattr(self.params, "exact", False))
+
+    def stats_of(self, x: np.ndarray):
+        """Sufficient statistics of records (R, N, ...)."""
+        raise NotImplementedError
+
+    def sample_stats(self, model: Model, m: int, rng: np.random.Generator):
+        """Sufficient statistics of m records sampled from each replicate's model, drawn directly."""
+        raise NotImplementedError
+
+    def merge_stats(self, parts: list):
+        raise NotImplementedError
+
+    def fit_stats(self, stats) -> Model:
+        raise NotImplementedError
+
+    def stats_arrays(self, stats) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def stats_from_arrays(self, arrays: dict[str, np.ndarray]):
         raise NotImplementedError
 
     def signal_references(self) -> dict[str, float]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._batched import bincount_rows, categorical_sample
-from .base import Family, register_family
+from .base import Family, Params, SumStats, register_family
 
 
 @dataclass(eq=False)
@@ -30,9 +30,34 @@ class CategoricalFamily(Family):
         nz = p[p > 0]
         return {"rare_mass": 1.0, "support": float(nz.size), "entropy": float(-(nz * np.log(nz)).sum())}
 
+    supports_exact = True
+
+    class Params(Params):
+        exact: bool = True
+
     def fit(self, x, rng):
         K = self.reference.truth.categories
         return CategoricalModel(bincount_rows(x, K) / x.shape[1])
+
+    # exact path: the category counts are multinomial
+    def stats_of(self, x):
+        return SumStats(x.shape[1], bincount_rows(x, self.reference.truth.categories))
+
+    def sample_stats(self, model, m, rng):
+        probs = model.probs / model.probs.sum(axis=1, keepdims=True)  # exact sums for numpy's check
+        return SumStats(m, rng.multinomial(m, probs))
+
+    def merge_stats(self, parts):
+        return SumStats.merge(parts)
+
+    def fit_stats(self, stats):
+        return CategoricalModel(stats.sums / stats.count)
+
+    def stats_arrays(self, stats):
+        return stats.arrays()
+
+    def stats_from_arrays(self, arrays):
+        return SumStats.from_arrays(arrays)
 
     def metrics(self, model: CategoricalModel):
         truth = self.reference.truth

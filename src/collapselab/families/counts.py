@@ -10,7 +10,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Family, register_family
+from .base import Family, Params, SumStats, register_family
+
+
+class _SumFamily(Family):
+    """Bernoulli and Poisson fitted by the sample mean: the sufficient statistic is the sum of the records."""
+
+    supports_exact = True
+
+    class Params(Params):
+        exact: bool = True
+
+    def stats_of(self, x):
+        return SumStats(x.shape[1], x.sum(axis=1).astype(np.int64))
+
+    def merge_stats(self, parts):
+        return SumStats.merge(parts)
+
+    def stats_arrays(self, stats):
+        return stats.arrays()
+
+    def stats_from_arrays(self, arrays):
+        return SumStats.from_arrays(arrays)
 
 
 @dataclass(eq=False)
@@ -30,7 +51,7 @@ class PoissonModel:
 
 
 @register_family
-class BernoulliFamily(Family):
+class BernoulliFamily(_SumFamily):
     name = "bernoulli"
     accepts = ("binary",)
     tail_metrics = ("alive",)
@@ -39,12 +60,18 @@ class BernoulliFamily(Family):
     def fit(self, x, rng):
         return BernoulliModel(x.mean(axis=1))
 
+    def sample_stats(self, model, m, rng):
+        return SumStats(m, rng.binomial(m, model.p))  # the number of ones among m draws
+
+    def fit_stats(self, stats):
+        return BernoulliModel(stats.sums / stats.count)
+
     def metrics(self, model):
         return {"p": model.p, "alive": (model.p > 0).astype(float)}
 
 
 @register_family
-class PoissonFamily(Family):
+class PoissonFamily(_SumFamily):
     name = "poisson"
     accepts = ("count",)
     tail_metrics = ("alive",)
@@ -52,6 +79,12 @@ class PoissonFamily(Family):
 
     def fit(self, x, rng):
         return PoissonModel(x.mean(axis=1))
+
+    def sample_stats(self, model, m, rng):
+        return SumStats(m, rng.poisson(m * model.rate))  # a sum of m Poisson(λ) is Poisson(mλ)
+
+    def fit_stats(self, stats):
+        return PoissonModel(stats.sums / stats.count)
 
     def metrics(self, model):
         return {"rate": model.rate, "alive": (model.rate > 0).astype(float)}

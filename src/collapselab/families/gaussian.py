@@ -31,8 +31,33 @@ class GaussianModel:
         return out
 
 
+@dataclass(eq=False)
+class GaussianStats:
+    """Sufficient statistics of N records: their mean (R, d) and scatter Σ (x - mean)(x - mean)ᵀ (R, d, d)."""
+
+    count: int
+    mean: np.ndarray
+    scatter: np.ndarray
+
+    @staticmethod
+    def merge(parts: "list[GaussianStats]") -> "GaussianStats":
+        out = parts[0]
+        for p in parts[1:]:  # Chan et al.'s pairwise update of mean and scatter
+            n = out.count + p.count
+            delta = p.mean - out.mean
+            mean = out.mean + delta * (p.count / n)
+            extra = (out.count * p.count / n) * (delta[:, :, None] * delta[:, None, :])
+            out = GaussianStats(n, mean, out.scatter + p.scatter + extra)
+        return out
+
+
 def fit_moments(x: np.ndarray, ddof: int) -> tuple[np.ndarray, np.ndarray]:
     """Sample mean (R, d) and covariance (R, d, d) of records (R, N, d)."""
+    mean, scatter = mean_scatter(x)
+    return mean, scatter / (x.shape[1] - ddof)
+
+
+def mean_scatter(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     R, N, d = x.shape
     mean = x.mean(axis=1)
     cols = [np.ascontiguousarray(x[..., i]) - mean[:, i, None] for i in range(d)]
@@ -40,7 +65,7 @@ def fit_moments(x: np.ndarray, ddof: int) -> tuple[np.ndarray, np.ndarray]:
     for i in range(d):  # one row-wise dot per pair (einsum, not BLAS: see _batched.bmm)
         for j in range(i, d):
             scatter[:, i, j] = scatter[:, j, i] = np.einsum("rn,rn->r", cols[i], cols[j])
-    return mean, scatter / (N - ddof)
+    return mean, scatter
 
 
 @register_family
@@ -50,16 +75,59 @@ class GaussianFamily(Family):
     tail_metrics = ("tail_mass",)
     spread_metrics = ("std_ratio",)
 
+    supports_exact = True
+
     class Params(Params):
         estimator: Literal["mle", "unbiased"] = "mle"
-
+        exact: bool = True
     @classmethod
     def check_spec(cls, spec, params):
         if params.estimator == "unbiased" and min(spec.data.n, spec.samples) < 2:
             raise SpecError("model.params.estimator = 'unbiased' needs at least 2 records per training set")
 
     def fit(self, x, rng):
-        return GaussianModel(*fit_moments(x, ddof=1 if self.params.estimator == "unbiased" else 0))
+        return GaussianModel(*fit_moments(x, ddof=self._ddof))
+
+    @property
+    def _ddof(self) -> int:
+        return 1 if self.params.estimator == "unbiased" else 0
+
+    # --- exact path: the sample mean is Normal and the scatter Wishart, independently ---------------------
+    def exact_ok(self, spec) -> bool:
+        from ..policies import make_policy
+
+        d = self.reference.truth.dim
+        used = make_policy(spec).synthetic_used(spec.samples)
+        return super().exact_ok(spec) and (used == 0 or used > d)  # a Wishart draw needs more records than d
+
+    def stats_of(self, x):
+        return GaussianStats(x.shape[1], *mean_scatter(x))
+
+    def sample_stats(self, model: GaussianModel, m: int, rng) -> GaussianStats:
+        R, d = model.mean.shape
+        factor = psd_factor(model.cov)  # F Fᵀ = Σ; a collapsed Σ gives a singular F, and so a singular draw
+        z = rng.standard_normal((R, d))
+        mean = model.mean + np.einsum("rij,rj->ri", factor, z) / np.sqrt(m)
+        # Bartlett: scatter = F A Aᵀ Fᵀ, A lower triangular, A_ii² ~ χ²(m-1-i), A_ij ~ N(0, 1) below
+        a = np.zeros((R, d, d))
+        for i in range(d):
+            a[:, i, i] = np.sqrt(rng.chisquare(m - 1 - i, size=R))
+            if i:
+                a[:, i, :i] = rng.standard_normal((R, i))
+        fa = bmm(factor, a)
+        return GaussianStats(m, mean, bmm(fa, np.swapaxes(fa, 1, 2)))
+
+    def merge_stats(self, parts):
+        return GaussianStats.merge(parts)
+
+    def fit_stats(self, stats: GaussianStats) -> GaussianModel:
+        return GaussianModel(stats.mean, stats.scatter / (stats.count - self._ddof))
+
+    def stats_arrays(self, stats):
+        return {"count": np.array(stats.count), "mean": stats.mean, "scatter": stats.scatter}
+
+    def stats_from_arrays(self, a):
+        return GaussianStats(int(a["count"]), a["mean"], a["scatter"])
 
     def metrics(self, model: GaussianModel) -> dict[str, np.ndarray]:
         truth = self.reference.truth
