@@ -75,7 +75,7 @@ def run_cell(
     used = policy.synthetic_used(m)
 
     synthetic: list[Pool] = []
-    per_gen: list[dict[str, np.ndarray]] = []
+    metrics: dict[str, np.ndarray] = {}  # name -> (G, R), allocated at the first generation, filled in place
     snapshot_at = snapshot_generations(G)
     snapshot_size = max(1, min(SNAPSHOT_RECORDS, 2_000_000 // R))  # every chain samples; keep the cost bounded
     snapshots: dict[int, np.ndarray] = {}
@@ -88,7 +88,9 @@ def run_cell(
         state = saver.load(G - 1)
         if state is not None:
             start = state.generation + 1
-            per_gen = [{k: v[g] for k, v in state.metrics.items()} for g in range(start)]
+            for name, done in state.metrics.items():
+                metrics[name] = np.empty((G, R))
+                metrics[name][:start] = done
             synthetic, snapshots = state.pools, state.snapshots
             if progress is not None:
                 progress(cell.id, start, G)
@@ -105,7 +107,10 @@ def run_cell(
                 raise CollapselabError(
                     f"family {family_cls.name!r}: metric {name!r} has shape {v.shape}, expected ({R},)"
                 )
-        per_gen.append(values)
+        if set(values) != set(metrics) and metrics:
+            raise CollapselabError(f"family {family_cls.name!r}: generation {g} returned other metrics than before")
+        for name, v in values.items():
+            metrics.setdefault(name, np.empty((G, R)))[g] = v
         if g in snapshot_at:  # its own stream: snapshots never change the chains' draws
             snapshots[g] = model.sample(snapshot_size, generator(seed, cell.index, Stream.SNAPSHOT, g))[0]
         pool = None
@@ -121,7 +126,6 @@ def run_cell(
         if progress is not None:
             progress(cell.id, g + 1, G)
 
-    metrics = {name: np.stack([gen[name] for gen in per_gen]) for name in per_gen[0]}
     codes = stage_codes(
         metrics, family.tail_metrics, family.spread_metrics, family.signal_references(), spec.stages
     )
