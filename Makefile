@@ -31,6 +31,7 @@ test-all: $(STAMP) $(CHROMIUM)  ## includes the slow, opt-in tests
 	$(BIN)/python -m pytest -q --runslow
 
 bench: $(STAMP)  ## benchmarks: ratios against baselines measured in the same run
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m benchmarks.run
 
 clean:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-CASES = ["gaussian_chains", "sweep_scaling"]
+CASES = ["gaussian_chains", "gmm_sklearn", "sweep_scaling"]
 
 
 def main(names: list[str]) -> None:
