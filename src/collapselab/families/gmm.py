@@ -56,15 +56,25 @@ def _kmeans_pp(x, K, rng):
     return centres
 
 
+def _sq_dist(x, centres):
+    """Squared distances (R, N, K) of records (R, N, d) to centres (R, K, d), coordinate by coordinate."""
+    R, N, d = x.shape
+    out = np.zeros((R, N, centres.shape[1]))
+    for k in range(centres.shape[1]):
+        for j in range(d):
+            out[..., k] += (x[..., j] - centres[:, k, j, None]) ** 2
+    return out
+
+
 def _lloyd_labels(x, centres, steps):
     K = centres.shape[1]
     for _ in range(steps):
-        labels = np.argmin(np.sum((x[:, :, None] - centres[:, None]) ** 2, axis=-1), axis=-1)
-        onehot = labels[..., None] == np.arange(K)
+        labels = np.argmin(_sq_dist(x, centres), axis=-1)
+        onehot = (labels[..., None] == np.arange(K)).astype(float)
         count = onehot.sum(axis=1)  # (R, K)
-        sums = np.einsum("rnk,rnd->rkd", onehot, x)
+        sums = np.stack([np.einsum("rn,rnd->rd", onehot[..., k], x) for k in range(K)], axis=1)
         centres = np.where(count[..., None] > 0, sums / np.maximum(count, 1)[..., None], centres)
-    labels = np.argmin(np.sum((x[:, :, None] - centres[:, None]) ** 2, axis=-1), axis=-1)
+    labels = np.argmin(_sq_dist(x, centres), axis=-1)
     return (labels[..., None] == np.arange(K)).astype(float)
 
 
@@ -74,7 +84,14 @@ def _m_step(x, resp, reg):
     means = np.einsum("rnk,rnd->rkd", resp, x) / nk[..., None]
     diff = x[:, None] - means[:, :, None]  # (R, K, N, d)
     weighted = diff * np.swapaxes(resp, 1, 2)[..., None]
-    covs = bmm(np.swapaxes(weighted, -1, -2), diff) / nk[..., None, None] + reg * np.eye(d)
+    if d <= 8:  # one weighted dot per coordinate pair: much faster than a generic batched product
+        scatter = np.empty(weighted.shape[:2] + (d, d))
+        for i in range(d):
+            for j in range(i, d):
+                scatter[..., i, j] = scatter[..., j, i] = np.einsum("rkn,rkn->rk", weighted[..., i], diff[..., j])
+    else:
+        scatter = bmm(np.swapaxes(weighted, -1, -2), diff)
+    covs = scatter / nk[..., None, None] + reg * np.eye(d)
     return nk / N, means, covs
 
 
