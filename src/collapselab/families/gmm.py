@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydantic import Field
-from scipy.special import logsumexp
 
 from ..errors import SpecError
 from ._batched import LOG_2PI, bmm, categorical_sample, gaussian_logpdf, psd_factor
@@ -38,7 +37,22 @@ class GMMModel:
         return np.swapaxes(logp, 1, 2) + np.log(self.weights)[:, None, :]
 
     def log_prob(self, x):
-        return logsumexp(self.component_logpdf(x), axis=-1)
+        return logsumexp_last(self.component_logpdf(x))
+
+
+def logsumexp_last(a: np.ndarray, keepdims: bool = False) -> np.ndarray:
+    """log Σ exp over the last (component) axis, elementwise over components: faster than scipy's for small K."""
+    parts = [a[..., k] for k in range(a.shape[-1])]
+    top = parts[0]
+    for p in parts[1:]:
+        top = np.maximum(top, p)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        total = np.exp(parts[0] - top)
+        for p in parts[1:]:
+            total += np.exp(p - top)
+        out = top + np.log(total)
+    return out[..., None] if keepdims else out
 
 
 def _kmeans_pp(x, K, rng):
@@ -66,15 +80,32 @@ def _sq_dist(x, centres):
     return out
 
 
+def _nearest(x, centres):
+    """Index of the nearest centre for every record, (R, N): elementwise over the few centres."""
+    dist = _sq_dist(x, centres)
+    labels = np.zeros(dist.shape[:2], dtype=np.intp)
+    best = dist[..., 0]
+    for k in range(1, dist.shape[-1]):
+        closer = dist[..., k] < best  # ties keep the lower index, as argmin does
+        labels[closer] = k
+        best = np.where(closer, dist[..., k], best)
+    return labels
+
+
 def _lloyd_labels(x, centres, steps):
-    K = centres.shape[1]
+    K, d = centres.shape[1], x.shape[2]
+    cols = [x[..., j] for j in range(d)]
     for _ in range(steps):
-        labels = np.argmin(_sq_dist(x, centres), axis=-1)
-        onehot = (labels[..., None] == np.arange(K)).astype(float)
-        count = onehot.sum(axis=1)  # (R, K)
-        sums = np.stack([np.einsum("rn,rnd->rd", onehot[..., k], x) for k in range(K)], axis=1)
-        centres = np.where(count[..., None] > 0, sums / np.maximum(count, 1)[..., None], centres)
-    labels = np.argmin(_sq_dist(x, centres), axis=-1)
+        labels = _nearest(x, centres)
+        new = np.empty_like(centres)
+        for k in range(K):
+            member = (labels == k).astype(float)
+            count = member.sum(axis=1)  # (R,)
+            for j in range(d):
+                total = np.einsum("rn,rn->r", member, cols[j])
+                new[:, k, j] = np.where(count > 0, total / np.maximum(count, 1), centres[:, k, j])
+        centres = new
+    labels = _nearest(x, centres)
     return (labels[..., None] == np.arange(K)).astype(float)
 
 
@@ -107,7 +138,7 @@ def fit_gmm(x, K, rng, max_iter=100, tol=1e-3, reg=1e-6, lloyd_steps=10) -> tupl
         xa = x[active]
         model = GMMModel(weights[active], means[active], covs[active])
         logp = model.component_logpdf(xa)
-        lse = logsumexp(logp, axis=-1, keepdims=True)
+        lse = logsumexp_last(logp, keepdims=True)
         ll = lse[..., 0].mean(axis=1)
         w, m, c = _m_step(xa, np.exp(logp - lse), reg)
         weights[active], means[active], covs[active] = w, m, c
