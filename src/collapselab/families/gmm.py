@@ -33,8 +33,13 @@ class GMMModel:
 
     def component_logpdf(self, x: np.ndarray) -> np.ndarray:
         """log w_k + log N(x; μ_k, Σ_k) for x (R or 1, N, d) → (R, N, K)."""
-        logp = gaussian_logpdf(x[:, None], self.means, self.covs)  # (R, K, N)
-        return np.swapaxes(logp, 1, 2) + np.log(self.weights)[:, None, :]
+        with np.errstate(divide="ignore"):
+            logw = np.log(self.weights)
+        R, K = self.weights.shape
+        out = np.empty((R, x.shape[1], K))
+        for k in range(K):  # component by component: contiguous (R, N) work
+            out[..., k] = gaussian_logpdf(x, self.means[:, k], self.covs[:, k]) + logw[:, k, None]
+        return out
 
     def log_prob(self, x):
         return logsumexp_last(self.component_logpdf(x))
@@ -111,18 +116,35 @@ def _lloyd_labels(x, centres, steps):
 
 def _m_step(x, resp, reg):
     N, d = x.shape[1], x.shape[2]
+    if d <= 8:
+        return _m_step_small(x, resp, reg)
     nk = resp.sum(axis=1) + 10 * np.finfo(float).eps  # (R, K)
     means = np.einsum("rnk,rnd->rkd", resp, x) / nk[..., None]
     diff = x[:, None] - means[:, :, None]  # (R, K, N, d)
     weighted = diff * np.swapaxes(resp, 1, 2)[..., None]
-    if d <= 8:  # one weighted dot per coordinate pair: much faster than a generic batched product
-        scatter = np.empty(weighted.shape[:2] + (d, d))
-        for i in range(d):
-            for j in range(i, d):
-                scatter[..., i, j] = scatter[..., j, i] = np.einsum("rkn,rkn->rk", weighted[..., i], diff[..., j])
-    else:
-        scatter = bmm(np.swapaxes(weighted, -1, -2), diff)
+    scatter = bmm(np.swapaxes(weighted, -1, -2), diff)
     covs = scatter / nk[..., None, None] + reg * np.eye(d)
+    return nk / N, means, covs
+
+
+def _m_step_small(x, resp, reg):
+    """The M-step coordinate by coordinate on contiguous (R, N) rows: for the few dimensions of most studies."""
+    R, N, d = x.shape
+    K = resp.shape[2]
+    cols = [np.ascontiguousarray(x[..., j]) for j in range(d)]
+    nk = resp.sum(axis=1) + 10 * np.finfo(float).eps  # (R, K)
+    means = np.empty((R, K, d))
+    covs = np.empty((R, K, d, d))
+    for k in range(K):
+        r = np.ascontiguousarray(resp[..., k])
+        for j in range(d):
+            means[:, k, j] = np.einsum("rn,rn->r", r, cols[j]) / nk[:, k]
+        diffs = [cols[j] - means[:, k, j, None] for j in range(d)]
+        for i in range(d):
+            weighted = r * diffs[i]
+            for j in range(i, d):
+                covs[:, k, i, j] = covs[:, k, j, i] = np.einsum("rn,rn->r", weighted, diffs[j]) / nk[:, k]
+    covs += reg * np.eye(d)
     return nk / N, means, covs
 
 
