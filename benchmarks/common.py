@@ -6,8 +6,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,15 +22,9 @@ def best_of(fn, repeat: int = 3) -> float:
     return min(times)
 
 
-def child_peak_mb(code: str) -> float:
-    """Peak resident memory (MiB) of a fresh Python process running ``code``."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(after, before) / 1024  # ru_maxrss is in KiB on Linux; the max over children so far
-
-
 def save(case: str, record: dict) -> None:
+    """Record a case, with the peak resident memory of this process (each case runs in its own process)."""
+    record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     data[case] = {**record, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                   "date": time.strftime("%Y-%m-%d")}

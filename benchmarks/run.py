@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 CASES = ["gaussian_chains", "gmm_sklearn", "sweep_scaling"]
 
 
 def main(names: list[str]) -> None:
+    """Each case runs in a fresh process, so its peak memory is its own."""
+    import json
+    import subprocess
+
     from rich.console import Console
     from rich.table import Table
 
     table = Table("case", "result")
     for name in names or CASES:
-        record = importlib.import_module(f"benchmarks.{name}").run()
+        out = subprocess.run([sys.executable, "-c", f"import json, benchmarks.{name} as b; print(json.dumps(b.run()))"],
+                             check=True, capture_output=True, text=True)
+        record = json.loads(out.stdout.strip().splitlines()[-1])
         table.add_row(name, ", ".join(f"{k} = {v}" for k, v in record.items()))
     Console().print(table)
 
