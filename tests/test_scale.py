@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-import collapselab as cl
-
 BIN = Path(sys.executable).parent
 SWEEP = """
 name = "scale"

@@ -91,7 +91,7 @@ def run(
     if not save and out is None:
         started = time.perf_counter()
         results = run_cells(cells, spec.seed, **execution)
-        return _result(spec, cells, results, time.perf_counter() - started)
+        return _result(spec, cells, results, _Tables.of(results), time.perf_counter() - started)
     store, run_id = None, None
     if out is not None:
         path = Path(out)
@@ -135,39 +135,51 @@ def resume(
 def _execute(spec, cells, path: Path, store, run_id, report: bool, execution: dict) -> RunResult:
     started = time.perf_counter()
     results = run_cells(cells, spec.seed, checkpoint_root=path / CHECKPOINTS, **execution)
-    result = _result(spec, cells, results, time.perf_counter() - started)
-    finish_run_dir(path, _files(result))
+    tables = _Tables.of(results)
+    result = _result(spec, cells, results, tables, time.perf_counter() - started)
+    finish_run_dir(path, _files(results, tables))
     if report:
         from .report import write_report
 
         write_report([path])
     if store is not None:
-        store.record(run_id, path, spec, result.cells, summary_rows(results), result.seconds)
+        store.record(run_id, path, spec, result.cells, tables.summary, result.seconds)
     clear_checkpoints(path)
     result.path, result.run_id = path, run_id
     return result
 
 
-def _result(spec: Spec, cells, results: list[CellResult], seconds: float) -> RunResult:
+@dataclass(frozen=True)
+class _Tables:
+    """The rows of a run's tables, computed once and shared by the result, the files and the store."""
+
+    summary: list[tuple]
+    theory: list[tuple]
+    stages: list[tuple]
+
+    @classmethod
+    def of(cls, results: list[CellResult]) -> "_Tables":
+        return cls(summary_rows(results), theory_rows(results), stage_rows(results))
+
+
+def _result(spec: Spec, cells, results: list[CellResult], tables: _Tables, seconds: float) -> RunResult:
     return RunResult(
         spec,
         {c.id: c.overrides for c in cells},
-        to_frame(SUMMARY_COLUMNS, summary_rows(results)),
-        to_frame(THEORY_COLUMNS, theory_rows(results)),
-        to_frame(STAGE_COLUMNS, stage_rows(results)),
+        to_frame(SUMMARY_COLUMNS, tables.summary),
+        to_frame(THEORY_COLUMNS, tables.theory),
+        to_frame(STAGE_COLUMNS, tables.stages),
         results,
         seconds=seconds,
     )
 
 
-def _files(result: RunResult) -> dict[str, str | bytes]:
-    results = result.raw
-    files: dict[str, str | bytes] = {"summary.csv": to_csv(SUMMARY_COLUMNS, summary_rows(results))}
-    trows, srows = theory_rows(results), stage_rows(results)
-    if trows:
-        files["theory.csv"] = to_csv(THEORY_COLUMNS, trows)
-    if srows:
-        files["stages.csv"] = to_csv(STAGE_COLUMNS, srows)
+def _files(results: list[CellResult], tables: _Tables) -> dict[str, str | bytes]:
+    files: dict[str, str | bytes] = {"summary.csv": to_csv(SUMMARY_COLUMNS, tables.summary)}
+    if tables.theory:
+        files["theory.csv"] = to_csv(THEORY_COLUMNS, tables.theory)
+    if tables.stages:
+        files["stages.csv"] = to_csv(STAGE_COLUMNS, tables.stages)
     snaps = {r.cell_id: r.snapshots for r in results if r.snapshots}
     if snaps:
         files["snapshots.npz"] = snapshots_npz(snaps)

@@ -11,8 +11,9 @@ Files, per cell folder (plain arrays, read with ``allow_pickle=False``: never a 
     pool-000012.npz   the synthetic pool generation 12 sampled: kept as long as the policy needs it
     manifest-000012.json  {"generation": 12, "sha256": {...both files...}, "fingerprint": ...}, written last
 
-Files are written atomically (temporary name, then rename), so a killed process leaves either the old file
-or the new one. A generation counts only if its manifest exists, its fingerprint matches the cell (spec
+Files are written atomically (store.write_atomic: temporary name, then rename), so a killed process leaves
+either the old file or the new one; there is no fsync, and the checksums catch what a lost disk write would
+leave behind. A generation counts only if its manifest exists, its fingerprint matches the cell (spec
 and seed) and every file hashes to the manifest's sha256; a corrupt or truncated one is skipped with a
 :class:`CheckpointWarning`, and the cell restarts from its last good generation. Policies that train on the
 last pool keep the last two pools; accumulating policies keep every pool.
@@ -23,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .pool import Pool, StatsPool, pool_from_arrays
+from .store import write_atomic
 
 
 class CheckpointWarning(UserWarning):
@@ -49,14 +50,6 @@ class CellState:
 def fingerprint(resolved_spec: dict, seed: int, cell_index: int) -> str:
     text = json.dumps({"spec": resolved_spec, "seed": seed, "cell": cell_index}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # no fsync: a killed process cannot lose written pages, and the checksums catch what a lost disk write
-    # (power failure) would leave behind
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class CellCheckpoints:
@@ -81,7 +74,7 @@ class CellCheckpoints:
         if pool is not None:
             digests["pool"] = _write_npz(self._path("pool", g), pool.to_arrays())
         manifest = {"generation": g, "sha256": digests, "fingerprint": self.fingerprint}
-        _write_atomic(self._path("manifest", g), json.dumps(manifest).encode())
+        write_atomic(self._path("manifest", g), json.dumps(manifest).encode())
         if not self.keeps_all_pools:  # the pool of g is needed, and g-1's to fall back on
             self._path("pool", g - 2).unlink(missing_ok=True)
 
@@ -140,17 +133,12 @@ class CellCheckpoints:
                 return _state(gens[: g + 1], [pool_from_arrays(p, self.family)])
         return None
 
-    def clear(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.folder, ignore_errors=True)
-
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     data = buf.getvalue()
-    _write_atomic(path, data)
+    write_atomic(path, data)
     return hashlib.sha256(data).hexdigest()
 
 

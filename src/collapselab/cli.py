@@ -25,6 +25,7 @@ from rich.table import Table
 
 from . import api
 from .errors import CollapselabError, SpecError
+from .spec import describe_overrides
 from .store import DEFAULT_WORKSPACE
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 WorkspaceOpt = typer.Option(DEFAULT_WORKSPACE, "--workspace", "-w", help="Folder holding indexed runs and store.db.")
+ShowOpt = typer.Option(None, "--show", help="Generations to tabulate, e.g. 0,5,19.")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -49,20 +51,24 @@ ExecutorOpt = typer.Option(
     None, "--executor", "-e", help="inline | processes | dask (default: processes when --workers > 1, else inline)."
 )
 SchedulerOpt = typer.Option(None, "--scheduler", help="Join the Dask cluster at this address (tcp://HOST:PORT).")
+WorkersOpt = typer.Option(1, "--workers", "-j", min=1, help="Cells run in parallel on this many processes.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress and no table.")
+JsonOpt = typer.Option(False, "--json", help="Print a machine-readable result on stdout.")
+NoReportOpt = typer.Option(False, "--no-report", help="Skip the HTML report.")
 
 
 @app.command()
 def run(
     spec: str = typer.Argument(..., help="A spec TOML file, or preset:NAME (see 'collapselab presets')."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write results to this directory (not indexed)."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Cells run in parallel on this many processes."),
+    workers: int = WorkersOpt,
     executor: Optional[str] = ExecutorOpt,
     scheduler: Optional[str] = SchedulerOpt,
     workspace: Path = WorkspaceOpt,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no table."),
-    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable result on stdout."),
-    generations: Optional[str] = typer.Option(None, "--show", help="Generations to tabulate, e.g. 0,5,19."),
-    no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report."),
+    quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+    generations: Optional[str] = ShowOpt,
+    no_report: bool = NoReportOpt,
 ):
     """Run an experiment: every cell of its sweep, all replicate chains, every generation."""
     try:
@@ -82,14 +88,14 @@ def run(
 @app.command()
 def resume(
     ref: str = typer.Argument(..., help="An unfinished run: its id or name from 'collapselab runs', or its directory."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Cells run in parallel on this many processes."),
+    workers: int = WorkersOpt,
     executor: Optional[str] = ExecutorOpt,
     scheduler: Optional[str] = SchedulerOpt,
     workspace: Path = WorkspaceOpt,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no table."),
-    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable result on stdout."),
-    generations: Optional[str] = typer.Option(None, "--show", help="Generations to tabulate, e.g. 0,5,19."),
-    no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report."),
+    quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+    generations: Optional[str] = ShowOpt,
+    no_report: bool = NoReportOpt,
 ):
     """Finish an interrupted run from its checkpoints; the results equal an uninterrupted run's."""
     from .store import Store
@@ -221,7 +227,7 @@ def list_runs(workspace: Path = WorkspaceOpt, as_json: bool = typer.Option(False
 def show(
     ref: str = typer.Argument(..., help="A run id or name from 'collapselab runs', or a run directory."),
     workspace: Path = WorkspaceOpt,
-    generations: Optional[str] = typer.Option(None, "--show", help="Generations to tabulate, e.g. 0,5,19."),
+    generations: Optional[str] = ShowOpt,
     metric: Optional[list[str]] = typer.Option(None, "--metric", "-m", help="Only these metrics."),
 ):
     """Print a saved run's summary table."""
@@ -262,7 +268,7 @@ def report(
 @app.command()
 def theory(
     spec: str = typer.Argument(..., help="A spec TOML file, or preset:NAME."),
-    generations: Optional[str] = typer.Option(None, "--show", help="Generations to tabulate, e.g. 0,5,19."),
+    generations: Optional[str] = ShowOpt,
     as_json: bool = typer.Option(False, "--json", help="Print {cell: {metric: [expected per generation]}}."),
 ):
     """Print the closed-form expectations the literature gives for each cell of a spec (no simulation)."""
@@ -279,7 +285,7 @@ def theory(
         return
     gens = _parse_gens(generations, spec_obj.generations)
     for cell in cells:
-        title = f"cell {cell.id}" + (": " + _describe(cell.overrides) if cell.overrides else "")
+        title = f"cell {cell.id}" + (": " + describe_overrides(cell.overrides) if cell.overrides else "")
         out_console.print(f"[bold]{escape(title)}[/]", highlight=False)
         if not forms[cell.id]:
             out_console.print(f"  no closed form for family {cell.spec.model.family!r} under {cell.spec.policy.kind!r}")
@@ -341,7 +347,7 @@ def _print_summary(summary: pd.DataFrame, cells: dict, gens: list[int], theory: 
     and under a metric with a closed form, the closed form's expectation."""
     for cell, df in summary.groupby("cell", sort=False):
         overrides = cells.get(str(cell), {})
-        title = f"cell {cell}" + (": " + _describe(overrides) if overrides else "")
+        title = f"cell {cell}" + (": " + describe_overrides(overrides) if overrides else "")
         wide = df.pivot_table(index="metric", columns="generation", values="mean", sort=False)
         expected = None
         if theory is not None and not theory.empty:
@@ -378,16 +384,6 @@ def _print_stages(stages: pd.DataFrame, cells: dict, G: int) -> None:
                 cols.append(f"not reached  {share}")
         table.add_row(escape(str(cell)), *cols)
     out_console.print(table)
-
-
-def _describe(overrides: dict, prefix: str = "") -> str:
-    parts = []
-    for k, v in overrides.items():
-        if isinstance(v, dict):
-            parts.append(_describe(v, f"{prefix}{k}."))
-        else:
-            parts.append(f"{prefix}{k} = {v}")
-    return ", ".join(parts)
 
 
 def _json_default(o):

@@ -197,6 +197,22 @@ class Cell:
     resolved: dict[str, Any] = field(default_factory=dict)
 
 
+def flatten_overrides(overrides: dict, prefix: str = "") -> dict[str, Any]:
+    """A cell's overrides as dotted keys: a table value of a sweep becomes one key per entry."""
+    out: dict[str, Any] = {}
+    for k, v in overrides.items():
+        if isinstance(v, dict):
+            out.update(flatten_overrides(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def describe_overrides(overrides: dict) -> str:
+    """``policy.kind = mix, policy.real_fraction = 0.1``: how tables and reports name a cell."""
+    return ", ".join(f"{k} = {v}" for k, v in flatten_overrides(overrides).items())
+
+
 def _set_dotted(raw: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     node = raw

@@ -22,24 +22,8 @@ THEORY_COLUMNS = ("cell", "generation", "metric", "expected")
 STAGE_COLUMNS = ("cell", "stage", "reached", "first_median", "ci_low", "ci_high")
 
 
-def aligned(values: np.ndarray, alignment: int = 64) -> np.ndarray:
-    """A C-contiguous copy whose data starts on an ``alignment``-byte boundary.
-
-    NumPy's SIMD reductions may associate a sum differently depending on where an array starts in memory;
-    arrays that arrive from another process (a worker) start wherever the transport put them. Aligning
-    before reducing makes the statistics the same bits on every executor.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    buf = np.empty(values.size + alignment // 8, dtype=np.float64)
-    start = (-buf.ctypes.data % alignment) // 8
-    out = buf[start : start + values.size].reshape(values.shape)
-    out[...] = values
-    return out
-
-
 def replicate_stats(values: np.ndarray) -> dict[str, np.ndarray]:
     """Statistics along the last (replicate) axis of ``values``, ignoring NaN."""
-    values = aligned(values)
     count = np.sum(~np.isnan(values), axis=-1)
     complete = bool(np.all(count == values.shape[-1]))
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):

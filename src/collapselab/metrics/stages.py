@@ -74,7 +74,6 @@ def stage_shares(codes: np.ndarray) -> dict[str, np.ndarray]:
 
 def first_reached(codes: np.ndarray) -> dict[str, np.ndarray]:
     """Per replicate, the first generation whose stage is at least each stage (NaN: never reached)."""
-    G = codes.shape[0]
     out = {}
     for k, name in enumerate(STAGES[1:], start=1):
         hit = codes >= k

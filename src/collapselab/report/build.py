@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..errors import CollapselabError
 from ..metrics.stages import STAGES
+from ..spec import describe_overrides
 from ..store import read_run, write_atomic
 
 STAGE_COLOURS = {"healthy": "#4c9a2a", "early": "#e3b505", "late": "#e07020", "total": "#b3001b"}
@@ -35,13 +36,6 @@ class Series:
     snapshots: dict[int, np.ndarray]
     kind: str  # record kind of the cell's source: continuous, categorical, binary, count, regression
     overrides: dict = field(default_factory=dict)
-
-
-def _describe(overrides: dict, prefix: str = "") -> str:
-    parts = []
-    for k, v in overrides.items():
-        parts.append(_describe(v, f"{prefix}{k}.") if isinstance(v, dict) else f"{prefix}{k} = {v}")
-    return ", ".join(parts)
 
 
 def _source_kind(spec: dict, overrides: dict) -> str:
@@ -69,7 +63,7 @@ def load_series(run_dirs: list[Path]) -> tuple[list[Series], list[dict]]:
         empty = pd.DataFrame(columns=["cell"])
         for cell, df in tables["summary"].groupby("cell", sort=False):
             overrides = tables["cells"].get(str(cell), {})
-            label = f"cell {cell}" + (f": {_describe(overrides)}" if overrides else "")
+            label = f"cell {cell}" + (f": {describe_overrides(overrides)}" if overrides else "")
             if len(run_dirs) > 1:
                 label = f"{name} · {label}"
             pick = lambda t: t[t["cell"] == str(cell)] if t is not None and not t.empty else empty  # noqa: E731

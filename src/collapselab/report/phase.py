@@ -19,18 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..spec import flatten_overrides
+
 HEALTHY_SHARE = 0.5
 FRACTION_KEY = "policy.real_fraction"
-
-
-def flatten(overrides: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in overrides.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _order(values):
@@ -56,7 +48,7 @@ class PhaseGrid:
 
 
 def grids(cells: dict[str, dict], generations: int) -> list[PhaseGrid]:
-    flat = {c: flatten(o) for c, o in cells.items()}
+    flat = {c: flatten_overrides(o) for c, o in cells.items()}
     keys = list(dict.fromkeys(k for o in flat.values() for k in o))
     # axes: keys every cell sets (a key set by only some cells, e.g. real_fraction beside kind = "replace",
     # is a linked setting, not an axis) with more than one value
