@@ -20,6 +20,7 @@ FAMILY_CASES = {
     "gmm": ("blobs", {"means": [-3.0, 3.0], "stds": 1.0}, {"components": 2}),
     "kde": ("gaussian", {"std": 1.0}, {"bandwidth": 0.2}),
     "linear": ("linear", {"dim": 3}, {}),
+    "ngram": ("kjv", {"max_tokens": 20000, "block": 16}, {"order": 2}),
 }
 
 

@@ -311,6 +311,18 @@ def families():
 
 
 @app.command()
+def data(prepare: bool = typer.Option(True, "--prepare/--status", help="Convert what needs converting (default).")):
+    """Real data sets and packaged models: convert them once into the cache folder, and say what is installed."""
+    from . import datasets
+
+    table = Table("data", "status")
+    for name, status in (datasets.prepare(log=lambda *_: None) if prepare else datasets.status()).items():
+        table.add_row(name, status)
+    out_console.print(table)
+    out_console.print(f"cache folder: {datasets.cache_dir()} (set COLLAPSELAB_DATA to move it)")
+
+
+@app.command()
 def presets():
     """List the specs that ship with collapselab (run one with 'collapselab run preset:NAME')."""
     from .spec import list_presets, read_toml

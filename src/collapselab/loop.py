@@ -63,7 +63,8 @@ def run_cell(
     data_rng = generator(seed, cell.index, Stream.DATA)
     truth = source.truth(n, data_rng)
     real = Pool.real(truth.sample((R, n), data_rng))
-    heldout = truth.sample((spec.data.heldout,), data_rng)
+    # real data sets hold out a fixed split; closed-form truths draw fresh held-out records
+    heldout = getattr(truth, "sample_heldout", lambda k, rng: truth.sample((k,), rng))(spec.data.heldout, data_rng)
     family = family_cls(family_params, Reference(truth=truth, heldout=heldout, n=n))
     policy = make_policy(spec)
 
@@ -92,6 +93,8 @@ def run_cell(
                 metrics[name] = np.empty((G, R))
                 metrics[name][:start] = done
             synthetic, snapshots = state.pools, state.snapshots
+            if family.uses_anchor:  # generation 0 trained on the real pool: refit it, same stream, same model
+                family.set_anchor(family.fit(real.x, generator(seed, cell.index, Stream.FIT, 0)), real.x)
             if progress is not None:
                 progress(cell.id, start, G)
     for g in range(start, G):
@@ -100,7 +103,15 @@ def run_cell(
             model = family.fit_stats(train.stats)
         else:
             model = family.fit(train.x, generator(seed, cell.index, Stream.FIT, g))
-        values = {k: np.asarray(v, dtype=float) for k, v in family.metrics(model).items()}
+        if g == 0 and family.uses_anchor:
+            family.set_anchor(model, real.x)
+        samples = None
+        if family.measures_samples:  # measured on its own synthetic records, which then feed the next generation
+            samples = model.sample(m, generator(seed, cell.index, Stream.SAMPLE, g))
+            values = family.metrics(model, samples)
+        else:
+            values = family.metrics(model)
+        values = {k: np.asarray(v, dtype=float) for k, v in values.items()}
         values["synthetic_share"] = train.synthetic_share()
         for name, v in values.items():
             if v.shape != (R,):
@@ -112,11 +123,16 @@ def run_cell(
         for name, v in values.items():
             metrics.setdefault(name, np.empty((G, R)))[g] = v
         if g in snapshot_at:  # its own stream: snapshots never change the chains' draws
-            snapshots[g] = model.sample(snapshot_size, generator(seed, cell.index, Stream.SNAPSHOT, g))[0]
+            if samples is not None:
+                snapshots[g] = samples[0, :snapshot_size]
+            else:
+                snapshots[g] = model.sample(snapshot_size, generator(seed, cell.index, Stream.SNAPSHOT, g))[0]
         pool = None
         if g < G - 1 and used > 0:
             rng = generator(seed, cell.index, Stream.SAMPLE, g)
-            if exact:  # the statistics of exactly the records the policy will use: exact in distribution
+            if samples is not None:
+                pool = Pool.synthetic(samples, g)
+            elif exact:  # the statistics of exactly the records the policy will use: exact in distribution
                 pool = StatsPool(family.sample_stats(model, used, rng), 0, used, R, family)
             else:
                 pool = Pool.synthetic(model.sample(m, rng), g)

@@ -70,6 +70,18 @@ class Family:
     tail_metrics: ClassVar[tuple[str, ...]] = ()
     spread_metrics: ClassVar[tuple[str, ...]] = ()
 
+    # Families measured on what they generate (text, images) set ``measures_samples``: the loop then draws each
+    # generation's synthetic records before measuring, calls ``metrics(model, samples)``, and reuses those
+    # records as the synthetic pool and the snapshot (a language model samples once per generation, not three
+    # times). Families that compare each generation with the chain's first model (perplexity under
+    # generation 0, rare words of the real data) set ``uses_anchor``: the loop hands them generation 0's model
+    # and real records through ``set_anchor`` (refitting generation 0 on resume).
+    measures_samples: ClassVar[bool] = False
+    uses_anchor: ClassVar[bool] = False
+
+    def set_anchor(self, model: Model, real: np.ndarray) -> None:
+        """Receive generation 0's model and the real records (R, n, ...) it was fitted on."""
+
     def __init__(self, params: BaseModel, reference: Reference):
         self.params = params
         self.reference = reference
@@ -116,7 +128,8 @@ class Family:
         """The truth's own value of each signal metric (1 for metrics that are already ratios to the truth)."""
         return {m: 1.0 for m in (*self.tail_metrics, *self.spread_metrics)}
 
-    def metrics(self, model: Model) -> dict[str, np.ndarray]:
+    def metrics(self, model: Model, samples: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """One value per replicate for each metric; ``samples`` (R, m, ...) only where ``measures_samples``."""
         raise NotImplementedError
 
 

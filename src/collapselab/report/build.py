@@ -151,7 +151,20 @@ def snapshot_figure(s: Series) -> str | None:
     first = s.snapshots[gens[0]]
     for ax, g in zip(axes[0], gens):
         x = s.snapshots[g]
-        if s.kind in ("categorical", "binary", "count"):
+        if s.kind == "text":  # Zipf plot of the words generated: the tail (right end) is what collapse eats
+            counts = np.sort(np.bincount(x.ravel()[x.ravel() > 0]))[::-1]
+            counts = counts[counts > 0]
+            ref = np.sort(np.bincount(first.ravel()[first.ravel() > 0]))[::-1]
+            ax.loglog(np.arange(1, ref[ref > 0].size + 1), ref[ref > 0], color="#999999", lw=1)
+            ax.loglog(np.arange(1, counts.size + 1), counts, color="#3465a4", lw=1.5)
+            ax.set_xlabel(f"word rank ({counts.size} distinct)", fontsize=7)
+        elif s.kind == "image":
+            k = int(min(4, np.sqrt(len(x))))
+            tiles = x[: k * k].reshape(k, k, *x.shape[1:]).transpose(0, 2, 1, 3).reshape(k * x.shape[1], -1)
+            ax.imshow(tiles, cmap="gray_r", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        elif s.kind in ("categorical", "binary", "count"):
             top = int(max(first.max(initial=0), x.max(initial=0))) + 1
             ax.bar(np.arange(top), np.bincount(x.astype(int).ravel(), minlength=top) / max(x.size, 1), color="#3465a4")
             ax.set_xlabel("category" if s.kind == "categorical" else "value")
