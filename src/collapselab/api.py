@@ -20,6 +20,7 @@ from .store import (
     finish_run_dir,
     is_finished,
     read_run,
+    distributions_npz,
     snapshots_npz,
     start_run_dir,
 )
@@ -183,6 +184,9 @@ def _files(results: list[CellResult], tables: _Tables) -> dict[str, str | bytes]
     snaps = {r.cell_id: r.snapshots for r in results if r.snapshots}
     if snaps:
         files["snapshots.npz"] = snapshots_npz(snaps)
+    dists = {r.cell_id: r.distributions for r in results if r.distributions}
+    if dists:
+        files["distributions.npz"] = distributions_npz(dists)
     return files
 
 

@@ -45,6 +45,7 @@ class CellState:
     metrics: dict[str, np.ndarray]  # name -> (generation + 1, R)
     pools: list[Pool]  # the synthetic pools the policy keeps, oldest first
     snapshots: dict[int, np.ndarray]
+    distributions: dict[int, dict[str, np.ndarray]]
 
 
 def fingerprint(resolved_spec: dict, seed: int, cell_index: int) -> str:
@@ -63,11 +64,13 @@ class CellCheckpoints:
         return self.folder / f"{kind}-{g:06d}.{'json' if kind == 'manifest' else 'npz'}"
 
     def save(
-        self, g: int, metrics: dict[str, np.ndarray], pool: "Pool | StatsPool | None", snapshot: np.ndarray | None
+        self, g: int, metrics: dict[str, np.ndarray], pool: "Pool | StatsPool | None", snapshot: np.ndarray | None,
+        distributions: dict[str, np.ndarray] | None = None,
     ) -> None:
-        """Checkpoint generation g: its metrics (name -> (R,)), the pool it sampled, its snapshot."""
+        """Checkpoint generation g: its metrics (name -> (R,)), the pool it sampled, its snapshot and distributions."""
         self.folder.mkdir(parents=True, exist_ok=True)
         arrays = {f"metric:{k}": v for k, v in metrics.items()}
+        arrays.update({f"dist:{k}": v for k, v in (distributions or {}).items()})
         if snapshot is not None:
             arrays["snapshot"] = snapshot
         digests = {"gen": _write_npz(self._path("gen", g), arrays)}
@@ -146,4 +149,5 @@ def _state(gens: list[dict], pools: list[Pool]) -> CellState:
     names = [k for k in gens[0] if k.startswith("metric:")]
     metrics = {k.removeprefix("metric:"): np.stack([a[k] for a in gens]) for k in names}
     snapshots = {g: a["snapshot"] for g, a in enumerate(gens) if "snapshot" in a}
-    return CellState(len(gens) - 1, metrics, pools, snapshots)
+    distributions = {g: {k[5:]: a[k] for k in a if k.startswith("dist:")} for g, a in enumerate(gens)}
+    return CellState(len(gens) - 1, metrics, pools, snapshots, {g: d for g, d in distributions.items() if d})

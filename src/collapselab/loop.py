@@ -45,6 +45,8 @@ class CellResult:
     first_stage: dict[str, np.ndarray] = field(default_factory=dict)
     # records sampled from replicate 0's model at chosen generations, for distribution snapshots
     snapshots: dict[int, np.ndarray] = field(default_factory=dict)
+    # per-record values of replicate 0's synthetic records at the same generations (family.record_metrics)
+    distributions: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 def run_cell(
@@ -80,6 +82,7 @@ def run_cell(
     snapshot_at = snapshot_generations(G)
     snapshot_size = max(1, min(SNAPSHOT_RECORDS, 2_000_000 // R))  # every chain samples; keep the cost bounded
     snapshots: dict[int, np.ndarray] = {}
+    distributions: dict[int, dict[str, np.ndarray]] = {}
     start = 0
     saver = None
     if checkpoints is not None:
@@ -92,7 +95,7 @@ def run_cell(
             for name, done in state.metrics.items():
                 metrics[name] = np.empty((G, R))
                 metrics[name][:start] = done
-            synthetic, snapshots = state.pools, state.snapshots
+            synthetic, snapshots, distributions = state.pools, state.snapshots, state.distributions
             if family.uses_anchor:  # generation 0 trained on the real pool: refit it, same stream, same model
                 family.set_anchor(family.fit(real.x, generator(seed, cell.index, Stream.FIT, 0)), real.x)
             if progress is not None:
@@ -123,6 +126,8 @@ def run_cell(
         for name, v in values.items():
             metrics.setdefault(name, np.empty((G, R)))[g] = v
         if g in snapshot_at:  # its own stream: snapshots never change the chains' draws
+            if getattr(family, "record_metrics", None):
+                distributions[g] = {k: np.asarray(v, dtype=float) for k, v in family.record_metrics.items()}
             if samples is not None:
                 snapshots[g] = samples[0, :snapshot_size]
             else:
@@ -138,7 +143,7 @@ def run_cell(
                 pool = Pool.synthetic(model.sample(m, rng), g)
             synthetic = [*synthetic, pool] if policy.keeps_all_pools else [pool]
         if saver is not None:
-            saver.save(g, values, pool, snapshots.get(g))
+            saver.save(g, values, pool, snapshots.get(g), distributions.get(g))
         if progress is not None:
             progress(cell.id, g + 1, G)
 
@@ -149,7 +154,7 @@ def run_cell(
     if codes is not None:
         metrics.update(stage_shares(codes))
         first = first_reached(codes)
-    return CellResult(cell.id, cell.overrides, metrics, closed_forms(spec, truth), first, snapshots)
+    return CellResult(cell.id, cell.overrides, metrics, closed_forms(spec, truth), first, snapshots, distributions)
 
 
 SNAPSHOT_RECORDS = 2000

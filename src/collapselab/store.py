@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS summary (
 """
 
 
-OPTIONAL_FILES = ("theory.csv", "stages.csv", "snapshots.npz", "report.html")
+OPTIONAL_FILES = ("theory.csv", "stages.csv", "snapshots.npz", "distributions.npz", "report.html")
 CHECKPOINTS = ".checkpoints"  # per-cell checkpoints of an unfinished run, removed when it finishes
 
 
@@ -101,6 +101,25 @@ def snapshots_npz(snapshots: dict[str, dict[int, "np.ndarray"]]) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(buf, **{f"cell{c}_gen{g}": x for c, by_gen in snapshots.items() for g, x in by_gen.items()})
     return buf.getvalue()
+
+
+def distributions_npz(dists: dict[str, dict[int, dict[str, "np.ndarray"]]]) -> bytes:
+    """Per-record metric values as an .npz of plain arrays named ``cell<id>__gen<g>__<metric>``."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{f"cell{c}__gen{g}__{name}": v for c, by_gen in dists.items()
+                                for g, by_name in by_gen.items() for name, v in by_name.items()})
+    return buf.getvalue()
+
+
+def read_distributions(path: Path) -> dict[str, dict[int, dict[str, "np.ndarray"]]]:
+    out: dict[str, dict[int, dict[str, np.ndarray]]] = {}
+    if not path.is_file():
+        return out
+    with np.load(path, allow_pickle=False) as npz:
+        for key in npz.files:
+            cell, gen, name = key.removeprefix("cell").split("__", 2)
+            out.setdefault(cell, {}).setdefault(int(gen.removeprefix("gen")), {})[name] = npz[key]
+    return out
 
 
 def read_snapshots(path: Path) -> dict[str, dict[int, "np.ndarray"]]:
@@ -230,4 +249,5 @@ def read_run(path: Path) -> dict:
     if (path / "spec.toml").is_file():
         out["spec_toml"] = (path / "spec.toml").read_text(encoding="utf-8")
     out["snapshots"] = read_snapshots(path / "snapshots.npz")
+    out["distributions"] = read_distributions(path / "distributions.npz")
     return out

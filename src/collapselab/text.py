@@ -46,7 +46,9 @@ class Vocabulary:
 
     @property
     def index(self) -> dict[str, int]:
-        return self.__dict__.setdefault("_index", {w: i for i, w in enumerate(self.words)})
+        if "_index" not in self.__dict__:  # built once, on first use
+            object.__setattr__(self, "_index", {w: i for i, w in enumerate(self.words)})
+        return self.__dict__["_index"]
 
     def ids(self, tokens: list[str]) -> np.ndarray:
         index = self.index

@@ -79,6 +79,10 @@ class Family:
     measures_samples: ClassVar[bool] = False
     uses_anchor: ClassVar[bool] = False
 
+    # Per-record values behind a metric, for the report's histograms (e.g. each synthetic record's perplexity
+    # under generation 0, Shumailov et al.'s Fig. 4): ``metrics`` may set name -> (m,) values of replicate 0.
+    record_metrics: dict[str, np.ndarray] | None = None
+
     def set_anchor(self, model: Model, real: np.ndarray) -> None:
         """Receive generation 0's model and the real records (R, n, ...) it was fitted on."""
 

@@ -90,24 +90,52 @@ class LMModel:
                     out[r, s + i, P:] = self.vocab.encode(text, self.words - P, self.lowercase)
         return out
 
-    def ppl(self, records: np.ndarray) -> np.ndarray:
-        """Perplexity of records (R, M, L) or (M, L) under each replicate's model: (R,)."""
+    def record_nll(self, records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean negative log-likelihood per token of each record (R, M) and its token counts (R, M).
+
+        Records are scored one by one (each text after a begin-of-text mark), so every record gets its own
+        perplexity; records (R, M, L) are scored under their own replicate's model, (M, L) under every one.
+        """
         t = torch()
-        out = []
+        tok = self.tokenizer
+        R = len(self.models)
+        M = records.shape[-2]
+        nll, count = np.zeros((R, M)), np.zeros((R, M))
+        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
         for r, model in enumerate(self.models):
             recs = records if records.ndim == 2 else records[r]
-            ids = _blocks(self.tokenizer, [self.vocab.decode(x) for x in recs], self.params.block)
+            cfg = model.config
+            cap = min(4 * self.words, (getattr(cfg, "n_positions", None) or cfg.max_position_embeddings) - 1)
+            ids = [[start, *tok(self.vocab.decode(x), add_special_tokens=False)["input_ids"][:cap]] for x in recs]
             model.eval()
-            total, count = 0.0, 0
-            with t.no_grad():
-                for s in range(0, len(ids), 16):
-                    x = ids[s : s + 16]
-                    loss = model(input_ids=x, labels=x).loss
-                    total += float(loss) * x.numel()
-                    count += x.numel()
-            out.append(np.exp(total / max(count, 1)))
-        return np.array(out)
+            for s in range(0, M, 16):
+                chunk = ids[s : s + 16]
+                width = max(len(c) for c in chunk)
+                x = t.full((len(chunk), width), tok.pad_token_id, dtype=t.long)
+                mask = t.zeros((len(chunk), width), dtype=t.long)
+                for i, c in enumerate(chunk):
+                    x[i, : len(c)] = t.tensor(c)
+                    mask[i, : len(c)] = 1
+                with t.no_grad():
+                    logits = model(input_ids=x, attention_mask=mask).logits[:, :-1].float()
+                target, keep = x[:, 1:], mask[:, 1:].float()
+                lp = t.log_softmax(logits, -1).gather(-1, target[..., None])[..., 0]
+                n = keep.sum(1)
+                nll[r, s : s + len(chunk)] = (-(lp * keep).sum(1) / n.clamp(min=1)).numpy()
+                count[r, s : s + len(chunk)] = n.numpy()
+        return nll, count
 
+    def ppl(self, records: np.ndarray) -> np.ndarray:
+        """Perplexity per token of records (all records' tokens together) under each replicate's model: (R,)."""
+        nll, count = self.record_nll(records)
+        return np.exp((nll * count).sum(axis=1) / np.maximum(count.sum(axis=1), 1))
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # padding / loss-type notices, once per sequence: not for our users
+    logging.disable_progress_bar()  # weight-loading bars, every generation
 
 def _blocks(tokenizer, texts: list[str], block: int):
     """Texts joined with end-of-text marks, tokenised, cut into (B, block) sequences (the last one padded by wrapping)."""
@@ -158,6 +186,7 @@ class _LMFamily(Family):
     def fit(self, x, rng):
         from transformers import AutoModelForCausalLM
 
+        _quiet_transformers()
         config, state, tokenizer = self.base()
         models = []
         for r in range(x.shape[0]):
@@ -178,7 +207,9 @@ class _LMFamily(Family):
     def metrics(self, model, samples):
         out = text_metrics(samples, len(self.vocab), self.rare)
         out["ppl_real"] = model.ppl(self.reference.heldout)
-        out["ppl_gen0"] = self.anchor.ppl(samples)
+        nll, count = self.anchor.record_nll(samples)
+        out["ppl_gen0"] = np.exp((nll * count).sum(axis=1) / np.maximum(count.sum(axis=1), 1))
+        self.record_metrics = {"ppl_gen0": np.exp(nll[0])}
         return out
 
 
@@ -211,6 +242,7 @@ def load_pretrained(name: str):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     t = torch()
+    _quiet_transformers()
     if name == "smollm2":
         folder = _gguf_to_safetensors(datasets.smollm2_gguf(), datasets.cache_dir() / "smollm2-135m-instruct")
     elif name.endswith(".gguf"):

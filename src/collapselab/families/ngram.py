@@ -135,6 +135,10 @@ class NGramModel:
 
     def nll(self, x: np.ndarray) -> np.ndarray:
         """Mean negative log-likelihood per word of records x, (R, M, L) or (M, L) for every replicate: (R,)."""
+        return self.record_nll(x).mean(axis=1)  # records have equal lengths: the mean of means is per word
+
+    def record_nll(self, x: np.ndarray) -> np.ndarray:
+        """Mean negative log-likelihood per word of each record: (R, M)."""
         if x.ndim == 2:
             x = np.broadcast_to(x, (self.R, *x.shape))
         R, M, L = x.shape
@@ -151,7 +155,7 @@ class NGramModel:
             p = pj if p is None else np.where(seen, (1 - lam) * pj + lam * p, p)
         p = (1 - self.smoothing) * p + self.smoothing / (self.V - 1)
         p = (1 - EVAL_FLOOR) * p + EVAL_FLOOR / (self.V - 1)
-        return -np.log(p).reshape(R, M * L).mean(axis=1)
+        return -np.log(p).reshape(R, M, L).mean(axis=2)
 
 
 @register_family
@@ -202,5 +206,7 @@ class NGramFamily(Family):
     def metrics(self, model, samples):
         out = text_metrics(samples, self.V, self.rare)
         out["ppl_real"] = np.exp(model.nll(self.reference.heldout))
-        out["ppl_gen0"] = np.exp(self.anchor.nll(samples))
+        per_record = self.anchor.record_nll(samples)
+        out["ppl_gen0"] = np.exp(per_record.mean(axis=1))
+        self.record_metrics = {"ppl_gen0": np.exp(per_record[0])}
         return out

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
 
 from ..families._torch import BatchedMLP, torch
 
@@ -99,12 +98,17 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = K_NEIGHBOURS) -> dict[str,
 
 
 def frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """||mu1 - mu2||² + tr(S1 + S2 - 2 (S1^½ S2 S1^½)^½): the symmetric form, stable for singular covariances."""
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = linalg.sqrtm(s1 @ s2)
-    if np.iscomplexobj(covmean):
-        covmean = covmean.real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+    root1 = _psd_sqrt(s1)
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root1 @ s2 @ root1), 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * cross)
+
+
+def _psd_sqrt(s: np.ndarray) -> np.ndarray:
+    vals, vecs = np.linalg.eigh(s)
+    return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
 
 
 def image_metrics(judge: ImageJudge, real_features: np.ndarray, samples: np.ndarray) -> dict[str, np.ndarray]:

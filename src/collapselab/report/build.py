@@ -34,6 +34,7 @@ class Series:
     theory: pd.DataFrame
     stages: pd.DataFrame
     snapshots: dict[int, np.ndarray]
+    distributions: dict[int, dict[str, np.ndarray]]
     kind: str  # record kind of the cell's source: continuous, categorical, binary, count, regression
     overrides: dict = field(default_factory=dict)
 
@@ -70,7 +71,8 @@ def load_series(run_dirs: list[Path]) -> tuple[list[Series], list[dict]]:
             series.append(Series(
                 key=f"r{i}c{cell}", label=label, summary=df,
                 theory=pick(tables.get("theory")), stages=pick(tables.get("stages")),
-                snapshots=tables["snapshots"].get(str(cell), {}), kind=_source_kind(spec, overrides),
+                snapshots=tables["snapshots"].get(str(cell), {}),
+                distributions=tables["distributions"].get(str(cell), {}), kind=_source_kind(spec, overrides),
                 overrides=overrides,
             ))
     return series, runs
@@ -186,6 +188,36 @@ def snapshot_figure(s: Series) -> str | None:
     return _png(fig)
 
 
+def distribution_figure(s: Series) -> str | None:
+    """Histograms of per-record values over generations (Shumailov et al. Fig. 4: perplexity of generated text
+    under the generation-0 model: later generations pile up on what generation 0 found likely, with a long tail)."""
+    import matplotlib.pyplot as plt
+
+    if not s.distributions:
+        return None
+    gens = sorted(s.distributions)
+    names = sorted({n for d in s.distributions.values() for n in d})
+    fig, axes = plt.subplots(1, len(names), figsize=(5.0 * len(names), 2.8), squeeze=False)
+    colours = plt.cm.viridis(np.linspace(0, 0.9, len(gens)))
+    for ax, name in zip(axes[0], names):
+        values = [s.distributions[g][name] for g in gens if name in s.distributions[g]]
+        pooled = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in values])
+        if pooled.size == 0:
+            continue
+        bins = np.geomspace(pooled.min(), pooled.max() * 1.0001, 40) if pooled.min() > 0 else 40
+        for g, colour in zip(gens, colours):
+            v = s.distributions[g].get(name)
+            if v is not None:
+                ax.hist(v[np.isfinite(v)], bins=bins, density=True, histtype="step", color=colour, lw=1.4,
+                        label=f"generation {g}")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{name} of each synthetic record (chain 0)", fontsize=8)
+        ax.set_ylabel("density", fontsize=8)
+        ax.legend(fontsize=7, frameon=False)
+        ax.tick_params(labelsize=7)
+    return _png(fig)
+
+
 def final_table(series: list[Series], metrics: list[str]) -> list[dict]:
     rows = []
     for s in series:
@@ -298,7 +330,8 @@ def build_html(run_dirs: list[Path], title: str | None = None) -> str:
     page = env.get_template("report.html").render(
         title=title or (runs[0]["name"] if len(runs) == 1 else "comparison of " + ", ".join(r["name"] for r in runs)),
         runs=runs,
-        series=[{"key": s.key, "label": s.label, "stages": stage_figure(s), "snapshots": snapshot_figure(s)}
+        series=[{"key": s.key, "label": s.label, "stages": stage_figure(s), "snapshots": snapshot_figure(s),
+                 "distributions": distribution_figure(s)}
                 for s in series[:MAX_DETAILED_SERIES]],
         more_series=max(0, len(series) - MAX_DETAILED_SERIES),
         phases=phase_sections(run_dirs),

