@@ -142,3 +142,27 @@ def test_smollm2_fine_tuned_on_its_own_text_drifts_from_real_text():
     ppl, _ = metric(r, "ppl_real")
     assert np.isfinite(ppl).all() and ppl[0] < 100  # a real LM fine-tuned on Austen reads held-out Austen well
     assert ppl[-1] > ppl[0]
+
+
+def test_neural_families_give_the_same_bytes_on_worker_processes_and_after_resume(tmp_path, tiny_llama):
+    """Determinism holds for torch-trained families too: another executor, and a run cut short then resumed."""
+    from collapselab.loop import run_cell
+    from collapselab.spec import expand, load_spec
+
+    vae = {**VAE, "sweep": {"seed": [1, 2]}}
+    inline = cl.run(vae, tmp_path / "inline", report=False)
+    procs = cl.run(vae, tmp_path / "procs", executor="processes", workers=2, report=False)
+    assert (inline.path / "summary.csv").read_bytes() == (procs.path / "summary.csv").read_bytes()
+
+    lm = {**TEXT, "generations": 3,
+          "model": {"family": "pretrained", "params": {"model": str(tiny_llama), "lr": 1e-3, "prompt_words": 8}}}
+    cell = expand(load_spec(lm))[0]
+    whole = run_cell(cell, 5, checkpoints=tmp_path / "ck")
+    cut = sorted((tmp_path / "ck").glob("*-000002.*"))
+    assert cut  # generation 2's checkpoint: remove it, as if the run had been killed during generation 2
+    for f in cut:
+        f.unlink()
+    resumed = run_cell(cell, 5, checkpoints=tmp_path / "ck")  # refits generation 0 as the anchor, reruns 2
+    for name, values in whole.metrics.items():
+        np.testing.assert_array_equal(values, resumed.metrics[name], err_msg=name)
+    np.testing.assert_array_equal(whole.distributions[2]["ppl_gen0"], resumed.distributions[2]["ppl_gen0"])

@@ -176,3 +176,18 @@ def test_too_large_n_for_a_corpus_is_a_spec_error():
     spec = {**TAILS, "data": {"source": "kjv", "n": 10_000, "params": {"max_tokens": 64_000}}, "sweep": {}}
     with pytest.raises(SpecError, match=r"data.n = 10000: data.source 'kjv' has only \d+ records"):
         cl.run(spec, save=False)
+
+
+def test_missing_corpus_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLLAPSELAB_DATA", str(tmp_path))
+    with pytest.raises(SpecError, match=r"austen is not prepared; apt-get download r-cran-janeaustenr .*make data"):
+        get_source("austen", {"split_seed": 7}).truth(10, None)
+
+
+def test_embedding_diversity_sees_meaning_with_the_packaged_minilm():
+    from collapselab.metrics.text import embedding_diversity
+
+    varied = ["The king is dead.", "Bake the bread at dawn.", "Rain fell on the harbour.", "She paid the debt."]
+    alike = ["The king is dead.", "The king has died.", "Our king is dead.", "The monarch is dead."]
+    d = embedding_diversity([varied, alike])
+    assert 0 < d[1] < d[0] < 1.5

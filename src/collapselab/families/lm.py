@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 
 from .. import datasets
 from ..errors import SpecError
-from ..metrics.text import rare_words, text_metrics
+from ..metrics.text import embedding_diversity, rare_words, text_metrics
 from ._torch import seed_of, torch
 from .base import Family, Params, register_family
 
@@ -51,6 +51,7 @@ class _LMParams(Params):
     repetition_penalty: float = Field(default=1.0, gt=0)
     sample_batch: int = Field(default=16, ge=1)
     rare_count: int = Field(default=1, ge=1)
+    embedding_diversity: bool = Field(default=False, description="add the all-MiniLM-L6-v2 diversity metric")
 
 
 @dataclass(eq=False)
@@ -210,6 +211,8 @@ class _LMFamily(Family):
         nll, count = self.anchor.record_nll(samples)
         out["ppl_gen0"] = np.exp((nll * count).sum(axis=1) / np.maximum(count.sum(axis=1), 1))
         self.record_metrics = {"ppl_gen0": np.exp(nll[0])}
+        if self.params.embedding_diversity:
+            out["embedding_diversity"] = embedding_diversity([[self.vocab.decode(x) for x in rep] for rep in samples])
         return out
 
 

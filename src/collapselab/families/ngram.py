@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from ..errors import SpecError
-from ..metrics.text import rare_words, text_metrics
+from ..metrics.text import embedding_diversity, rare_words, text_metrics
 from .base import Family, Params, register_family
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -172,6 +172,7 @@ class NGramFamily(Family):
         interpolation: float = Field(default=0.0, ge=0, lt=1, description="λ: weight passed to shorter contexts")
         smoothing: float = Field(default=0.0, ge=0, lt=1, description="ε: chance of a uniformly drawn word")
         rare_count: int = Field(default=1, ge=1, description="rare words occur at most this often in the real data")
+        embedding_diversity: bool = Field(default=False, description="add the all-MiniLM-L6-v2 diversity metric")
 
     @classmethod
     def check_spec(cls, spec, params):
@@ -209,4 +210,7 @@ class NGramFamily(Family):
         per_record = self.anchor.record_nll(samples)
         out["ppl_gen0"] = np.exp(per_record.mean(axis=1))
         self.record_metrics = {"ppl_gen0": np.exp(per_record[0])}
+        if self.params.embedding_diversity:
+            vocab = self.reference.truth.vocab
+            out["embedding_diversity"] = embedding_diversity([[vocab.decode(x) for x in rep] for rep in samples])
         return out

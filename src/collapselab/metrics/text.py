@@ -70,3 +70,37 @@ def text_metrics(samples: np.ndarray, V: int, rare: np.ndarray) -> dict[str, np.
         "rare_word_survival": np.where(n_rare > 0, (present & rare).sum(axis=1) / np.maximum(n_rare, 1), np.nan),
         "repetition": repetition(samples),
     }
+
+
+_EMBEDDER: list = []  # (tokenizer, model), loaded once per process
+
+
+def embedding_diversity(texts_per_replicate: list[list[str]], max_records: int = 256) -> np.ndarray:
+    """Mean pairwise cosine distance of the records' sentence embeddings (all-MiniLM-L6-v2, packaged), per replicate.
+
+    1 - mean cosine similarity over distinct pairs: it falls as a generation's texts become alike in meaning,
+    which distinct-n (surface n-grams) can miss.
+    """
+    from .. import datasets
+    from ..families._torch import torch
+
+    t = torch()
+    if not _EMBEDDER:
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = datasets.minilm_dir()
+        _EMBEDDER.extend([AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()])
+    tok, model = _EMBEDDER
+    out = []
+    for texts in texts_per_replicate:
+        texts = texts[:max_records]
+        with t.no_grad():
+            enc = tok(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+            hidden = model(**enc).last_hidden_state
+            mask = enc["attention_mask"][..., None].float()
+            emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # mean pooling, then unit length
+            emb = t.nn.functional.normalize(emb, dim=-1).numpy().astype(np.float64)
+        k = len(texts)
+        sim = (emb @ emb.T).sum() - k  # off-diagonal pairs
+        out.append(1.0 - sim / max(k * (k - 1), 1))
+    return np.array(out)

@@ -192,6 +192,7 @@ def distribution_figure(s: Series) -> str | None:
     """Histograms of per-record values over generations (Shumailov et al. Fig. 4: perplexity of generated text
     under the generation-0 model: later generations pile up on what generation 0 found likely, with a long tail)."""
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     if not s.distributions:
         return None
@@ -211,6 +212,8 @@ def distribution_figure(s: Series) -> str | None:
                 ax.hist(v[np.isfinite(v)], bins=bins, density=True, histtype="step", color=colour, lw=1.4,
                         label=f"generation {g}")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.StrMethodFormatter("{x:g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel(f"{name} of each synthetic record (chain 0)", fontsize=8)
         ax.set_ylabel("density", fontsize=8)
         ax.legend(fontsize=7, frameon=False)
