@@ -311,6 +311,42 @@ def families():
 
 
 @app.command()
+def decompose(
+    spec: str = typer.Argument(..., help="A spec without [sweep]: a TOML path or preset:NAME."),
+    out: Path = typer.Option(Path("decomposition"), "--out", "-o", help="Folder for decomposition.csv and .html."),
+    converged: Optional[list[str]] = typer.Option(
+        None, "--converged", help="model.params KEY=VALUE that run the optimiser to convergence (repeatable)."
+    ),
+    show: Optional[str] = typer.Option(None, "--show", help="Generations to print, e.g. 0,5,19."),
+):
+    """Split the distance to the truth into statistical, expressivity and approximation error, per generation."""
+    from . import decompose as dec
+
+    conv = None
+    if converged:
+        conv = {}
+        for item in converged:
+            key, sep, value = item.partition("=")
+            if not sep:
+                _fail(f"--converged {item!r}: expected KEY=VALUE, e.g. epochs=100")
+            conv[key] = json.loads(value) if value[:1].isdigit() or value in ("true", "false") else value
+    try:
+        result = dec.decompose(spec, conv, progress=lambda name: err_console.print(f"variant {name}: done"))
+        files = dec.write(result, out, Path(spec).stem if not spec.startswith("preset:") else spec[7:])
+    except CollapselabError as e:
+        _fail(str(e))
+        return
+    wide = result.table.pivot(index="generation", columns="part", values="mean")
+    wide = wide[[p for p in dec.PARTS if p in wide.columns]]
+    G = len(wide)
+    table = Table("generation", *[str(c) for c in wide.columns], title=f"distance to the truth: {result.metric}")
+    for g in _parse_gens(show, G):
+        table.add_row(str(g), *[_fmt(v) for v in wide.loc[g]])
+    out_console.print(table)
+    out_console.print(f"total = expressivity + statistical + approximation; written: {files['csv']}, {files['html']}")
+
+
+@app.command()
 def data(prepare: bool = typer.Option(True, "--prepare/--status", help="Convert what needs converting (default).")):
     """Real data sets and packaged models: convert them once into the cache folder, and say what is installed."""
     from . import datasets

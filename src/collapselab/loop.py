@@ -73,6 +73,9 @@ def run_cell(
     def draw_real(k: int, rng: np.random.Generator) -> Pool:
         return Pool.real(truth.sample((R, k), rng))
 
+    # population refits (samples = "infinite"): each generation is fitted to the previous one's distribution
+    population = spec.population
+    models: list = []  # the models population refits mix (all of them under accumulate, else the last)
     # the exact path draws the sufficient statistics of synthetic pools instead of their records
     exact = policy.supports_stats and family.exact_ok(spec)
     used = policy.synthetic_used(m)
@@ -85,7 +88,7 @@ def run_cell(
     distributions: dict[int, dict[str, np.ndarray]] = {}
     start = 0
     saver = None
-    if checkpoints is not None:
+    if checkpoints is not None and not population:  # population chains have no pools: they rerun in full
         saver = CellCheckpoints(
             checkpoints, fingerprint(cell.resolved, seed, cell.index), policy.keeps_all_pools, family
         )
@@ -101,11 +104,17 @@ def run_cell(
             if progress is not None:
                 progress(cell.id, start, G)
     for g in range(start, G):
-        train = policy.build(g, real, synthetic, draw_real, generator(seed, cell.index, Stream.POLICY, g))
-        if isinstance(train, StatsPool):
-            model = family.fit_stats(train.stats)
+        if population:
+            parts = policy.population_parts(g, truth, models)
+            model = fit_population(family, parts, spec, generator(seed, cell.index, Stream.FIT, g))
+            models = [*models, model] if policy.keeps_all_pools else [model]
+            train = None
         else:
-            model = family.fit(train.x, generator(seed, cell.index, Stream.FIT, g))
+            train = policy.build(g, real, synthetic, draw_real, generator(seed, cell.index, Stream.POLICY, g))
+            if isinstance(train, StatsPool):
+                model = family.fit_stats(train.stats)
+            else:
+                model = family.fit(train.x, generator(seed, cell.index, Stream.FIT, g))
         if g == 0 and family.uses_anchor:
             family.set_anchor(model, real.x)
         samples = None
@@ -115,7 +124,10 @@ def run_cell(
         else:
             values = family.metrics(model)
         values = {k: np.asarray(v, dtype=float) for k, v in values.items()}
-        values["synthetic_share"] = train.synthetic_share()
+        if train is None:
+            values["synthetic_share"] = np.full(R, 1.0 - sum(p.weight for p in parts if p.truth is not None))
+        else:
+            values["synthetic_share"] = train.synthetic_share()
         for name, v in values.items():
             if v.shape != (R,):
                 raise CollapselabError(
@@ -133,7 +145,7 @@ def run_cell(
             else:
                 snapshots[g] = model.sample(snapshot_size, generator(seed, cell.index, Stream.SNAPSHOT, g))[0]
         pool = None
-        if g < G - 1 and used > 0:
+        if g < G - 1 and used > 0 and not population:
             rng = generator(seed, cell.index, Stream.SAMPLE, g)
             if samples is not None:
                 pool = Pool.synthetic(samples, g)
@@ -154,7 +166,19 @@ def run_cell(
     if codes is not None:
         metrics.update(stage_shares(codes))
         first = first_reached(codes)
-    return CellResult(cell.id, cell.overrides, metrics, closed_forms(spec, truth), first, snapshots, distributions)
+    theory = {} if population else closed_forms(spec, truth)  # the closed forms are for finite samples
+    return CellResult(cell.id, cell.overrides, metrics, theory, first, snapshots, distributions)
+
+
+def fit_population(family, parts, spec, rng: np.random.Generator):
+    """Fit a family to a distribution: exactly where it can, else to population_multiple x n records of it."""
+    R = spec.replicates
+    model = family.fit_population(parts, R)
+    if model is not None:
+        return model
+    size = spec.policy.population_multiple * spec.data.n
+    records = [p.sample(R, max(1, int(round(p.weight * size))), rng) for p in parts]
+    return family.fit(np.concatenate(records, axis=1), rng)
 
 
 SNAPSHOT_RECORDS = 2000

@@ -13,6 +13,7 @@ Generation 0 always trains on the real pool. For g >= 1 (``synthetic[-1]`` is ge
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -23,6 +24,18 @@ from .pool import Pool
 from .spec import Spec
 
 DrawReal = Callable[[int, np.random.Generator], Pool]
+
+
+@dataclass(frozen=True, eq=False)
+class Part:
+    """One component of a population training distribution: the truth or a fitted (batched) model."""
+
+    weight: float
+    truth: object = None
+    model: object = None
+
+    def sample(self, R: int, k: int, rng: np.random.Generator) -> np.ndarray:
+        return self.truth.sample((R, k), rng) if self.truth is not None else self.model.sample(k, rng)
 
 
 class Policy:
@@ -43,6 +56,16 @@ class Policy:
     def synthetic_used(self, m: int) -> int:
         """How many records of the newest synthetic pool the policy uses (all of them, unless mixed)."""
         return m
+
+    def population_parts(self, g: int, truth, models: list) -> "list[Part]":
+        """Generation g's training *distribution* with infinitely many records (``samples = "infinite"``):
+        the mixture of the truth and earlier models that the finite training set is a sample of."""
+        if g == 0:
+            return [Part(1.0, truth=truth)]
+        return [p for p in self._population_parts(truth, models) if p.weight > 0]
+
+    def _population_parts(self, truth, models) -> "list[Part]":
+        return [Part(1.0, model=models[-1])]
 
     def build(self, g: int, real: Pool, synthetic: list[Pool], draw_real: DrawReal, rng) -> Pool:
         if g == 0:
@@ -67,6 +90,10 @@ class Accumulate(Policy):
     def _build(self, g, real, synthetic, draw_real, rng):
         return Pool.concat([real, *synthetic])
 
+    def _population_parts(self, truth, models):  # weights in proportion to the pools' sizes
+        total = self.n + self.samples * len(models)
+        return [Part(self.n / total, truth=truth), *(Part(self.samples / total, model=m) for m in models)]
+
 
 class AccumulateSubsample(Accumulate):
     kind = "accumulate-subsample"
@@ -87,6 +114,10 @@ class Mix(Policy):
     def _real_part(self, real: Pool, k: int, draw_real: DrawReal, rng) -> Pool:
         R = real.x.shape[0]
         return real.take(subsample_rows(R, real.size, k, rng))
+
+    def _population_parts(self, truth, models):
+        f = self.real_count() / self.n
+        return [Part(f, truth=truth), Part(1.0 - f, model=models[-1])]
 
     def _build(self, g, real, synthetic, draw_real, rng):
         k = self.real_count()

@@ -42,10 +42,17 @@ class ModelSpec(_Strict):
 class PolicySpec(_Strict):
     kind: Literal["replace", "accumulate", "accumulate-subsample", "mix", "fresh"] = "replace"
     real_fraction: float | None = Field(default=None, ge=0, le=1)
-    samples: int | None = Field(default=None, gt=0, description="synthetic records drawn per generation")
+    samples: int | Literal["infinite"] | None = Field(
+        default=None, description="synthetic records drawn per generation, or 'infinite' (population refits)"
+    )
+    population_multiple: int = Field(
+        default=50, ge=1, description="samples = 'infinite' without an exact population fit: refit on this many x n"
+    )
 
     @model_validator(mode="after")
     def _fraction_needed(self):
+        if isinstance(self.samples, int) and self.samples <= 0:
+            raise ValueError(f"policy.samples = {self.samples} must be a positive number of records or 'infinite'")
         if self.kind in ("mix", "fresh") and self.real_fraction is None:
             raise ValueError(f"policy.kind = {self.kind!r} needs policy.real_fraction (a number in [0, 1])")
         return self
@@ -89,8 +96,15 @@ class Spec(_Strict):
         return self
 
     @property
+    def population(self) -> bool:
+        """Population refits: each generation fitted to the previous generation's distribution, not a sample."""
+        return self.policy.samples == "infinite"
+
+    @property
     def samples(self) -> int:
-        return self.policy.samples or self.data.n
+        """Synthetic records drawn per generation (with population refits: how many to measure, n)."""
+        s = self.policy.samples
+        return self.data.n if s is None or s == "infinite" else s
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.model_dump(exclude_none=True))

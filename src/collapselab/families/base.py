@@ -128,6 +128,19 @@ class Family:
     def stats_from_arrays(self, arrays: dict[str, np.ndarray]):
         raise NotImplementedError
 
+    # --- population refits (``policy.samples = "infinite"``) ------------------------------------------------
+    def fit_population(self, parts: list, R: int) -> Model | None:
+        """The model fitted to a *distribution* (policies.Part: weighted truth and models), or None where the
+        family has no exact population fit; the loop then refits on population_multiple x n records."""
+        return None
+
+    def truth_nll(self) -> float:
+        """The truth's own mean negative log-likelihood of the held-out records (computed once): subtracted from a
+        model's held-out NLL it gives ``kl``, an estimate of KL(truth || model) in nats (0 = the truth itself)."""
+        if "_truth_nll" not in self.__dict__:
+            self._truth_nll = float(-np.mean(self.reference.truth.logpdf(self.reference.heldout)))
+        return self._truth_nll
+
     def signal_references(self) -> dict[str, float]:
         """The truth's own value of each signal metric (1 for metrics that are already ratios to the truth)."""
         return {m: 1.0 for m in (*self.tail_metrics, *self.spread_metrics)}

@@ -39,6 +39,10 @@ class CategoricalFamily(Family):
         K = self.reference.truth.categories
         return CategoricalModel(bincount_rows(x, K) / x.shape[1])
 
+    def fit_population(self, parts, R):
+        probs = sum(p.weight * (p.truth.probs if p.truth is not None else p.model.probs) for p in parts)
+        return CategoricalModel(np.array(np.broadcast_to(probs, (R, self.reference.truth.categories))))
+
     # exact path: the category counts are multinomial
     def stats_of(self, x):
         return SumStats(x.shape[1], bincount_rows(x, self.reference.truth.categories))

@@ -24,6 +24,12 @@ class _SumFamily(Family):
     def stats_of(self, x):
         return SumStats(x.shape[1], x.sum(axis=1).astype(np.int64))
 
+    def fit_population(self, parts, R):
+        """The sample mean of infinitely many records: the mixture's mean."""
+        mean = sum(p.weight * (getattr(p.truth, self.parameter) if p.truth is not None
+                               else getattr(p.model, self.parameter)) for p in parts)
+        return self.Model(np.array(np.broadcast_to(mean, (R,)), dtype=float))
+
     def merge_stats(self, parts):
         return SumStats.merge(parts)
 
@@ -53,6 +59,8 @@ class PoissonModel:
 @register_family
 class BernoulliFamily(_SumFamily):
     name = "bernoulli"
+    parameter = "p"
+    Model = BernoulliModel
     accepts = ("binary",)
     tail_metrics = ("alive",)
     spread_metrics = ("alive",)
@@ -73,6 +81,8 @@ class BernoulliFamily(_SumFamily):
 @register_family
 class PoissonFamily(_SumFamily):
     name = "poisson"
+    parameter = "rate"
+    Model = PoissonModel
     accepts = ("count",)
     tail_metrics = ("alive",)
     spread_metrics = ("alive",)

@@ -88,6 +88,16 @@ class GaussianFamily(Family):
     def fit(self, x, rng):
         return GaussianModel(*fit_moments(x, ddof=self._ddof))
 
+    def fit_population(self, parts, R):
+        """Maximum likelihood on a distribution = its mean and covariance (both estimators agree at n = ∞)."""
+        mean, second = 0.0, 0.0
+        for p in parts:
+            mu, cov = (p.truth.mean, p.truth.cov) if p.truth is not None else (p.model.mean, p.model.cov)
+            mu = np.broadcast_to(mu, (R, mu.shape[-1]))
+            mean = mean + p.weight * mu
+            second = second + p.weight * (cov + mu[:, :, None] * mu[:, None, :])
+        return GaussianModel(np.array(mean), second - mean[:, :, None] * mean[:, None, :])
+
     @property
     def _ddof(self) -> int:
         return 1 if self.params.estimator == "unbiased" else 0
@@ -145,6 +155,7 @@ class GaussianFamily(Family):
         out["mean_sq_drift"] = np.sum(drift * drift, axis=1)
         out["w2"] = gaussian_w2(model.mean, cov, truth.mean, truth.cov_sqrt)
         out["nll_real"] = gaussian_cross_entropy(self.reference.heldout, model.mean, cov)
+        out["kl"] = out["nll_real"] - self.truth_nll()
         out["tail_mass"] = tail_mass_ratio(model.mean, cov, truth)
         return out
 

@@ -218,8 +218,10 @@ class GMMFamily(Family):
         gg = mixture_overlap(t.weights, t.means, t.covs, t.weights, t.means, t.covs)
         eig = np.linalg.eigvalsh(model.covs)  # (R, K, d)
         heldout = self.reference.heldout[None]
+        nll = -model.log_prob(heldout).mean(axis=1)
         return {
             "l2": np.sqrt(np.clip(ff - 2 * fg + gg, 0, None)),
             "component_std_max": np.sqrt(eig.max(axis=(1, 2))),
-            "nll_real": -model.log_prob(heldout).mean(axis=1),
+            "nll_real": nll,
+            "kl": nll - self.truth_nll(),
         }

@@ -33,11 +33,14 @@ class EmpiricalTruth:
     info: dict[str, Any] = field(default_factory=dict)  # vocabulary, corpus name, ...
 
     def sample(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-        """(R, k) draws: k distinct train records per replicate (the real pool, or fresh real data)."""
-        if len(shape) == 1:
-            return self.train[subsample_rows(1, len(self.train), shape[0], rng)[0]]
-        R, k = shape
-        return self.train[subsample_rows(R, len(self.train), k, rng)]
+        """(R, k) draws: k distinct train records per replicate (the real pool, or fresh real data).
+
+        More records than the train split holds (population refits) are drawn with replacement: the train
+        split is then the population, its empirical distribution what "infinitely many records" means."""
+        R, k = (1, shape[0]) if len(shape) == 1 else shape
+        B = len(self.train)
+        idx = subsample_rows(R, B, k, rng) if k <= B else rng.integers(0, B, (R, k))
+        return self.train[idx[0]] if len(shape) == 1 else self.train[idx]
 
     def sample_heldout(self, k: int, rng: np.random.Generator) -> np.ndarray:
         """k distinct held-out records (all of them when the split holds fewer)."""

@@ -1,0 +1,169 @@
+"""Where a collapse comes from: statistical approximation, functional expressivity, functional approximation.
+
+Shumailov et al. (2024) name three error sources. ``decompose`` runs controlled variants of one spec, all with
+the same seed (so the same real data and the same held-out records), and splits the distance to the truth at
+every generation, per replicate chain, by telescoping:
+
+    total          d(given)                       finite samples, the spec's family, the spec's optimiser budget
+    expressivity   d(population)                  samples = "infinite": what the family cannot represent
+    statistical    d(converged) - d(population)   what finite samples add (converged = given for closed-form fits)
+    approximation  d(given) - d(converged)        what the optimiser's budget adds (iterative families)
+
+so the three parts add up to the total chain by chain. A fourth variant, finite samples with a family that is
+well specified for the source (one Gaussian for Gaussian data, a GMM with the truth's components for a
+mixture, ...), shows the statistical error alone for comparison. The distance is the family's ``kl`` (KL(truth
+‖ model) estimated on the held-out records) where it has one, else its main distance (``tv`` for categorical).
+Intervals are 95% normal intervals across replicate chains.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .errors import SpecError
+from .families import resolve_family
+from .loop import run_cell
+from .sources import get_source
+from .spec import Spec, expand, load_spec
+
+PARTS = ("total", "expressivity", "statistical", "approximation", "well_specified")
+
+# the main distance to the truth of each family, and how to run its optimiser to convergence
+DISTANCE = {"gaussian": "kl", "gmm": "kl", "categorical": "tv", "bernoulli": "p_error", "poisson": "rate_error",
+            "vae": "fd"}
+CONVERGED = {"gmm": {"max_iter": 2000, "tol": 1e-9}, "vae": {"epochs": 100}}
+WELL_SPECIFIED = {"gaussian": ("gaussian", {}), "categorical": ("categorical", {}), "zipf": ("categorical", {}),
+                  "bernoulli": ("bernoulli", {}), "poisson": ("poisson", {})}
+
+
+@dataclass
+class Decomposition:
+    table: pd.DataFrame  # generation, part, mean, ci_low, ci_high
+    metric: str
+    variants: dict[str, dict]  # variant -> the overrides that define it
+    per_replicate: dict[str, np.ndarray]  # part -> (G, R)
+
+
+def _distance(result, family: str, metric: str, truth) -> np.ndarray:
+    m = result.metrics
+    if metric in m:
+        return m[metric]
+    if metric == "p_error":
+        return np.abs(m["p"] - truth.p)
+    if metric == "rate_error":
+        return np.abs(m["rate"] - truth.rate)
+    raise SpecError(f"decompose: family {family!r} reports no {metric!r}")
+
+
+def _variant(spec: Spec, changes: dict) -> Spec:
+    raw = copy.deepcopy(spec.model_dump(exclude_none=True))
+    raw.pop("sweep", None)
+    for key, value in changes.items():
+        node = raw
+        *path, last = key.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return load_spec(raw)
+
+
+def decompose(spec, converged: dict | None = None, progress=None) -> Decomposition:
+    """Run the variants of a single-cell spec and split its distance to the truth into the three error sources."""
+    spec = load_spec(spec) if not isinstance(spec, Spec) else spec
+    if spec.sweep:
+        raise SpecError("decompose: the spec has a sweep; give a single-cell spec (decompose one cell at a time)")
+    family = spec.model.family
+    metric = DISTANCE.get(family)
+    if metric is None:
+        raise SpecError(f"decompose: no distance defined for family {family!r}; supported: {', '.join(DISTANCE)}")
+    source = get_source(spec.data.source, spec.data.params)
+    truth = source.truth(spec.data.n, np.random.default_rng(0))
+    well = WELL_SPECIFIED.get(spec.data.source)
+    if well is None and spec.data.source == "blobs":
+        well = ("gmm", {"components": int(np.asarray(truth.weights).size)})
+    variants = {"given": {}, "population": {"policy.samples": "infinite"}}
+    conv = converged if converged is not None else CONVERGED.get(family)
+    if conv:
+        variants["converged"] = {f"model.params.{k}": v for k, v in conv.items()}
+    if well is not None:
+        variants["well_specified"] = {"model.family": well[0], "model.params": well[1]}
+    dist = {}
+    for name, changes in variants.items():
+        vspec = _variant(spec, changes)
+        resolve_family(vspec.model, source)  # a bad variant fails here, before anything runs
+        cell = expand(vspec)[0]
+        result = run_cell(cell, vspec.seed)
+        fam = vspec.model.family
+        dist[name] = _distance(result, fam, DISTANCE.get(fam, metric) if name == "well_specified" else metric, truth)
+        if progress is not None:
+            progress(name)
+    total, pop = dist["given"], dist["population"]
+    conv_d = dist.get("converged", total)
+    parts = {"total": total, "expressivity": pop, "statistical": conv_d - pop, "approximation": total - conv_d}
+    if "well_specified" in dist:
+        parts["well_specified"] = dist["well_specified"]
+    rows = []
+    for part, v in parts.items():
+        R = v.shape[1]
+        mean = v.mean(axis=1)
+        half = 1.96 * (v.std(axis=1, ddof=1) / np.sqrt(R) if R > 1 else np.zeros_like(mean))
+        for g in range(v.shape[0]):
+            rows.append((g, part, mean[g], mean[g] - half[g], mean[g] + half[g]))
+    table = pd.DataFrame(rows, columns=["generation", "part", "mean", "ci_low", "ci_high"])
+    return Decomposition(table, metric, variants, parts)
+
+
+def figure(dec: Decomposition, title: str = "") -> str:
+    """The parts over generations with their intervals, as an inline PNG data URL."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report.build import _png
+
+    colours = {"total": "black", "expressivity": "#c4a000", "statistical": "#3465a4", "approximation": "#cc0000",
+               "well_specified": "#888888"}
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for part, df in dec.table.groupby("part", sort=False):
+        style = "--" if part == "well_specified" else "-"
+        label = "statistical alone (well-specified family)" if part == "well_specified" else part
+        ax.plot(df["generation"], df["mean"], style, color=colours[part], lw=1.8, label=label)
+        ax.fill_between(df["generation"], df["ci_low"], df["ci_high"], color=colours[part], alpha=0.15, lw=0)
+    ax.set_xlabel("generation")
+    ax.set_ylabel(f"distance to the truth ({dec.metric})")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, frameon=False, loc="upper left")
+    return _png(fig)
+
+
+def write(dec: Decomposition, out, title: str) -> dict[str, str]:
+    """decomposition.csv and decomposition.html (one self-contained page) in folder ``out``."""
+    import html
+    from pathlib import Path
+
+    from .store import write_atomic
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv = out / "decomposition.csv"
+    write_atomic(csv, dec.table.to_csv(index=False, float_format="%r").encode())
+    variants = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v) or 'the spec as given')}</li>"
+                       for k, v in dec.variants.items())
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
+img{{max-width:100%}}td,th{{padding:.2rem .6rem;text-align:right}}</style></head><body>
+<h1>Error sources: {html.escape(title)}</h1>
+<p>Distance to the truth: <code>{dec.metric}</code>. total = expressivity + statistical + approximation, chain by
+chain (see <code>collapselab.decompose</code>). Bands: 95% intervals across replicate chains.</p>
+<figure><img src="{figure(dec, title)}" alt="error sources over generations"></figure>
+<h2>Variants</h2><ul>{variants}</ul>
+<h2>Table</h2>{dec.table.pivot(index="generation", columns="part", values="mean").to_html(float_format="%.4g")}
+</body></html>"""
+    page_path = out / "decomposition.html"
+    write_atomic(page_path, page.encode())
+    return {"csv": str(csv), "html": str(page_path)}
