@@ -5,7 +5,8 @@ the same seed (so the same real data and the same held-out records), and splits 
 every generation, per replicate chain, by telescoping:
 
     total          d(given)                       finite samples, the spec's family, the spec's optimiser budget
-    expressivity   d(population)                  samples = "infinite": what the family cannot represent
+    expressivity   d(population)                  samples = "infinite", optimiser run to convergence: what the
+                                                  family cannot represent
     statistical    d(converged) - d(population)   what finite samples add (converged = given for closed-form fits)
     approximation  d(given) - d(converged)        what the optimiser's budget adds (iterative families)
 
@@ -85,10 +86,12 @@ def decompose(spec, converged: dict | None = None, progress=None) -> Decompositi
     well = WELL_SPECIFIED.get(spec.data.source)
     if well is None and spec.data.source == "blobs":
         well = ("gmm", {"components": int(np.asarray(truth.weights).size)})
-    variants = {"given": {}, "population": {"policy.samples": "infinite"}}
     conv = converged if converged is not None else CONVERGED.get(family)
+    conv_changes = {f"model.params.{k}": v for k, v in (conv or {}).items()}
+    # expressivity is what the family misses with infinite data *and* a converged optimiser
+    variants = {"given": {}, "population": {"policy.samples": "infinite", **conv_changes}}
     if conv:
-        variants["converged"] = {f"model.params.{k}": v for k, v in conv.items()}
+        variants["converged"] = conv_changes
     if well is not None:
         variants["well_specified"] = {"model.family": well[0], "model.params": well[1]}
     dist = {}
