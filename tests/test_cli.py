@@ -84,7 +84,7 @@ def test_run_out_writes_the_output_contract(tmp_path):
     }
     summary = pd.read_csv(out / "summary.csv", dtype={"cell": str})
     assert list(summary.columns) == ["cell", "generation", "metric", "mean", "std", "se", "median", "q05", "q95", "count"]
-    assert len(summary) == 4 * 4 * 13  # cells x generations x (8 metrics, synthetic_share, 4 stage shares)
+    assert len(summary) == 4 * 4 * 14  # cells x generations x (9 metrics, synthetic_share, 4 stage shares)
     assert (summary["count"] == 50).all()
     assert json.loads((out / "cells.json").read_text()) == {
         "0": {"data.n": 5, "policy.kind": "replace"},
@@ -113,7 +113,7 @@ def test_workspace_runs_are_indexed_listed_and_shown(tmp_path):
 
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert con.execute("SELECT COUNT(*) FROM summary WHERE run_id = 1").fetchone()[0] == 4 * 13
+    assert con.execute("SELECT COUNT(*) FROM summary WHERE run_id = 1").fetchone()[0] == 4 * 14
     con.close()
     listed = cli("runs", "--json", cwd=tmp_path)
     assert [r["id"] for r in json.loads(listed.stdout)] == [1, 2]
