@@ -59,6 +59,9 @@ def closed_forms(spec: Spec, truth) -> dict[str, np.ndarray]:
     handler = _HANDLERS.get((family, spec.policy.kind))
     if handler is None:
         return {}
+    biased = spec.model.params.get("truncation", 1.0) != 1.0 or spec.model.params.get("temperature", 1.0) != 1.0
+    if biased and handler is not _gaussian_replace:  # sampling bias: only the Gaussian replace chain has its form
+        return {}
     return {k: np.asarray(v, dtype=float) for k, v in handler(spec, truth).items()}
 
 
@@ -73,13 +76,11 @@ def _gaussian_replace(spec: Spec, truth) -> dict:
     g = np.arange(G)
     out = {}
     unbiased = spec.model.params.get("estimator", "mle") == "unbiased"
-    if unbiased:
-        var = np.ones(G)
-        drift = np.trace(truth.cov) * (1 / n + g / m)
-    else:
-        var = _shrink(n) * _shrink(m) ** g
-        prev = np.concatenate([[0.0], np.cumsum(var[:-1])])  # Σ_{k<g} E[σ²_k]/σ²
-        drift = np.trace(truth.cov) * (1 / n + prev / m)
+    # sampling bias ψ (truncation): generation g+1 is fitted to draws from N(μ_g, ψ²Σ_g)
+    psi2 = float(spec.model.params.get("truncation", 1.0)) ** 2
+    var = (1.0 if unbiased else _shrink(n)) * ((1.0 if unbiased else _shrink(m)) * psi2) ** g
+    prev = np.concatenate([[0.0], np.cumsum(var[:-1])])  # Σ_{k<g} E[σ²_k]/σ²
+    drift = np.trace(truth.cov) * (1 / n + psi2 * prev / m)
     if d == 1:
         out["var_ratio"] = var
     out["trace_ratio"] = var
@@ -89,7 +90,7 @@ def _gaussian_replace(spec: Spec, truth) -> dict:
             i = np.arange(1, d + 1)
             return np.prod((k - i) / (k - 1 if unbiased else k))
 
-        out["det_ratio"] = c(n) * c(m) ** g
+        out["det_ratio"] = c(n) * (c(m) * psi2**d) ** g
     return out
 
 

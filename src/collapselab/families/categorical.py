@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import Field
 
 from ._batched import bincount_rows, categorical_sample
 from .base import Family, Params, SumStats, register_family
@@ -13,9 +14,19 @@ from .base import Family, Params, SumStats, register_family
 @dataclass(eq=False)
 class CategoricalModel:
     probs: np.ndarray  # (R, K)
+    temperature: float = 1.0  # sampling bias T: records are drawn from p^(1/T), renormalised
+
+    @property
+    def sampling_probs(self) -> np.ndarray:
+        if self.temperature == 1.0:
+            return self.probs
+        with np.errstate(divide="ignore"):
+            logits = np.where(self.probs > 0, np.log(self.probs), -np.inf) / self.temperature
+        w = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return w / w.sum(axis=1, keepdims=True)
 
     def sample(self, m, rng):
-        return categorical_sample(self.probs, m, rng)
+        return categorical_sample(self.sampling_probs, m, rng)
 
 
 @register_family
@@ -34,28 +45,31 @@ class CategoricalFamily(Family):
 
     class Params(Params):
         exact: bool = True
+        temperature: float = Field(default=1.0, gt=0, description="sampling bias: < 1 favours common categories")
 
     def fit(self, x, rng):
         K = self.reference.truth.categories
-        return CategoricalModel(bincount_rows(x, K) / x.shape[1])
+        return CategoricalModel(bincount_rows(x, K) / x.shape[1], self.params.temperature)
 
     def fit_population(self, parts, R):
-        probs = sum(p.weight * (p.truth.probs if p.truth is not None else p.model.probs) for p in parts)
-        return CategoricalModel(np.array(np.broadcast_to(probs, (R, self.reference.truth.categories))))
+        probs = sum(p.weight * (p.truth.probs if p.truth is not None else p.model.sampling_probs) for p in parts)
+        return CategoricalModel(np.array(np.broadcast_to(probs, (R, self.reference.truth.categories))),
+                                self.params.temperature)
 
     # exact path: the category counts are multinomial
     def stats_of(self, x):
         return SumStats(x.shape[1], bincount_rows(x, self.reference.truth.categories))
 
     def sample_stats(self, model, m, rng):
-        probs = model.probs / model.probs.sum(axis=1, keepdims=True)  # exact sums for numpy's check
+        probs = model.sampling_probs
+        probs = probs / probs.sum(axis=1, keepdims=True)  # exact sums for numpy's check
         return SumStats(m, rng.multinomial(m, probs))
 
     def merge_stats(self, parts):
         return SumStats.merge(parts)
 
     def fit_stats(self, stats):
-        return CategoricalModel(stats.sums / stats.count)
+        return CategoricalModel(stats.sums / stats.count, self.params.temperature)
 
     def stats_arrays(self, stats):
         return stats.arrays()

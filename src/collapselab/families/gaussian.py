@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 from scipy import special
 
 from ..errors import SpecError
@@ -17,10 +18,15 @@ from .base import Family, Params, register_family
 class GaussianModel:
     mean: np.ndarray  # (R, d)
     cov: np.ndarray  # (R, d, d)
+    truncation: float = 1.0  # sampling bias ψ: records are drawn at ψ times the fitted spread
+
+    @property
+    def sampling_cov(self) -> np.ndarray:
+        return self.cov if self.truncation == 1.0 else self.cov * self.truncation**2
 
     def sample(self, m: int, rng: np.random.Generator) -> np.ndarray:
         R, d = self.mean.shape
-        factor = psd_factor(self.cov)
+        factor = psd_factor(self.cov) * self.truncation
         z = rng.standard_normal((d, R, m))  # coordinate-major: every operation below is on contiguous (R, m)
         out = np.empty((R, m, d))
         for i in range(d):  # elementwise multiply-adds: bit-exact on any process, fast for small d
@@ -80,23 +86,29 @@ class GaussianFamily(Family):
     class Params(Params):
         estimator: Literal["mle", "unbiased"] = "mle"
         exact: bool = True
+        truncation: float = Field(
+            default=1.0, gt=0, le=1, description="sampling bias: draw at this fraction of the fitted spread"
+        )
     @classmethod
     def check_spec(cls, spec, params):
         if params.estimator == "unbiased" and min(spec.data.n, spec.samples) < 2:
             raise SpecError("model.params.estimator = 'unbiased' needs at least 2 records per training set")
 
     def fit(self, x, rng):
-        return GaussianModel(*fit_moments(x, ddof=self._ddof))
+        return self._model(*fit_moments(x, ddof=self._ddof))
+
+    def _model(self, mean, cov) -> GaussianModel:
+        return GaussianModel(mean, cov, self.params.truncation)
 
     def fit_population(self, parts, R):
         """Maximum likelihood on a distribution = its mean and covariance (both estimators agree at n = ∞)."""
         mean, second = 0.0, 0.0
         for p in parts:
-            mu, cov = (p.truth.mean, p.truth.cov) if p.truth is not None else (p.model.mean, p.model.cov)
+            mu, cov = (p.truth.mean, p.truth.cov) if p.truth is not None else (p.model.mean, p.model.sampling_cov)
             mu = np.broadcast_to(mu, (R, mu.shape[-1]))
             mean = mean + p.weight * mu
             second = second + p.weight * (cov + mu[:, :, None] * mu[:, None, :])
-        return GaussianModel(np.array(mean), second - mean[:, :, None] * mean[:, None, :])
+        return self._model(np.array(mean), second - mean[:, :, None] * mean[:, None, :])
 
     @property
     def _ddof(self) -> int:
@@ -115,7 +127,7 @@ class GaussianFamily(Family):
 
     def sample_stats(self, model: GaussianModel, m: int, rng) -> GaussianStats:
         R, d = model.mean.shape
-        factor = psd_factor(model.cov)  # F Fᵀ = Σ; a collapsed Σ gives a singular F, and so a singular draw
+        factor = psd_factor(model.cov) * model.truncation  # F Fᵀ = ψ²Σ; a collapsed Σ gives a singular F
         z = rng.standard_normal((R, d))
         mean = model.mean + np.einsum("rij,rj->ri", factor, z) / np.sqrt(m)
         # Bartlett: scatter = F A Aᵀ Fᵀ, A lower triangular, A_ii² ~ χ²(m-1-i), A_ij ~ N(0, 1) below
@@ -131,7 +143,7 @@ class GaussianFamily(Family):
         return GaussianStats.merge(parts)
 
     def fit_stats(self, stats: GaussianStats) -> GaussianModel:
-        return GaussianModel(stats.mean, stats.scatter / (stats.count - self._ddof))
+        return self._model(stats.mean, stats.scatter / (stats.count - self._ddof))
 
     def stats_arrays(self, stats):
         return {"count": np.array(stats.count), "mean": stats.mean, "scatter": stats.scatter}
