@@ -25,7 +25,7 @@ from .families import Reference, resolve_family
 from .metrics.stages import first_reached, stage_codes, stage_shares
 from .policies import make_policy
 from .pool import Pool, StatsPool
-from .rng import Stream, generator
+from .rng import Stream, data_generator, generator
 from .sources import get_source
 from .spec import Cell
 
@@ -62,7 +62,7 @@ def run_cell(
     source = get_source(spec.data.source, spec.data.params)
     family_cls, family_params = resolve_family(spec.model, source)
 
-    data_rng = generator(seed, cell.index, Stream.DATA)
+    data_rng = data_generator(spec, seed, cell.index)
     truth = source.truth(n, data_rng)
     real = Pool.real(truth.sample((R, n), data_rng))
     # real data sets hold out a fixed split; closed-form truths draw fresh held-out records

@@ -26,6 +26,12 @@ class Stream(IntEnum):
     SNAPSHOT = 5  # samples drawn only for the report's distribution snapshots
 
 
+def data_generator(spec, seed: int, cell: int) -> np.random.Generator:
+    """The DATA stream of a cell: its own, or cell 0's for every cell when the spec shares real data
+    (``shared_data = true``: cells that differ only in policy or model then compare on the same records)."""
+    return generator(seed, 0 if spec.shared_data else cell, Stream.DATA)
+
+
 def generator(seed: int, cell: int, stream: Stream, generation: int = 0) -> np.random.Generator:
     ss = np.random.SeedSequence(entropy=seed, spawn_key=(cell, int(stream), generation))
     return np.random.Generator(np.random.PCG64(ss))

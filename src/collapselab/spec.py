@@ -84,6 +84,10 @@ class Spec(_Strict):
     model: ModelSpec
     policy: PolicySpec = PolicySpec()
     stages: StagesSpec = StagesSpec()
+    shared_data: bool = Field(
+        default=False,
+        description="every cell of a sweep draws the same real data and held-out records (a paired comparison)",
+    )
     sweep: dict[str, list[Any]] = {}
 
     @model_validator(mode="after")

@@ -44,12 +44,12 @@ _MAX_CHAIN_STATES = 2000
 
 def for_cell(cell, seed: int) -> dict[str, np.ndarray]:
     """The closed forms of one cell of a spec, with the same ground truth its run draws."""
-    from .rng import Stream, generator
+    from .rng import data_generator
     from .sources import get_source
 
     spec = cell.spec
     source = get_source(spec.data.source, spec.data.params)
-    truth = source.truth(spec.data.n, generator(seed, cell.index, Stream.DATA))  # as loop.run_cell builds it
+    truth = source.truth(spec.data.n, data_generator(spec, seed, cell.index))  # as loop.run_cell builds it
     return closed_forms(spec, truth)
 
 
