@@ -19,7 +19,6 @@ Intervals are 95% normal intervals across replicate chains.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +28,7 @@ from .errors import SpecError
 from .families import resolve_family
 from .loop import run_cell
 from .sources import get_source
-from .spec import Spec, expand, load_spec
+from .spec import Spec, expand, load_spec, set_dotted
 
 PARTS = ("total", "expressivity", "statistical", "approximation", "well_specified")
 
@@ -61,14 +60,10 @@ def _distance(result, family: str, metric: str, truth) -> np.ndarray:
 
 
 def _variant(spec: Spec, changes: dict) -> Spec:
-    raw = copy.deepcopy(spec.model_dump(exclude_none=True))
+    raw = spec.model_dump(exclude_none=True)  # a fresh dict: changed in place below
     raw.pop("sweep", None)
     for key, value in changes.items():
-        node = raw
-        *path, last = key.split(".")
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = value
+        set_dotted(raw, key, value)
     return load_spec(raw)
 
 
@@ -93,7 +88,7 @@ def decompose(spec, converged: dict | None = None, progress=None) -> Decompositi
     if conv:
         variants["converged"] = conv_changes
     if well is not None:
-        variants["well_specified"] = {"model.family": well[0], "model.params": well[1]}
+        variants["well_specified"] = {"model": {"family": well[0], "params": well[1]}}  # params replaced whole
     dist = {}
     for name, changes in variants.items():
         vspec = _variant(spec, changes)

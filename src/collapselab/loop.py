@@ -138,7 +138,7 @@ def run_cell(
         for name, v in values.items():
             metrics.setdefault(name, np.empty((G, R)))[g] = v
         if g in snapshot_at:  # its own stream: snapshots never change the chains' draws
-            if getattr(family, "record_metrics", None):
+            if family.record_metrics:
                 distributions[g] = {k: np.asarray(v, dtype=float) for k, v in family.record_metrics.items()}
             if samples is not None:
                 snapshots[g] = samples[0, :snapshot_size]

@@ -231,7 +231,7 @@ def describe_overrides(overrides: dict) -> str:
     return ", ".join(f"{k} = {v}" for k, v in flatten_overrides(overrides).items())
 
 
-def _set_dotted(raw: dict, key: str, value: Any) -> None:
+def set_dotted(raw: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     node = raw
     for p in parts[:-1]:
@@ -259,7 +259,7 @@ def expand(spec: Spec) -> list[Cell]:
         overrides = dict(zip(keys, values))
         raw = copy.deepcopy(base)
         for k, v in overrides.items():
-            _set_dotted(raw, k, v)
+            set_dotted(raw, k, v)
         try:
             cell_spec = parse_spec(raw)
             source = get_source(cell_spec.data.source, cell_spec.data.params)

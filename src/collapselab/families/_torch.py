@@ -46,13 +46,17 @@ class BatchedMLP:
     def parameters(self) -> list:
         return [p for layer in self.layers for p in layer]
 
-    def __call__(self, x, final=None):
+    def hidden(self, x):
+        """The activations that feed the last layer (features)."""
         t = torch()
-        for i, (w, b) in enumerate(self.layers):
-            x = t.baddbmm(b, x, w)
-            if i < len(self.layers) - 1:
-                x = t.relu(x)
-        return final(x) if final is not None else x
+        for w, b in self.layers[:-1]:
+            x = t.relu(t.baddbmm(b, x, w))
+        return x
 
-    def state(self) -> dict[str, np.ndarray]:
-        return {f"l{i}.{k}": p.detach().numpy() for i, layer in enumerate(self.layers) for k, p in zip("wb", layer)}
+    def output(self, h):
+        w, b = self.layers[-1]
+        return torch().baddbmm(b, h, w)
+
+    def __call__(self, x, final=None):
+        x = self.output(self.hidden(x))
+        return final(x) if final is not None else x

@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 
 from .. import datasets
 from ..errors import SpecError
-from ..metrics.text import embedding_diversity, rare_words, text_metrics
+from ..metrics.text import rare_words, text_metrics
 from ._torch import seed_of, torch
 from .base import Family, Params, register_family
 
@@ -206,13 +206,12 @@ class _LMFamily(Family):
         self.rare = rare_words(real, len(self.vocab), self.params.rare_count)
 
     def metrics(self, model, samples):
-        out = text_metrics(samples, len(self.vocab), self.rare)
+        decode = self.vocab.decode if self.params.embedding_diversity else None
+        out = text_metrics(samples, len(self.vocab), self.rare, decode)
         out["ppl_real"] = model.ppl(self.reference.heldout)
         nll, count = self.anchor.record_nll(samples)
         out["ppl_gen0"] = np.exp((nll * count).sum(axis=1) / np.maximum(count.sum(axis=1), 1))
         self.record_metrics = {"ppl_gen0": np.exp(nll[0])}
-        if self.params.embedding_diversity:
-            out["embedding_diversity"] = embedding_diversity([[self.vocab.decode(x) for x in rep] for rep in samples])
         return out
 
 

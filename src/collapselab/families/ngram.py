@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from ..errors import SpecError
-from ..metrics.text import embedding_diversity, rare_words, text_metrics
+from ..metrics.text import rare_words, text_metrics
 from .base import Family, Params, register_family
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -35,6 +35,19 @@ def _hash(start: np.ndarray, *cols: np.ndarray) -> np.ndarray:
         for c in cols:
             h = h * _MIX + c.astype(np.uint64) + _ONE
     return h
+
+
+def contexts(x: np.ndarray, order: int, start: int):
+    """The words of records x (R, M, L), flat, and for j = 1..order the hashes of (replicate, the j-1 words before
+    each word); every record begins with order-1 marks ``start``."""
+    R, M, L = x.shape
+    k = order
+    padded = np.concatenate([np.full((R, M, k - 1), start, np.int64), x.astype(np.int64)], axis=2)
+    rid = np.broadcast_to(np.arange(R, dtype=np.uint64)[:, None, None], (R, M, L)).ravel()
+    words = padded[:, :, k - 1 :].ravel()
+    keys = [_hash(rid, *(padded[:, :, k - j + i : k - j + i + L].ravel() for i in range(j - 1)))
+            for j in range(1, k + 1)]
+    return words, keys
 
 
 @dataclass(eq=False)
@@ -142,16 +155,13 @@ class NGramModel:
         if x.ndim == 2:
             x = np.broadcast_to(x, (self.R, *x.shape))
         R, M, L = x.shape
-        k, lam = self.order, self.interpolation
-        padded = np.concatenate([np.full((R, M, k - 1), self.V, np.int64), x.astype(np.int64)], axis=2)
-        rid = np.broadcast_to(np.arange(R, dtype=np.uint64)[:, None, None], (R, M, L)).ravel()
-        words = padded[:, :, k - 1 :].ravel()
+        lam = self.interpolation
+        words, keys = contexts(x, self.order, self.V)
         # interpolated probability, from the shortest context up: p_j = (1-λ) P_j + λ p_{j-1} where the
         # context is seen, p_{j-1} where it is not (all weight backs off)
         p = None
-        for j in range(1, k + 1):
-            cols = [padded[:, :, k - 1 - (j - 1) + i : k - 1 - (j - 1) + i + L].ravel() for i in range(j - 1)]
-            pj, seen = self.tables[j - 1].prob(_hash(rid, *cols), words)
+        for table, key in zip(self.tables, keys):
+            pj, seen = table.prob(key, words)
             p = pj if p is None else np.where(seen, (1 - lam) * pj + lam * p, p)
         p = (1 - self.smoothing) * p + self.smoothing / (self.V - 1)
         p = (1 - EVAL_FLOOR) * p + EVAL_FLOOR / (self.V - 1)
@@ -189,28 +199,19 @@ class NGramFamily(Family):
         self.rare: np.ndarray | None = None
 
     def fit(self, x, rng):
-        R, N, L = x.shape
-        k = self.params.order
-        padded = np.concatenate([np.full((R, N, k - 1), self.V, np.int64), x.astype(np.int64)], axis=2)
-        rid = np.broadcast_to(np.arange(R, dtype=np.uint64)[:, None, None], (R, N, L)).ravel()
-        nexts = padded[:, :, k - 1 :].ravel()
-        tables = []
-        for j in range(1, k + 1):
-            cols = [padded[:, :, k - j + i : k - j + i + L].ravel() for i in range(j - 1)]
-            tables.append(_Table.build(_hash(rid, *cols), nexts))
-        return NGramModel(tables, R, L, self.V, self.params.interpolation, self.params.smoothing)
+        nexts, keys = contexts(x, self.params.order, self.V)
+        tables = [_Table.build(key, nexts) for key in keys]
+        return NGramModel(tables, x.shape[0], x.shape[2], self.V, self.params.interpolation, self.params.smoothing)
 
     def set_anchor(self, model, real):
         self.anchor = model
         self.rare = rare_words(real, self.V, self.params.rare_count)
 
     def metrics(self, model, samples):
-        out = text_metrics(samples, self.V, self.rare)
+        decode = self.reference.truth.vocab.decode if self.params.embedding_diversity else None
+        out = text_metrics(samples, self.V, self.rare, decode)
         out["ppl_real"] = np.exp(model.nll(self.reference.heldout))
         per_record = self.anchor.record_nll(samples)
         out["ppl_gen0"] = np.exp(per_record.mean(axis=1))
         self.record_metrics = {"ppl_gen0": np.exp(per_record[0])}
-        if self.params.embedding_diversity:
-            vocab = self.reference.truth.vocab
-            out["embedding_diversity"] = embedding_diversity([[vocab.decode(x) for x in rep] for rep in samples])
         return out

@@ -62,11 +62,8 @@ class ImageJudge:
         t = torch()
         with t.no_grad():
             x = t.from_numpy(images.reshape(1, len(images), -1).astype(np.float32) / 255)
-            h = x
-            for w, b in self.net.layers[:-1]:
-                h = t.relu(t.baddbmm(b, h, w))
-            w, b = self.net.layers[-1]
-            logits = t.baddbmm(b, h, w)
+            h = self.net.hidden(x)
+            logits = self.net.output(h)
         return h[0].numpy().astype(np.float64), logits[0].argmax(-1).numpy()
 
 

@@ -56,13 +56,14 @@ def rare_words(real: np.ndarray, V: int, rare_count: int) -> np.ndarray:
     return (counts > 0) & (counts <= rare_count)
 
 
-def text_metrics(samples: np.ndarray, V: int, rare: np.ndarray) -> dict[str, np.ndarray]:
-    """The model-free text metrics of synthetic records (R, M, L)."""
+def text_metrics(samples: np.ndarray, V: int, rare: np.ndarray, decode=None) -> dict[str, np.ndarray]:
+    """The model-free text metrics of synthetic records (R, M, L); with ``decode`` (record -> text), also
+    ``embedding_diversity``."""
     R = samples.shape[0]
     present = bincount_rows(samples.reshape(R, -1), V) > 0
     present[:, 0] = False  # <unk> is not a word of the corpus
     n_rare = rare.sum(axis=1)
-    return {
+    out = {
         "vocab": present.sum(axis=1).astype(float),
         "distinct_1": distinct_n(samples, 1),
         "distinct_2": distinct_n(samples, 2),
@@ -70,6 +71,9 @@ def text_metrics(samples: np.ndarray, V: int, rare: np.ndarray) -> dict[str, np.
         "rare_word_survival": np.where(n_rare > 0, (present & rare).sum(axis=1) / np.maximum(n_rare, 1), np.nan),
         "repetition": repetition(samples),
     }
+    if decode is not None:
+        out["embedding_diversity"] = embedding_diversity([[decode(x) for x in rep] for rep in samples])
+    return out
 
 
 _EMBEDDER: list = []  # (tokenizer, model), loaded once per process

@@ -60,6 +60,9 @@ class _Params(BaseModel):
     split_seed: int = Field(default=0, ge=0, description="seed of the train / held-out split")
 
 
+_TRUTHS: dict[tuple[str, str], EmpiricalTruth] = {}
+
+
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(n)
     h = max(1, int(round(fraction * n)))
@@ -67,6 +70,16 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _RealSource(Source):
+    def truth(self, n, rng):
+        # built once per process and parameters: every cell of a sweep shares the loaded, split data set
+        key = (self.name, self.params.model_dump_json())
+        if key not in _TRUTHS:
+            _TRUTHS[key] = self.build()
+        return _TRUTHS[key]
+
+    def build(self) -> EmpiricalTruth:
+        raise NotImplementedError
+
     def check_n(self, n):
         truth = self.truth(n, None)
         if n > len(truth.train):
@@ -110,15 +123,8 @@ class _TextSource(_RealSource):
     def text_params(self) -> TextParams:
         return self.params
 
-    def truth(self, n, rng):
-        # built once per process and parameters: every cell of a sweep shares the tokenised corpus
-        key = (self.name, self.params.model_dump_json())
-        if key not in _TRUTHS:
-            _TRUTHS[key] = _text_truth(self.name, self.documents(), self.text_params())
-        return _TRUTHS[key]
-
-
-_TRUTHS: dict[tuple[str, str], EmpiricalTruth] = {}
+    def build(self):
+        return _text_truth(self.name, self.documents(), self.text_params())
 
 
 for _corpus, _doc in (
@@ -168,13 +174,10 @@ class _ImageSource(_RealSource):
     kind = "image"
     Params = ImageParams
 
-    def truth(self, n, rng):
-        key = (self.name, self.params.model_dump_json())
-        if key not in _TRUTHS:
-            path = getattr(self.params, "path", None)
-            images, labels = datasets.load_user_images(path) if path else datasets.load_images(self.name)
-            _TRUTHS[key] = _image_truth(self.name, images, labels, self.params)
-        return _TRUTHS[key]
+    def build(self):
+        path = getattr(self.params, "path", None)
+        images, labels = datasets.load_user_images(path) if path else datasets.load_images(self.name)
+        return _image_truth(self.name, images, labels, self.params)
 
 
 for _set, _doc in (
