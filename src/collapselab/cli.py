@@ -347,6 +347,57 @@ def decompose(
 
 
 @app.command()
+def synthesize(
+    data: Path = typer.Option(..., "--data", help="Real table: .csv, .tsv or .parquet (numeric and categorical columns)."),
+    rows: int = typer.Option(..., "--rows", help="Synthetic rows to write."),
+    out: Path = typer.Option(..., "--out", "-o", help="Synthetic table: .csv or .parquet."),
+    clusters: str = typer.Option("bic", "--clusters", help="Clusters of the real rows: a number, or 'bic'."),
+    max_clusters: int = typer.Option(8, "--max-clusters", min=1, help="Largest k tried with --clusters bic."),
+    floor: float = typer.Option(0.01, "--floor", help="Smallest share of the rows per cluster."),
+    seed: int = typer.Option(0, "--seed", min=0),
+    report: Optional[Path] = typer.Option(None, "--report", help="Fidelity report (default: OUT with .fidelity.json)."),
+    as_json: bool = JsonOpt,
+):
+    """Cluster-mirrored synthetic rows for a real table, and a fidelity report."""
+    from pydantic import ValidationError
+
+    from .curation.tabular import synthesize_file
+    from .spec import SynthesisSpec, format_validation_error
+
+    try:
+        spec = SynthesisSpec(
+            kind="cluster-mirrored", clusters=int(clusters) if clusters.isdigit() else clusters,
+            max_clusters=max_clusters, floor=floor,
+        )
+    except ValidationError as e:
+        _fail(format_validation_error(e, "synthesis").replace("synthesis.", "--").replace("_", "-"))
+        return
+    try:
+        result = synthesize_file(data, rows, out, spec, seed, report)
+    except CollapselabError as e:
+        _fail(str(e))
+        return
+    if as_json:
+        print(json.dumps(result, default=_json_default))
+        return
+    table = Table("column", "kind", "fidelity (1 - KS / 1 - TV)", "range / category coverage",
+                  title=f"{result['rows_synthetic']} synthetic rows from {result['rows_real']} real")
+    for col, v in result["columns"].items():
+        fid = v.get("ks_complement", v.get("tv_complement"))
+        cov = v.get("range_coverage", v.get("category_coverage"))
+        table.add_row(col, v["kind"], _fmt(fid), _fmt(cov))
+    out_console.print(table)
+    c = result["clusters"]
+    corr = result["correlation_similarity"]
+    out_console.print(
+        f"clusters: {c['k']} (real shares {c['real_shares']}), cluster coverage {_fmt(c['coverage'])}; "
+        f"correlation similarity {_fmt(corr) if corr is not None else '-'}; "
+        f"mean marginal fidelity {_fmt(result['marginal_mean'])}"
+    )
+    out_console.print(f"written: {result['out']}, {result['report']}")
+
+
+@app.command()
 def data(prepare: bool = typer.Option(True, "--prepare/--status", help="Convert what needs converting (default).")):
     """Real data sets and packaged models: convert them once into the cache folder, and say what is installed."""
     from . import datasets

@@ -20,6 +20,8 @@ from typing import Callable
 import numpy as np
 
 from .checkpoints import CellCheckpoints, fingerprint
+from .curation.pipeline import Pipeline
+from .curation.pipeline import active as pipeline_active
 from .errors import CollapselabError
 from .families import Reference, resolve_family
 from .metrics.stages import first_reached, stage_codes, stage_shares
@@ -47,6 +49,8 @@ class CellResult:
     snapshots: dict[int, np.ndarray] = field(default_factory=dict)
     # per-record values of replicate 0's synthetic records at the same generations (family.record_metrics)
     distributions: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    # warnings the run must show its user (a judge no better than chance, ...)
+    notes: list[str] = field(default_factory=list)
 
 
 def run_cell(
@@ -69,6 +73,10 @@ def run_cell(
     heldout = getattr(truth, "sample_heldout", lambda k, rng: truth.sample((k,), rng))(spec.data.heldout, data_rng)
     family = family_cls(family_params, Reference(truth=truth, heldout=heldout, n=n))
     policy = make_policy(spec)
+    # synthesis, curation, poisoning and screens between models and training sets (curation/pipeline.py)
+    pipeline = Pipeline(spec, family, truth, heldout, seed, cell.index, source.kind) if pipeline_active(spec) else None
+    if pipeline is not None:
+        real = pipeline.real_pool(real)
 
     def draw_real(k: int, rng: np.random.Generator) -> Pool:
         return Pool.real(truth.sample((R, k), rng))
@@ -77,7 +85,7 @@ def run_cell(
     population = spec.population
     models: list = []  # the models population refits mix (all of them under accumulate, else the last)
     # the exact path draws the sufficient statistics of synthetic pools instead of their records
-    exact = policy.supports_stats and family.exact_ok(spec)
+    exact = policy.supports_stats and family.exact_ok(spec) and pipeline is None
     used = policy.synthetic_used(m)
 
     synthetic: list[Pool] = []
@@ -99,8 +107,13 @@ def run_cell(
                 metrics[name] = np.empty((G, R))
                 metrics[name][:start] = done
             synthetic, snapshots, distributions = state.pools, state.snapshots, state.distributions
-            if family.uses_anchor:  # generation 0 trained on the real pool: refit it, same stream, same model
-                family.set_anchor(family.fit(real.x, generator(seed, cell.index, Stream.FIT, 0)), real.x)
+            needs_anchor = family.uses_anchor or (pipeline is not None and pipeline.needs_anchor)
+            if needs_anchor:  # generation 0 trained on the real pool: refit it, same stream, same model
+                anchor = family.fit(real.x, generator(seed, cell.index, Stream.FIT, 0))
+                if family.uses_anchor:
+                    family.set_anchor(anchor, real.x)
+                if pipeline is not None:
+                    pipeline.set_anchor(anchor)
             if progress is not None:
                 progress(cell.id, start, G)
     for g in range(start, G):
@@ -117,10 +130,13 @@ def run_cell(
                 model = family.fit(train.x, generator(seed, cell.index, Stream.FIT, g))
         if g == 0 and family.uses_anchor:
             family.set_anchor(model, real.x)
+        if g == 0 and pipeline is not None:
+            pipeline.set_anchor(model)
         samples = None
         if family.measures_samples:  # measured on its own synthetic records, which then feed the next generation
-            samples = model.sample(m, generator(seed, cell.index, Stream.SAMPLE, g))
-            values = family.metrics(model, samples)
+            drawn = m if pipeline is None else pipeline.candidates(m)  # curation draws candidates to filter
+            samples = model.sample(drawn, generator(seed, cell.index, Stream.SAMPLE, g))
+            values = family.metrics(model, samples[:, :m])
         else:
             values = family.metrics(model)
         values = {k: np.asarray(v, dtype=float) for k, v in values.items()}
@@ -128,6 +144,23 @@ def run_cell(
             values["synthetic_share"] = np.full(R, 1.0 - sum(p.weight for p in parts if p.truth is not None))
         else:
             values["synthetic_share"] = train.synthetic_share()
+        pool = None
+        if g < G - 1 and used > 0 and not population:
+            rng = generator(seed, cell.index, Stream.SAMPLE, g)
+            if pipeline is not None:
+                pool, piped = pipeline.synthetic_pool(g, model, train, samples, m)
+                values.update(piped)
+            elif samples is not None:
+                pool = Pool.synthetic(samples, g)
+            elif exact:  # the statistics of exactly the records the policy will use: exact in distribution
+                pool = StatsPool(family.sample_stats(model, used, rng), 0, used, R, family)
+            else:
+                pool = Pool.synthetic(model.sample(m, rng), g)
+            synthetic = [*synthetic, pool] if policy.keeps_all_pools else [pool]
+        if pipeline is not None:
+            values.update(pipeline.screen_values())
+            for name in pipeline.metric_names:  # NaN where a stage did not run this generation
+                values.setdefault(name, np.full(R, np.nan))
         for name, v in values.items():
             if v.shape != (R,):
                 raise CollapselabError(
@@ -144,16 +177,6 @@ def run_cell(
                 snapshots[g] = samples[0, :snapshot_size]
             else:
                 snapshots[g] = model.sample(snapshot_size, generator(seed, cell.index, Stream.SNAPSHOT, g))[0]
-        pool = None
-        if g < G - 1 and used > 0 and not population:
-            rng = generator(seed, cell.index, Stream.SAMPLE, g)
-            if samples is not None:
-                pool = Pool.synthetic(samples, g)
-            elif exact:  # the statistics of exactly the records the policy will use: exact in distribution
-                pool = StatsPool(family.sample_stats(model, used, rng), 0, used, R, family)
-            else:
-                pool = Pool.synthetic(model.sample(m, rng), g)
-            synthetic = [*synthetic, pool] if policy.keeps_all_pools else [pool]
         if saver is not None:
             saver.save(g, values, pool, snapshots.get(g), distributions.get(g))
         if progress is not None:
@@ -166,8 +189,19 @@ def run_cell(
     if codes is not None:
         metrics.update(stage_shares(codes))
         first = first_reached(codes)
-    theory = {} if population else closed_forms(spec, truth)  # the closed forms are for finite samples
-    return CellResult(cell.id, cell.overrides, metrics, theory, first, snapshots, distributions)
+    # the closed forms are for finite samples of the model itself, without anything between generations
+    theory = {} if population or pipeline is not None else closed_forms(spec, truth)
+    notes = _dedupe_notes(pipeline.notes) if pipeline is not None else []
+    return CellResult(cell.id, cell.overrides, metrics, theory, first, snapshots, distributions, notes)
+
+
+def _dedupe_notes(notes: list[str]) -> list[str]:
+    """Judge warnings repeat every generation: keep the first of each judge with the count of generations."""
+    seen: dict[str, list[str]] = {}
+    for note in notes:
+        key = note.split(" at generation ")[0]
+        seen.setdefault(key, []).append(note)
+    return [v[0] if len(v) == 1 else f"{v[0]} (and {len(v) - 1} later generations)" for v in seen.values()]
 
 
 def fit_population(family, parts, spec, rng: np.random.Generator):

@@ -3,11 +3,15 @@
 A pool holds records for all R replicate chains at once, ``x`` of shape ``(R, N, ...)``, and for every
 record the generation that produced it (``REAL`` = -1 for real data). Training sets are pools too,
 so the synthetic share of every training set is read off its provenance, never inferred.
+
+Further provenance travels in ``extra``, named per-record columns (R, N): ``poisoned`` (1 for records an
+attack injected), ``source`` (which source a record came from, for leave-one-source-out screens) and
+``score:STAGE`` (the score each curation stage gave a synthetic record).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,6 +22,7 @@ REAL = -1
 class Pool:
     x: np.ndarray  # (R, N, ...) records
     generation: np.ndarray  # (R, N) int16: REAL for real records, else the generation that sampled it
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (R, N) float per-record provenance
 
     @classmethod
     def real(cls, x: np.ndarray) -> "Pool":
@@ -33,12 +38,22 @@ class Pool:
 
     def head(self, k: int) -> "Pool":
         """The first k records of every replicate (records of a pool are exchangeable draws)."""
-        return Pool(self.x[:, :k], self.generation[:, :k])
+        return Pool(self.x[:, :k], self.generation[:, :k], {n: v[:, :k] for n, v in self.extra.items()})
 
     def take(self, idx: np.ndarray) -> "Pool":
         """Records ``idx`` (R, k) of each replicate."""
         xi = idx.reshape(idx.shape + (1,) * (self.x.ndim - 2))
-        return Pool(np.take_along_axis(self.x, xi, axis=1), np.take_along_axis(self.generation, idx, axis=1))
+        return Pool(
+            np.take_along_axis(self.x, xi, axis=1),
+            np.take_along_axis(self.generation, idx, axis=1),
+            {n: np.take_along_axis(v, idx, axis=1) for n, v in self.extra.items()},
+        )
+
+    def column(self, name: str) -> np.ndarray:
+        """A provenance column (R, N); records without it read as 0 (``poisoned``) or NaN (scores, sources)."""
+        if name in self.extra:
+            return self.extra[name]
+        return np.full(self.generation.shape, 0.0 if name == "poisoned" else np.nan)
 
     @staticmethod
     def concat(pools: "list[Pool | StatsPool]") -> "Pool | StatsPool":
@@ -46,9 +61,11 @@ class Pool:
             return pools[0]
         if any(isinstance(p, StatsPool) for p in pools):
             return StatsPool.merge(pools)
+        names = sorted({n for p in pools for n in p.extra})
         return Pool(
             np.concatenate([p.x for p in pools], axis=1),
             np.concatenate([p.generation for p in pools], axis=1),
+            {n: np.concatenate([p.column(n) for p in pools], axis=1) for n in names},
         )
 
     def synthetic_share(self) -> np.ndarray:
@@ -56,7 +73,7 @@ class Pool:
         return (self.generation != REAL).mean(axis=1)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"x": self.x, "generation": self.generation}
+        return {"x": self.x, "generation": self.generation, **{f"extra:{n}": v for n, v in self.extra.items()}}
 
 
 @dataclass(eq=False)
@@ -114,4 +131,5 @@ def pool_from_arrays(arrays: dict[str, np.ndarray], family) -> "Pool | StatsPool
         real, synthetic, replicates = (int(v) for v in arrays["counts"])
         stats = family.stats_from_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("stats:")})
         return StatsPool(stats, real, synthetic, replicates, family)
-    return Pool(arrays["x"], arrays["generation"])
+    extra = {k[6:]: v for k, v in arrays.items() if k.startswith("extra:")}
+    return Pool(arrays["x"], arrays["generation"], extra)

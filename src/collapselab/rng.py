@@ -22,8 +22,11 @@ class Stream(IntEnum):
     POLICY = 1  # subsampling of pools and fresh real draws when building a training set
     FIT = 2  # randomness inside fitting (EM initialisation, ...)
     SAMPLE = 3  # synthetic data drawn from a fitted model
-    CURATE = 4  # reserved for curation stages
+    CURATE = 4  # curation stages (random features of a discriminator, ...)
     SNAPSHOT = 5  # samples drawn only for the report's distribution snapshots
+    SYNTHESIS = 6  # cluster-mirrored synthesis (clustering the real pool, sampling per cluster)
+    POISON = 7  # records an attack injects
+    SCREEN = 8  # randomness of poisoning screens (isolation forests) and the refill of removed records
 
 
 def data_generator(spec, seed: int, cell: int) -> np.random.Generator:

@@ -1,8 +1,9 @@
 """Experiment specs: TOML in, validated objects out, with one-line errors that name the key.
 
 A spec describes one experiment; its optional ``[sweep]`` table maps dotted keys to lists and expands
-the spec into the grid of *cells* (their cartesian product, in the order the keys are written).
-Every cell is fully validated before anything runs or is written.
+the spec into the grid of *cells* (their cartesian product, in the order the keys are written). The key
+``cases`` lists named variants instead: tables of keys set together (``{case = "mix 10%", policy = {kind = "mix",
+real_fraction = 0.1}}``), for comparisons that are not a grid. Every cell is fully validated before anything runs or is written.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import SpecError
+
+# ``[sweep] cases = [{...}, {...}]``: named variants, each a table of (dotted) keys set together; ``case`` labels one
+CASES = "cases"
+CASE_LABEL = "case"
 
 POLICY_KINDS = ("replace", "accumulate", "accumulate-subsample", "mix", "fresh")
 
@@ -73,6 +78,59 @@ class StagesSpec(_Strict):
         return self
 
 
+class SynthesisSpec(_Strict):
+    """How each generation's synthetic records are produced from its training set (collapselab.curation.mirror)."""
+
+    kind: Literal["model", "cluster-mirrored"] = "model"
+    clusters: int | Literal["bic"] = Field(default="bic", description="clusters of the real data, or 'bic'")
+    max_clusters: int = Field(default=8, ge=1, description="largest k tried when clusters = 'bic'")
+    floor: float = Field(default=0.01, ge=0, lt=1, description="smallest share of the synthetic pool per cluster")
+    reg_covar: float = Field(default=1e-6, ge=0)
+
+    @model_validator(mode="after")
+    def _clusters(self):
+        if isinstance(self.clusters, int) and self.clusters < 1:
+            raise ValueError(f"synthesis.clusters = {self.clusters} must be a positive number or 'bic'")
+        return self
+
+
+class CurationSpec(_Strict):
+    """One curation stage, applied to each generation's synthetic records before they enter a training set."""
+
+    kind: Literal["likelihood", "discriminator", "llm-judge", "verifier"]
+    keep: float = Field(default=0.5, gt=0, le=1, description="share of the candidates the stage keeps")
+    select: Literal["top", "sample"] | None = Field(
+        default=None,
+        description="keep the best scores ('top'), or sample without replacement with weights exp(score) "
+        "('sample': importance resampling when the score is a log density ratio); default per kind",
+    )
+    measure: int = Field(default=200, ge=10, description="labelled records per class the judge is measured on")
+    on_chance: Literal["warn", "skip", "error"] = Field(
+        default="warn", description="what to do when the measured judge is no better than chance"
+    )
+    labels: str | None = Field(default=None, description="user-labelled examples (good = 1, bad = 0) to measure on")
+    params: dict[str, Any] = {}
+
+
+class PoisonSpec(_Strict):
+    """Records from an adversarial source injected at a rate (collapselab.curation.poison)."""
+
+    kind: Literal["shifted-cluster", "outliers", "label-flip", "trigger-phrase"]
+    rate: float = Field(gt=0, lt=1, description="share of the target pool replaced by poisoned records")
+    target: Literal["real", "synthetic"] = "real"
+    params: dict[str, Any] = {}
+
+
+class ScreenSpec(_Strict):
+    """Poisoning screens run on every training set before fitting; flagged records are removed."""
+
+    methods: list[Literal["mahalanobis", "isolation-forest", "spectral", "loso"]] = Field(min_length=1)
+    combine: Literal["any", "all"] = Field(default="any", description="flag a record when any / all methods do")
+    contamination: float = Field(default=0.05, gt=0, lt=0.5, description="isolation forest's expected share")
+    sources: int = Field(default=10, ge=2, description="sources the real pool is drawn from (leave-one-source-out)")
+    trusted: int = Field(default=200, ge=10, description="trusted anchor records (held-out real) for loso")
+
+
 class Spec(_Strict):
     name: str = "experiment"
     description: str = ""
@@ -84,6 +142,10 @@ class Spec(_Strict):
     model: ModelSpec
     policy: PolicySpec = PolicySpec()
     stages: StagesSpec = StagesSpec()
+    synthesis: SynthesisSpec = SynthesisSpec()
+    curation: list[CurationSpec] = []
+    poison: PoisonSpec | None = None
+    screen: ScreenSpec | None = None
     shared_data: bool = Field(
         default=False,
         description="every cell of a sweep draws the same real data and held-out records (a paired comparison)",
@@ -97,6 +159,8 @@ class Spec(_Strict):
                 raise ValueError(f"sweep {key!r} has no values")
             if key.split(".")[0] in ("sweep", "plugins", "name", "description"):
                 raise ValueError(f"sweep {key!r}: that key cannot be swept")
+            if key == CASES and not all(isinstance(v, dict) and v for v in values):
+                raise ValueError(f"sweep {CASES!r}: every case must be a non-empty table of keys to set")
         return self
 
     @property
@@ -144,7 +208,10 @@ def _allowed_keys(err: ValidationError, loc) -> str:
     return "; allowed: " + ", ".join(cls.model_fields)
 
 
-_MODELS: dict[str, type[BaseModel]] = {m.__name__: m for m in (Spec, DataSpec, ModelSpec, PolicySpec, StagesSpec)}
+_MODELS: dict[str, type[BaseModel]] = {
+    m.__name__: m
+    for m in (Spec, DataSpec, ModelSpec, PolicySpec, StagesSpec, SynthesisSpec, CurationSpec, PoisonSpec, ScreenSpec)
+}
 
 
 def validate_params(model: type[BaseModel], params: dict[str, Any], prefix: str) -> BaseModel:
@@ -248,6 +315,7 @@ def set_dotted(raw: dict, key: str, value: Any) -> None:
 def expand(spec: Spec) -> list[Cell]:
     """The cells of a spec: its sweep grid, or the spec itself as cell "0". Each cell is validated."""
     from .families import resolve_family  # late: families and policies import spec helpers
+    from .curation import check_pipeline
     from .policies import check_policy
     from .sources import get_source
 
@@ -256,10 +324,16 @@ def expand(spec: Spec) -> list[Cell]:
     keys = list(spec.sweep)
     cells = []
     for index, values in enumerate(itertools.product(*(spec.sweep[k] for k in keys))):
-        overrides = dict(zip(keys, values))
+        overrides: dict[str, Any] = {}
+        for k, v in zip(keys, values):
+            if k == CASES:  # a case sets several keys at once: they are the cell's overrides
+                overrides.update(v)
+            else:
+                overrides[k] = v
         raw = copy.deepcopy(base)
         for k, v in overrides.items():
-            set_dotted(raw, k, v)
+            if k != CASE_LABEL:
+                set_dotted(raw, k, v)
         try:
             cell_spec = parse_spec(raw)
             source = get_source(cell_spec.data.source, cell_spec.data.params)
@@ -267,6 +341,7 @@ def expand(spec: Spec) -> list[Cell]:
             family_cls, family_params = resolve_family(cell_spec.model, source)
             family_cls.check_spec(cell_spec, family_params)
             check_policy(cell_spec)
+            check_pipeline(cell_spec, source, family_cls)
         except SpecError as e:
             if overrides:
                 where = ", ".join(f"{k}={v!r}" for k, v in overrides.items())

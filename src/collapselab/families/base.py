@@ -83,6 +83,16 @@ class Family:
     # under generation 0, Shumailov et al.'s Fig. 4): ``metrics`` may set name -> (m,) values of replicate 0.
     record_metrics: dict[str, np.ndarray] | None = None
 
+    # Families that score single records (``record_loglik``) can anchor likelihood curation and leave-one-source-out
+    # screens; the default reads ``model.log_prob``.
+    scores_records: ClassVar[bool] = False
+
+    def record_loglik(self, model: Model, x: np.ndarray) -> np.ndarray:
+        """Log-likelihood of each record (R, N, ...) under its own replicate's model: (R, N)."""
+        if not hasattr(model, "log_prob"):
+            raise SpecError(f"family {self.name!r} does not score records")
+        return model.log_prob(x)
+
     def set_anchor(self, model: Model, real: np.ndarray) -> None:
         """Receive generation 0's model and the real records (R, n, ...) it was fitted on."""
 

@@ -10,7 +10,7 @@ from pydantic import Field
 from scipy import special
 
 from ..errors import SpecError
-from ._batched import bmm, gaussian_cross_entropy, psd_factor, psd_sqrt
+from ._batched import bmm, gaussian_cross_entropy, gaussian_logpdf, psd_factor, psd_sqrt
 from .base import Family, Params, register_family
 
 
@@ -23,6 +23,10 @@ class GaussianModel:
     @property
     def sampling_cov(self) -> np.ndarray:
         return self.cov if self.truncation == 1.0 else self.cov * self.truncation**2
+
+    def log_prob(self, x: np.ndarray) -> np.ndarray:
+        """log density of records x (R, N, d) under each replicate's Gaussian: (R, N)."""
+        return gaussian_logpdf(x, self.mean, self.cov)
 
     def sample(self, m: int, rng: np.random.Generator) -> np.ndarray:
         R, d = self.mean.shape
@@ -79,6 +83,7 @@ class GaussianFamily(Family):
     name = "gaussian"
     accepts = ("continuous",)
     tail_metrics = ("tail_mass",)
+    scores_records = True
     spread_metrics = ("std_ratio",)
 
     supports_exact = True

@@ -189,9 +189,31 @@ class GMMFamily(Family):
     name = "gmm"
     accepts = ("continuous",)
     spread_metrics = ("component_std_max",)
+    scores_records = True
+
+    def __init__(self, params, reference):
+        super().__init__(params, reference)
+        truth = reference.truth
+        # a truth with several clusters has a rarest one: its mass under the model is the tail signal
+        self.rare = int(np.argmin(truth.weights)) if truth.components > 1 else None
+        self.tail_metrics = ("rare_cluster_mass",) if self.rare is not None else ()
 
     def signal_references(self):
-        return {"component_std_max": float(np.sqrt(np.linalg.eigvalsh(self.reference.truth.covs).max()))}
+        refs = {"component_std_max": float(np.sqrt(np.linalg.eigvalsh(self.reference.truth.covs).max()))}
+        if self.rare is not None:
+            refs["rare_cluster_mass"] = float(self.reference.truth.weights[self.rare])
+        return refs
+
+    def rare_cluster_mass(self, model: GMMModel) -> np.ndarray:
+        """Weight of the model's components centred in the truth's rarest cluster (where the truth's posterior
+        puts them), shape (R,): the mass the model keeps on the minority, 0 once it is forgotten."""
+        t = self.reference.truth
+        post = np.stack(
+            [gaussian_logpdf(model.means, t.means[k], t.covs[k]) + np.log(t.weights[k]) for k in range(t.components)],
+            axis=-1,
+        )  # (R, K_model, K_truth)
+        home = np.argmax(post, axis=-1)
+        return np.sum(model.weights * (home == self.rare), axis=1)
 
     class Params(Params):
         components: int = Field(default=2, ge=1)
@@ -219,9 +241,12 @@ class GMMFamily(Family):
         eig = np.linalg.eigvalsh(model.covs)  # (R, K, d)
         heldout = self.reference.heldout[None]
         nll = -model.log_prob(heldout).mean(axis=1)
-        return {
+        out = {
             "l2": np.sqrt(np.clip(ff - 2 * fg + gg, 0, None)),
             "component_std_max": np.sqrt(eig.max(axis=(1, 2))),
             "nll_real": nll,
             "kl": nll - self.truth_nll(),
         }
+        if self.rare is not None:
+            out["rare_cluster_mass"] = self.rare_cluster_mass(model)
+        return out

@@ -205,6 +205,11 @@ class _LMFamily(Family):
         self.anchor = model
         self.rare = rare_words(real, len(self.vocab), self.params.rare_count)
 
+    scores_records = True
+
+    def record_loglik(self, model, x):
+        return -model.record_nll(x)[0]  # per token
+
     def metrics(self, model, samples):
         decode = self.vocab.decode if self.params.embedding_diversity else None
         out = text_metrics(samples, len(self.vocab), self.rare, decode)
@@ -259,6 +264,16 @@ def load_pretrained(name: str):
     config = AutoConfig.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=t.float32, use_safetensors=True)
     return config, {k: v.clone() for k, v in model.state_dict().items()}, tokenizer
+
+
+def load_judge_model(name: str):
+    """(model in eval mode, tokenizer) of a local causal LM, for the llm-judge curation stage."""
+    from transformers import AutoModelForCausalLM
+
+    config, state, tokenizer = load_pretrained(name)
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(state)
+    return model.eval(), tokenizer
 
 
 def _gguf_to_safetensors(gguf: Path, folder: Path) -> Path:

@@ -207,6 +207,11 @@ class NGramFamily(Family):
         self.anchor = model
         self.rare = rare_words(real, self.V, self.params.rare_count)
 
+    scores_records = True
+
+    def record_loglik(self, model, x):
+        return -model.record_nll(x)  # per word: records have equal lengths
+
     def metrics(self, model, samples):
         decode = self.reference.truth.vocab.decode if self.params.embedding_diversity else None
         out = text_metrics(samples, self.V, self.rare, decode)

@@ -1,0 +1,506 @@
+"""Curation stages and the measurement of every judge before it filters anything.
+
+A stage scores records (higher = better) and keeps a ``keep`` share of its candidates, so the loop draws
+``samples / Π keep`` candidates to end with a full synthetic pool: the best scores (``select = "top"``), or a
+sample without replacement with weights exp(score) (``"sample"``, by the Gumbel top-k trick; for a
+discriminator, whose score is the log odds of "real", this is importance resampling towards the real
+distribution — a judge at chance then keeps a uniform random subset instead of amplifying its own noise).
+Kept records stay in their random draw order (records of a pool must remain exchangeable: the mix policy takes
+the first k of them). Each stage writes its score into the records' provenance (``score:KIND``).
+
+Before it filters, a judge is **measured** every generation on labelled records — held-out real records
+(good) against the generation's own candidates (bad), or the user's labelled examples — and the run records
+its AUC, and the precision and recall of its keep decision. A judge whose AUC is not above chance (0.5 plus
+1.96 standard errors, Hanley & McNeil) gets a loud warning in the run's notes; ``on_chance = "skip"`` then
+keeps a random subset instead of filtering, ``"error"`` stops the run.
+
+Stages:
+
+- ``likelihood``    scores under a frozen anchor (the generation-0 model, fitted on the real pool). ``mode =
+                    "band"``: records inside the band of the real records' own log-likelihood quantiles
+                    (``band``) score best, the rest by their distance to it (drops implausible records).
+                    ``mode = "ratio"``: the log ratio anchor / current model, resampled (``select = "sample"``):
+                    pulls each generation's pool back towards the anchor's distribution, tails included.
+- ``discriminator`` a real-vs-synthetic classifier (L2 logistic regression on random Fourier features of the
+                    records' features, batched over replicates), trained on the real pool against candidates
+                    set aside from scoring; keeps what it cannot tell from real (``select = "sample"`` by default).
+- ``llm-judge``     a language model rates each text record against a rubric: the packaged SmolLM2-135M-Instruct
+                    (score = logit of "Yes" minus "No") or any OpenAI-compatible endpoint (a 1–10 rating).
+- ``verifier``      any callable ``module:function`` that scores or accepts records.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import stats
+
+from ..errors import CollapselabError, SpecError
+from .features import record_features, standardise
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(eq=False)
+class Context:
+    """What stages may use: the record kind, the real pool and held-out records, and ways to read records."""
+
+    kind: str
+    real: np.ndarray  # (R, n, ...) the real pool
+    heldout: np.ndarray  # (H, ...) held-out real records
+    family: Any
+    decode: Callable[[np.ndarray], str] | None = None  # text records → strings
+    anchor: Any = None  # generation 0's model (set by the loop)
+
+
+@dataclass(eq=False)
+class Measured:
+    auc: np.ndarray  # (R,)
+    precision: np.ndarray
+    recall: np.ndarray
+    chance: bool
+    summary: str
+
+
+class Stage:
+    kind: ClassVar[str]
+    Params: ClassVar[type[BaseModel]] = _Params
+    kinds: ClassVar[tuple[str, ...] | None] = None  # record kinds it can judge (None: all)
+    select: ClassVar[str] = "top"  # the default selection rule
+
+    def __init__(self, spec, params, context: Context):
+        self.spec, self.params, self.ctx = spec, params, context
+
+    @classmethod
+    def check(cls, spec, params, source_kind: str, family_cls) -> None:
+        if cls.kinds is not None and source_kind not in cls.kinds:
+            raise SpecError(f"curation kind {cls.kind!r} judges {', '.join(cls.kinds)} records, not {source_kind}")
+
+    def prepare(self, candidates: np.ndarray, aside: int, rng: np.random.Generator, model=None) -> None:
+        """Called once per generation before scoring; ``candidates[:, :aside]`` are the measurement records,
+        ``model`` the generation's fitted model."""
+
+    @property
+    def selection(self) -> str:
+        return self.spec.select or self.select
+
+    def score(self, records: np.ndarray) -> np.ndarray:
+        """(R, N, ...) records → (R, N) scores, higher = better."""
+        raise NotImplementedError
+
+
+STAGES: dict[str, type[Stage]] = {}
+
+
+def _register(cls):
+    STAGES[cls.kind] = cls
+    return cls
+
+
+@_register
+class Likelihood(Stage):
+    kind = "likelihood"
+
+    class Params(_Params):
+        mode: Literal["band", "ratio"] = "band"
+        band: tuple[float, float] = Field(default=(0.01, 1.0), description="quantiles of the real log-likelihoods")
+
+    @property
+    def selection(self):
+        return self.spec.select or ("sample" if self.params.mode == "ratio" else "top")
+
+    @classmethod
+    def check(cls, spec, params, source_kind, family_cls):
+        lo, hi = params.band
+        if not 0 <= lo < hi <= 1:
+            raise SpecError(f"curation.params.band = {list(params.band)}: need 0 <= low < high <= 1")
+        if not family_cls.scores_records:
+            raise SpecError(
+                f"curation kind 'likelihood' needs a family that scores records; {family_cls.name!r} does not"
+            )
+
+    def prepare(self, candidates, aside, rng, model=None):
+        self.model = model
+        real_ll = self.ctx.family.record_loglik(self.ctx.anchor, self.ctx.real)
+        self.lo, self.hi = np.quantile(real_ll, self.params.band, axis=1)[..., None]  # (R, 1) each
+
+    def score(self, records):
+        ll = self.ctx.family.record_loglik(self.ctx.anchor, records)
+        ll = np.where(np.isfinite(ll), ll, -1e300)
+        if self.params.mode == "ratio":
+            current = self.ctx.family.record_loglik(self.model, records)
+            return np.clip(ll - np.where(np.isfinite(current), current, -1e300), -50, 50)
+        return np.minimum(0.0, np.minimum(ll - self.lo, self.hi - ll))  # 0 in the band, below it by distance
+
+
+@_register
+class Discriminator(Stage):
+    kind = "discriminator"
+    select = "sample"
+
+    class Params(_Params):
+        features: int = Field(default=128, ge=8, description="random Fourier features")
+        lengthscale: float = Field(default=0.5, gt=0, description="in standard deviations of the real records")
+        l2: float = Field(default=1e-3, gt=0, description="penalty per training record")
+        iterations: int = Field(default=20, ge=1)
+        max_train: int = Field(default=2000, ge=20, description="records per class the classifier trains on")
+
+    def _features(self, records):
+        f = standardise(record_features(records, self.ctx.kind), self.base)
+        if self.W is None:
+            return f
+        return np.sqrt(2.0 / self.W.shape[1]) * np.cos(np.einsum("rnd,dk->rnk", f, self.W) + self.b)
+
+    def prepare(self, candidates, aside, rng, model=None):
+        p = self.params
+        real = self.ctx.real
+        self.base = record_features(real, self.ctx.kind)
+        dim = self.base.shape[-1]
+        # random Fourier features of low-dimensional records (a smooth nonlinear classifier); text and
+        # images are high-dimensional already: linear in their features
+        if dim <= 64:
+            self.W = rng.standard_normal((dim, p.features)) / p.lengthscale
+            self.b = rng.uniform(0, 2 * np.pi, p.features)
+        else:
+            self.W = None
+        k = min(p.max_train, real.shape[1], candidates.shape[1] - aside)
+        pos = self._features(real[:, :k])
+        neg = self._features(candidates[:, aside : aside + k])
+        phi = np.concatenate([pos, neg], axis=1)
+        phi = np.concatenate([phi, np.ones(phi.shape[:2] + (1,))], axis=2)  # intercept
+        y = np.concatenate([np.ones(k), np.zeros(k)])
+        self.w = _logistic_irls(phi, y, p.l2, p.iterations)
+
+    def score(self, records):
+        phi = self._features(records)
+        return np.einsum("rnk,rk->rn", phi, self.w[:, :-1]) + self.w[:, -1:]  # the logit of P(real)
+
+
+def _logistic_irls(phi: np.ndarray, y: np.ndarray, l2: float, iterations: int) -> np.ndarray:
+    """L2-penalised logistic regression by Newton steps, batched over the leading replicate axis."""
+    R, N, D = phi.shape
+    w = np.zeros((R, D))
+    penalty = l2 * N * np.eye(D)
+    penalty[-1, -1] = 0.0  # the intercept is not shrunk
+    for _ in range(iterations):
+        z = np.einsum("rnd,rd->rn", phi, w)
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+        grad = np.einsum("rnd,rn->rd", phi, p - y) + np.einsum("de,re->rd", penalty, w)
+        # the Hessian through BLAS (the cost of a Newton step); it sets only the step, not the optimum the
+        # gradient (summed in a fixed order above) defines, so the converged weights do not depend on it
+        hess = np.matmul(np.swapaxes(phi, 1, 2), phi * (p * (1 - p))[..., None]) + penalty
+        w = w - np.linalg.solve(hess, grad[..., None])[..., 0]
+    return w
+
+
+DEFAULT_RUBRIC = (
+    "You judge short passages of English prose. A good passage is fluent, grammatical and coherent, "
+    "with varied wording; a bad one is garbled, repetitive or meaningless."
+)
+
+
+@_register
+class LLMJudge(Stage):
+    kind = "llm-judge"
+    kinds = ("text",)
+
+    class Params(_Params):
+        model: str = Field(default="smollm2", description="a local model: 'smollm2', an HF folder or a .gguf")
+        endpoint: str | None = Field(default=None, description="an OpenAI-compatible base URL (…/v1) instead")
+        api_model: str = "gpt-4o-mini"
+        api_key_env: str = Field(default="OPENAI_API_KEY", description="environment variable holding the key")
+        rubric: str = DEFAULT_RUBRIC
+        timeout: float = Field(default=30.0, gt=0, description="seconds per request")
+        retries: int = Field(default=3, ge=0)
+        batch_size: int = Field(default=8, ge=1, description="records per request (local: per forward pass)")
+        concurrency: int = Field(default=4, ge=1, description="requests in flight")
+        max_chars: int = Field(default=600, ge=20, description="characters of each record shown to the judge")
+
+    def score(self, records):
+        R, N = records.shape[:2]
+        texts = [self.ctx.decode(r)[: self.params.max_chars] for r in records.reshape(R * N, -1)]
+        if self.params.endpoint:
+            scores = http_judge(texts, self.params)
+        else:
+            scores = local_judge(texts, self.params)
+        return np.asarray(scores, dtype=float).reshape(R, N)
+
+
+_LOCAL: dict[str, tuple] = {}
+
+
+def local_judge(texts: list[str], p) -> list[float]:
+    """logit P("Yes") − logit P("No") of a local chat model asked whether each text meets the rubric."""
+    from ..families._torch import torch
+    from ..families.lm import load_judge_model
+
+    t = torch()
+    if p.model not in _LOCAL:
+        _LOCAL[p.model] = load_judge_model(p.model)
+    model, tok = _LOCAL[p.model]
+    yes = tok("Yes", add_special_tokens=False)["input_ids"][0]
+    no = tok("No", add_special_tokens=False)["input_ids"][0]
+    out: list[float] = []
+    for s in range(0, len(texts), p.batch_size):
+        prompts = [_chat_prompt(tok, p.rubric, text) for text in texts[s : s + p.batch_size]]
+        batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with t.no_grad():
+            logits = model(**batch).logits[:, -1, :]  # left padding: the last position is every prompt's end
+        out.extend((logits[:, yes] - logits[:, no]).tolist())
+    return out
+
+
+def _chat_prompt(tok, rubric: str, text: str) -> str:
+    question = f"Passage:\n{text}\n\nIs this a good passage by the standard above? Answer Yes or No."
+    messages = [{"role": "system", "content": rubric}, {"role": "user", "content": question}]
+    if getattr(tok, "chat_template", None):
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"{rubric}\n\n{question}\nAnswer:"
+
+
+def http_judge(texts: list[str], p) -> list[float]:
+    """Ratings 1–10 from an OpenAI-compatible chat endpoint, ``batch_size`` records per request."""
+    batches = [texts[s : s + p.batch_size] for s in range(0, len(texts), p.batch_size)]
+    with ThreadPoolExecutor(max_workers=p.concurrency) as pool:
+        rated = list(pool.map(lambda b: _rate_batch(b, p), batches))
+    return [x for batch in rated for x in batch]
+
+
+def _rate_batch(texts: list[str], p) -> list[float]:
+    numbered = "\n\n".join(f"{i + 1}. {t}" for i, t in enumerate(texts))
+    body = {
+        "model": p.api_model,
+        "temperature": 0,
+        "messages": [
+            {"role": "system", "content": p.rubric},
+            {
+                "role": "user",
+                "content": f"Rate each numbered passage from 1 (bad) to 10 (excellent). Reply with only a JSON "
+                f"list of {len(texts)} numbers, in order.\n\n{numbered}",
+            },
+        ],
+    }
+    headers = {"Content-Type": "application/json"}
+    key = os.environ.get(p.api_key_env)
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    url = p.endpoint.rstrip("/") + "/chat/completions"
+    last = "no attempt"
+    for attempt in range(p.retries + 1):
+        if attempt:
+            time.sleep(min(8.0, 0.25 * 2**attempt))
+        try:
+            req = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+            with urllib.request.urlopen(req, timeout=p.timeout) as resp:
+                reply = json.loads(resp.read())["choices"][0]["message"]["content"]
+            return _parse_ratings(reply, len(texts))
+        except urllib.error.HTTPError as e:
+            last = f"HTTP {e.code}"
+            if e.code in (400, 401, 403, 404):  # the request itself is wrong: retrying cannot help
+                break
+        except (urllib.error.URLError, TimeoutError, OSError, ValueError, KeyError, IndexError) as e:
+            last = f"{type(e).__name__}: {e}"
+    raise CollapselabError(f"curation llm-judge: {url} failed after {attempt + 1} attempt(s): {last}")
+
+
+def _parse_ratings(reply: str, k: int) -> list[float]:
+    start, end = reply.find("["), reply.rfind("]")
+    if start < 0 or end < start:
+        raise ValueError(f"no JSON list in the judge's reply {reply[:80]!r}")
+    values = json.loads(reply[start : end + 1])
+    if len(values) != k or not all(isinstance(v, (int, float)) for v in values):
+        raise ValueError(f"the judge rated {len(values)} passages, expected {k} numbers")
+    return [float(v) for v in values]
+
+
+@_register
+class Verifier(Stage):
+    kind = "verifier"
+
+    class Params(_Params):
+        function: str = Field(description="'module:function', called with a batch of records (text: strings)")
+        batch_size: int = Field(default=4096, ge=1)
+
+    @classmethod
+    def check(cls, spec, params, source_kind, family_cls):
+        resolve_callable(params.function, "curation.params.function")
+
+    def score(self, records):
+        fn = resolve_callable(self.params.function, "curation.params.function")
+        R, N = records.shape[:2]
+        flat = records.reshape(R * N, *records.shape[2:])
+        out = []
+        for s in range(0, R * N, self.params.batch_size):
+            chunk = flat[s : s + self.params.batch_size]
+            batch = [self.ctx.decode(r) for r in chunk] if self.ctx.kind == "text" else chunk
+            v = np.asarray(fn(batch), dtype=float).reshape(-1)
+            if v.shape[0] != len(chunk):
+                raise CollapselabError(
+                    f"verifier {self.params.function}: returned {v.shape[0]} values for {len(chunk)} records"
+                )
+            out.append(v)
+        return np.concatenate(out).reshape(R, N)
+
+
+def resolve_callable(ref: str, key: str) -> Callable:
+    mod, _, name = ref.partition(":")
+    if not mod or not name:
+        raise SpecError(f"{key} = {ref!r}: expected 'module:function'")
+    try:
+        fn = getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError) as e:
+        raise SpecError(f"{key} = {ref!r}: cannot import it ({e})") from None
+    if not callable(fn):
+        raise SpecError(f"{key} = {ref!r}: not callable")
+    return fn
+
+
+# --- measuring a judge ---------------------------------------------------------------------------------------
+
+
+def auc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Mann–Whitney AUC per replicate: P(score of a good record > score of a bad one), ties count ½."""
+    both = np.concatenate([pos, neg], axis=1)
+    ranks = stats.rankdata(both, axis=1)
+    n1, n2 = pos.shape[1], neg.shape[1]
+    return (ranks[:, :n1].sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n2)
+
+
+def hanley_mcneil_se(a: np.ndarray, n1: int, n2: int) -> np.ndarray:
+    q1, q2 = a / (2 - a), 2 * a**2 / (1 + a)
+    var = (a * (1 - a) + (n1 - 1) * (q1 - a**2) + (n2 - 1) * (q2 - a**2)) / (n1 * n2)
+    return np.sqrt(np.clip(var, 1e-12, None))
+
+
+def measure(pos: np.ndarray, neg: np.ndarray, cutoff: np.ndarray, label: str) -> Measured:
+    """AUC, and precision and recall of "keep if score >= cutoff" (good records are the positives)."""
+    a = auc(pos, neg)
+    kept_pos = (pos >= cutoff[:, None]).sum(axis=1)
+    kept_neg = (neg >= cutoff[:, None]).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(kept_pos + kept_neg > 0, kept_pos / (kept_pos + kept_neg), np.nan)
+    recall = kept_pos / pos.shape[1]
+    se = float(np.sqrt(np.mean(hanley_mcneil_se(a, pos.shape[1], neg.shape[1]) ** 2) / a.size))
+    mean = float(a.mean())
+    chance = mean - 0.5 < 1.96 * se
+    summary = f"{label}: AUC {mean:.3f} ± {1.96 * se:.3f} on {pos.shape[1]} good + {neg.shape[1]} bad records"
+    return Measured(a, precision, recall, chance, summary)
+
+
+# --- the curator: all stages of a spec ------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Curated:
+    x: np.ndarray  # (R, m, ...) kept records, in draw order
+    extra: dict[str, np.ndarray]  # score:KIND -> (R, m)
+    metrics: dict[str, np.ndarray]  # KIND_auc, KIND_precision, KIND_recall, KIND_kept_rejected -> (R,)
+    notes: list[str] = field(default_factory=list)
+
+
+class Curator:
+    def __init__(self, specs: list, context: Context, labels: dict[str, tuple[np.ndarray, np.ndarray]]):
+        self.ctx = context
+        self.stages = [STAGES[s.kind](s, STAGES[s.kind].Params.model_validate(s.params), context) for s in specs]
+        self.names = stage_names(specs)
+        self.labels = labels  # stage name -> (good records, bad records) supplied by the user
+
+    def candidates(self, m: int) -> int:
+        """Candidates to draw so that every stage keeps its share and ``m`` records remain."""
+        return int(math.ceil(m / math.prod(s.spec.keep for s in self.stages) - 1e-9))
+
+    def aside(self, m: int) -> int:
+        """Candidates set aside to measure the judges on (also scored and eligible)."""
+        return min(max(s.spec.measure for s in self.stages), self.candidates(m) // 2)
+
+    def curate(self, g: int, candidates: np.ndarray, m: int, rng: np.random.Generator, model=None) -> Curated:
+        x = candidates
+        aside = self.aside(m)
+        R = x.shape[0]
+        extra: dict[str, np.ndarray] = {}
+        metrics: dict[str, np.ndarray] = {}
+        notes: list[str] = []
+        pos_heldout = np.broadcast_to(self.ctx.heldout[None], (R, *self.ctx.heldout.shape))
+        for i, (stage, name) in enumerate(zip(self.stages, self.names)):
+            last = i == len(self.stages) - 1
+            k = m if last else max(m, int(round(stage.spec.keep * x.shape[1])))
+            stage.prepare(x, aside, rng, model)
+            score = stage.score(x)
+            # the cutoff that keeps k of the candidates: the k-th best score
+            cutoff = -np.sort(-score, axis=1)[:, k - 1]
+            if name in self.labels:
+                good, bad = (np.broadcast_to(a[None], (R, *a.shape)) for a in self.labels[name])
+                pos, neg = stage.score(good), stage.score(bad)
+            else:
+                q = min(stage.spec.measure, pos_heldout.shape[1])
+                pos, neg = stage.score(pos_heldout[:, :q]), score[:, :aside]
+            result = measure(pos, neg, cutoff, f"curation {name} at generation {g}")
+            metrics.update({f"{name}_auc": result.auc, f"{name}_precision": result.precision,
+                            f"{name}_recall": result.recall})
+            if result.chance:
+                notes.append(f"JUDGE NO BETTER THAN CHANCE — {result.summary}")
+                if stage.spec.on_chance == "error":
+                    raise CollapselabError(f"{result.summary}: no better than chance (on_chance = 'error')")
+            if result.chance and stage.spec.on_chance == "skip":
+                idx = np.broadcast_to(np.arange(k), (R, k))  # a random subset: the candidates are in random order
+            else:
+                key = score
+                if stage.selection == "sample":  # Gumbel top-k: weights exp(score)
+                    key = score - np.log(-np.log(rng.random(score.shape)))
+                order = np.argsort(-key, axis=1, kind="stable")[:, :k]
+                idx = np.sort(order, axis=1)  # keep the draw order: kept records stay exchangeable
+            x = np.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
+            extra = {n: np.take_along_axis(v, idx, axis=1) for n, v in extra.items()}
+            extra[f"score:{name}"] = np.take_along_axis(score, idx, axis=1)
+            aside = min(aside, k // 2)
+        return Curated(x, extra, metrics, notes)
+
+
+def stage_names(specs) -> list[str]:
+    """How metrics and scores name each stage: its kind, with its index where a kind repeats."""
+    kinds = [s.kind for s in specs]
+    return [s.kind if kinds.count(s.kind) == 1 else f"{s.kind}{i}" for i, s in enumerate(specs)]
+
+
+def check_curation(spec, source_kind: str, family_cls) -> None:
+    for i, s in enumerate(spec.curation):
+        cls = STAGES[s.kind]
+        try:
+            params = cls.Params.model_validate(s.params)
+        except Exception as e:  # pydantic's ValidationError: one line naming the key
+            from ..spec import format_validation_error
+
+            raise SpecError(format_validation_error(e, f"curation[{i}].params")) from None
+        cls.check(spec, params, source_kind, family_cls)
+        if s.labels is not None:
+            load_labels(s.labels, source_kind)
+
+
+def load_labels(path: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """User-labelled examples: an .npz with ``x`` (records) and ``y`` (1 good, 0 bad)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"curation.labels = {path!r}: file not found")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            x, y = z["x"], z["y"].astype(int)
+    except (OSError, ValueError, KeyError) as e:
+        raise SpecError(f"curation.labels = {path!r}: need an .npz with arrays x and y ({e})") from None
+    if x.shape[0] != y.shape[0] or not set(np.unique(y)) <= {0, 1} or y.min() == y.max():
+        raise SpecError(f"curation.labels = {path!r}: y must label every record of x with 1 (good) or 0 (bad), both")
+    return x[y == 1], x[y == 0]
