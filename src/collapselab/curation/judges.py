@@ -25,7 +25,8 @@ Stages:
                     records' features, batched over replicates), trained on the real pool against candidates
                     set aside from scoring; keeps what it cannot tell from real (``select = "sample"`` by default).
 - ``llm-judge``     a language model rates each text record against a rubric: the packaged SmolLM2-135M-Instruct
-                    (score = logit of "Yes" minus "No") or any OpenAI-compatible endpoint (a 1–10 rating).
+                    (score = logit of "Yes" minus "No"; or ``question = "fluency"``: its mean token log-likelihood)
+                    or any OpenAI-compatible endpoint (a 1–10 rating).
 - ``verifier``      any callable ``module:function`` that scores or accepts records.
 """
 
@@ -152,10 +153,10 @@ class Discriminator(Stage):
     select = "sample"
 
     class Params(_Params):
-        features: int = Field(default=128, ge=8, description="random Fourier features")
+        features: int = Field(default=64, ge=8, description="random Fourier features")
         lengthscale: float = Field(default=0.5, gt=0, description="in standard deviations of the real records")
         l2: float = Field(default=1e-3, gt=0, description="penalty per training record")
-        iterations: int = Field(default=20, ge=1)
+        iterations: int = Field(default=10, ge=1, description="Newton steps")
         max_train: int = Field(default=2000, ge=20, description="records per class the classifier trains on")
 
     def _features(self, records):
@@ -219,6 +220,10 @@ class LLMJudge(Stage):
 
     class Params(_Params):
         model: str = Field(default="smollm2", description="a local model: 'smollm2', an HF folder or a .gguf")
+        question: Literal["rubric", "fluency"] = Field(
+            default="rubric",
+            description="local model: ask the rubric's Yes/No question, or score fluency (mean token log-likelihood)",
+        )
         endpoint: str | None = Field(default=None, description="an OpenAI-compatible base URL (…/v1) instead")
         api_model: str = "gpt-4o-mini"
         api_key_env: str = Field(default="OPENAI_API_KEY", description="environment variable holding the key")
@@ -251,6 +256,8 @@ def local_judge(texts: list[str], p) -> list[float]:
     if p.model not in _LOCAL:
         _LOCAL[p.model] = load_judge_model(p.model)
     model, tok = _LOCAL[p.model]
+    if p.question == "fluency":
+        return _fluency(model, tok, texts, p.batch_size)
     yes = tok("Yes", add_special_tokens=False)["input_ids"][0]
     no = tok("No", add_special_tokens=False)["input_ids"][0]
     out: list[float] = []
@@ -260,6 +267,28 @@ def local_judge(texts: list[str], p) -> list[float]:
         with t.no_grad():
             logits = model(**batch).logits[:, -1, :]  # left padding: the last position is every prompt's end
         out.extend((logits[:, yes] - logits[:, no]).tolist())
+    return out
+
+
+def _fluency(model, tok, texts: list[str], batch_size: int) -> list[float]:
+    """Mean log-likelihood per token of each text under the model (right-padded, padding masked out)."""
+    from ..families._torch import torch
+
+    t = torch()
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    out: list[float] = []
+    for s in range(0, len(texts), batch_size):
+        ids = [[start, *tok(x, add_special_tokens=False)["input_ids"][:256]] for x in texts[s : s + batch_size]]
+        width = max(len(i) for i in ids)
+        batch = t.full((len(ids), width), tok.pad_token_id or 0)
+        mask = t.zeros((len(ids), width), dtype=t.long)
+        for i, row in enumerate(ids):
+            batch[i, : len(row)] = t.tensor(row)
+            mask[i, : len(row)] = 1
+        with t.no_grad():
+            logp = t.log_softmax(model(input_ids=batch, attention_mask=mask).logits[:, :-1], dim=-1)
+        token = logp.gather(2, batch[:, 1:, None])[..., 0] * mask[:, 1:]
+        out.extend((token.sum(1) / mask[:, 1:].sum(1).clamp(min=1)).tolist())
     return out
 
 
