@@ -64,6 +64,21 @@ def test_a_measured_judge_improves_and_a_chance_judge_does_not(plain):
     assert np.isnan(chance.raw[0].metrics["verifier_auc"][-1]).all()  # no pool after the last generation
 
 
+def test_a_chance_judge_warns_on_the_command_line_and_in_the_run_folder(tmp_path):
+    spec = tmp_path / "chance.toml"
+    spec.write_text(
+        'generations = 3\nreplicates = 4\n[data]\nsource = "gaussian"\nn = 200\n[model]\nfamily = "gaussian"\n'
+        f'[[curation]]\nkind = "verifier"\nparams = {{ function = "{CHANCE}" }}\n'
+    )
+    run = subprocess.run([sys.executable, "-m", "collapselab", "run", str(spec), "--out", "out", "-q", "--no-report"],
+                         cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert run.returncode == 0, run.stderr
+    assert "warning" in run.stderr and "NO BETTER THAN CHANCE" in run.stderr
+    assert "NO BETTER THAN CHANCE" in (tmp_path / "out" / "notes.txt").read_text()
+    with pytest.warns(UserWarning, match="NO BETTER THAN CHANCE"):
+        cl.run(str(spec), save=False)
+
+
 def test_on_chance_error_stops_the_run():
     spec = {**MINORITY, "generations": 3, "replicates": 4,
             "curation": [{"kind": "verifier", "on_chance": "error", "params": {"function": CHANCE}}]}
@@ -229,6 +244,10 @@ def test_synthesize_command_mirrors_a_real_table(tmp_path):
     assert report["marginal_mean"] > 0.85 and report["correlation_similarity"] > 0.9
     assert report["columns"]["target"]["category_coverage"] == 1.0
     assert json.loads((tmp_path / "synth.fidelity.json").read_text())["rows_synthetic"] == 600
+    wine.to_parquet(tmp_path / "wine.parquet")
+    assert subprocess.run([sys.executable, "-m", "collapselab", "synthesize", "--data", "wine.parquet", "--rows", "50",
+                           "--out", "sub/synth.parquet"], cwd=tmp_path, env=env).returncode == 0
+    assert len(pd.read_parquet(tmp_path / "sub" / "synth.parquet")) == 50
     (tmp_path / "holes.csv").write_text("a,b\n1,x\n,y\n")
     (tmp_path / "empty.csv").write_text("")
     for data, message in (("holes.csv", "column 'a' has 1 missing values"), ("empty.csv", "the file is empty"),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from .errors import SpecError
+from .errors import CollapseWarning, SpecError
 from .executors import run_cells
 from .loop import CellResult, Progress
 from .spec import Spec, expand, load_spec
@@ -49,6 +50,11 @@ class RunResult:
     path: Path | None = None
     run_id: int | None = None
     seconds: float = 0.0
+
+    @property
+    def notes(self) -> list[tuple[str, str]]:
+        """(cell id, warning) pairs the run raised, e.g. a curation judge measured no better than chance."""
+        return [(r.cell_id, n) for r in self.raw for n in r.notes]
 
     def table(self, generations: list[int] | None = None, stat: str = "mean") -> pd.DataFrame:
         """A wide table: one row per cell and generation, one column per metric."""
@@ -164,6 +170,9 @@ class _Tables:
 
 
 def _result(spec: Spec, cells, results: list[CellResult], tables: _Tables, seconds: float) -> RunResult:
+    for res in results:
+        for note in res.notes:
+            warnings.warn(f"cell {res.cell_id}: {note}", CollapseWarning, stacklevel=3)
     return RunResult(
         spec,
         {c.id: c.overrides for c in cells},
@@ -184,6 +193,9 @@ def _files(results: list[CellResult], tables: _Tables) -> dict[str, str | bytes]
     snaps = {r.cell_id: r.snapshots for r in results if r.snapshots}
     if snaps:
         files["snapshots.npz"] = snapshots_npz(snaps)
+    notes = [f"cell {r.cell_id}: {n}" for r in results for n in r.notes]
+    if notes:
+        files["notes.txt"] = "\n".join(notes) + "\n"
     dists = {r.cell_id: r.distributions for r in results if r.distributions}
     if dists:
         files["distributions.npz"] = distributions_npz(dists)

@@ -131,6 +131,8 @@ def _execute(execute, spec_obj, n_cells: int, silent: bool, started: dict):
 
 
 def _finish(result, as_json: bool, quiet: bool, generations: str | None, no_report: bool) -> None:
+    for cell_id, note in result.notes:  # warnings are never quiet: a judge at chance must be seen
+        err_console.print(f"[bold yellow]warning[/] (cell {cell_id}): {escape(note)}", highlight=False, soft_wrap=True)
     if as_json:
         last = result.summary[result.summary["generation"] == result.spec.generations - 1]
         payload = {
@@ -494,6 +496,11 @@ def _json_default(o):
 
 
 def main() -> None:
+    import warnings
+
+    from .errors import CollapseWarning
+
+    warnings.simplefilter("ignore", CollapseWarning)  # the command prints a run's warnings itself (_finish)
     try:
         app()
     except KeyboardInterrupt:

@@ -7,3 +7,7 @@ class CollapselabError(Exception):
 
 class SpecError(CollapselabError, ValueError):
     """A spec is malformed: the message names the key, the bad value and what is allowed."""
+
+
+class CollapseWarning(UserWarning):
+    """Something a run's user must see: a curation judge measured no better than chance, ..."""

@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS summary (
 """
 
 
-OPTIONAL_FILES = ("theory.csv", "stages.csv", "snapshots.npz", "distributions.npz", "report.html")
+OPTIONAL_FILES = ("theory.csv", "stages.csv", "snapshots.npz", "distributions.npz", "report.html", "notes.txt")
 CHECKPOINTS = ".checkpoints"  # per-cell checkpoints of an unfinished run, removed when it finishes
 
 

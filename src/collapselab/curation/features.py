@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-TEXT_BUCKETS = 256
+TEXT_BUCKETS = 1024
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -39,6 +39,15 @@ def text_features(x: np.ndarray) -> np.ndarray:
     flat = (np.arange(R * N)[:, None] * TEXT_BUCKETS + codes.reshape(R * N, -1)).ravel()
     counts = np.bincount(flat, minlength=R * N * TEXT_BUCKETS).reshape(R, N, TEXT_BUCKETS)
     return np.sqrt(counts.astype(float))
+
+
+def tfidf(counts_sqrt: np.ndarray) -> np.ndarray:
+    """TF-IDF rows (unit length) from square-rooted hashed counts (R, N, B), document frequencies per replicate:
+    what a repeated rare phrase shares across poisoned records stands out against common words."""
+    counts = counts_sqrt**2
+    df = (counts > 0).mean(axis=1, keepdims=True)
+    w = counts * np.log(1.0 / np.maximum(df, 1e-12))
+    return w / np.maximum(np.linalg.norm(w, axis=2, keepdims=True), 1e-12)
 
 
 def standardise(features: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
 from ..errors import SpecError
-from .features import record_features
+from .features import record_features, tfidf
 
 VECTOR_KINDS = ("continuous",)
 
@@ -56,7 +56,7 @@ class FlipParams(_Params):
 
 
 class TriggerParams(_Params):
-    phrase: str = Field(default="buy now", description="words of the corpus, written into poisoned records")
+    phrase: str = Field(description="words of the corpus (e.g. two rare ones), written into poisoned records")
     repeats: int = Field(default=3, ge=1)
 
 
@@ -73,11 +73,11 @@ def check_poison(spec, source_kind: str) -> None:
         cls, kinds = ATTACKS[spec.poison.kind]
         from ..spec import validate_params
 
-        validate_params(cls, spec.poison.params, "poison.params")
         if source_kind not in kinds:
             raise SpecError(
                 f"poison.kind = {spec.poison.kind!r} attacks {', '.join(kinds)} records, not {source_kind}"
             )
+        validate_params(cls, spec.poison.params, "poison.params")
 
 
 @dataclass(eq=False)
@@ -165,16 +165,19 @@ def robust_mahalanobis(f: np.ndarray, steps: int = 10, support: float = 0.75) ->
 
 def _maha(f, centre, cov):
     diff = f - centre[:, None]
-    sol = np.linalg.solve(cov[:, None], diff[..., None])[..., 0]
+    sol = np.swapaxes(np.linalg.solve(cov, np.swapaxes(diff, 1, 2)), 1, 2)  # one factorisation per replicate
     return np.einsum("rni,rni->rn", diff, sol)
 
 
 def spectral_scores(f: np.ndarray) -> np.ndarray:
     """|projection| on the top singular direction of the centred features, in robust standard deviations."""
     centred = f - f.mean(axis=1, keepdims=True)
-    cov = np.einsum("rni,rnj->rij", centred, centred)
-    _, vecs = np.linalg.eigh(cov)
-    proj = np.einsum("rni,ri->rn", centred, vecs[..., -1])
+    if f.shape[2] <= 64:  # few features: the d × d scatter
+        _, vecs = np.linalg.eigh(np.einsum("rni,rnj->rij", centred, centred))
+        proj = np.einsum("rni,ri->rn", centred, vecs[..., -1])
+    else:  # many (text): the N × N Gram matrix; its top eigenvector is the projection up to scale
+        vals, vecs = np.linalg.eigh(np.matmul(centred, np.swapaxes(centred, 1, 2)))
+        proj = vecs[..., -1] * np.sqrt(np.clip(vals[..., -1:], 0, None))
     med = np.median(proj, axis=1, keepdims=True)
     mad = 1.4826 * np.median(np.abs(proj - med), axis=1, keepdims=True)
     return np.abs(proj - med) / np.where(mad > 0, mad, 1.0)
@@ -212,6 +215,8 @@ def loso_flags(x, source, family, trusted, rng) -> np.ndarray:
 def screen_flags(spec, x, kind, source, family, trusted, rng) -> np.ndarray:
     """(R, N) records flagged by the screens of ``spec`` (combined by ``any`` or ``all``)."""
     f = record_features(x, kind) if kind != "regression" else np.asarray(x, float)
+    if kind == "text":
+        f = tfidf(f)
     flags = []
     for method in spec.methods:
         if method == "mahalanobis":

@@ -14,9 +14,8 @@ categories that appear), and the clusters' coverage.
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from scipy import stats
 
 from ..errors import SpecError
 from ..spec import SynthesisSpec
+from ..store import write_atomic
 from .mirror import ClusterMirror, largest_remainder
 
 MAX_BYTES = 512 * 1024 * 1024
@@ -151,19 +151,6 @@ def fidelity(real: pd.DataFrame, synth: pd.DataFrame) -> dict:
             "correlation_similarity": corr, "columns": columns}
 
 
-def write_atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, renamed into place: nothing half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def synthesize_file(data, rows: int, out, spec: SynthesisSpec, seed: int = 0, report=None) -> dict:
     """Read ``data``, write ``rows`` synthetic rows to ``out`` (CSV or Parquet) and the fidelity report (JSON)."""
     out = Path(out)
@@ -173,10 +160,14 @@ def synthesize_file(data, rows: int, out, spec: SynthesisSpec, seed: int = 0, re
     synth, clusters = synthesize(real, rows, spec, seed)
     result = {**fidelity(real, synth), "clusters": clusters, "data": str(data), "out": str(out), "seed": seed}
     report = Path(report) if report else out.with_suffix(".fidelity.json")
+    for folder in {out.parent, report.parent}:
+        folder.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".parquet":
-        write_atomic(out, lambda p: synth.to_parquet(p, index=False))
+        buf = io.BytesIO()
+        synth.to_parquet(buf, index=False)
+        write_atomic(out, buf.getvalue())
     else:
-        write_atomic(out, lambda p: synth.to_csv(p, index=False))
-    write_atomic(report, lambda p: p.write_text(json.dumps(result, indent=2) + "\n"))
+        write_atomic(out, synth.to_csv(index=False))
+    write_atomic(report, json.dumps(result, indent=2) + "\n")
     result["report"] = str(report)
     return result
