@@ -71,7 +71,8 @@ class ImageCase(Case):
 
 
 class TextCase(Case):
-    """Jane Austen in 64-word blocks, and text sampled from a trigram fitted on half of them."""
+    """Jane Austen in 64-word blocks, and text sampled from a trigram fitted on half of them; the detector scores
+    perplexity under an interpolated trigram of the same half (as the audit does without examples)."""
 
     def __init__(self):
         from collapselab.families.base import Reference
@@ -85,8 +86,8 @@ class TextCase(Case):
         generator = family.fit(blocks[None, :half], np.random.default_rng(0))
         self.synthetic = generator.sample(3000, np.random.default_rng(1))[0]
         scorer = NGramFamily(NGramFamily.Params(order=3, interpolation=0.4), Reference(truth, truth.heldout_records, half))
-        self.lm = scorer.fit(blocks[None, half : half + half // 2], np.random.default_rng(0))
-        self.human = blocks[half + half // 2 :]
+        self.lm = scorer.fit(blocks[None, :half], np.random.default_rng(0))  # the data the generator learnt from
+        self.human = blocks[half:]
         self.sizes = (200, 200, 300)
 
     def feat(self, x):

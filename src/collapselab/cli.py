@@ -400,6 +400,159 @@ def synthesize(
 
 
 @app.command()
+def audit(
+    reference: Path = typer.Option(..., "--reference", help="Real data: .csv/.tsv/.parquet, .txt/.jsonl or .npy."),
+    candidate: Path = typer.Option(..., "--candidate", help="The data set to audit, of the same kind."),
+    synthetic_examples: Optional[Path] = typer.Option(
+        None, "--synthetic-examples", help="Records known to be synthetic: trains and calibrates the detector."
+    ),
+    provenance: str = typer.Option("origin", "--provenance-column", help="Column (or JSONL field) human/synthetic."),
+    policy: str = typer.Option("replace", "--policy", help="Planned retraining policy for the projection."),
+    real_fraction: Optional[float] = typer.Option(None, "--real-fraction", help="mix / fresh: real share."),
+    generations: int = typer.Option(10, "--generations", min=1, help="Generations to project."),
+    replicates: int = typer.Option(8, "--replicates", min=1, help="Replicate chains of the projection."),
+    seed: int = typer.Option(0, "--seed", min=0),
+    no_projection: bool = typer.Option(False, "--no-projection", help="Skip the simulated projection."),
+    out: Path = typer.Option(Path("audit"), "--out", "-o", help="Folder for audit.json and audit.html."),
+    as_json: bool = JsonOpt,
+):
+    """Audit a data set for collapse risk: synthetic share, tails and diversity, a verdict and a projection."""
+    from . import audit as audit_mod
+    from .spec import POLICY_KINDS
+
+    if policy not in POLICY_KINDS:
+        _fail(f"--policy {policy!r}; allowed: {', '.join(POLICY_KINDS)}")
+    if policy in ("mix", "fresh") and real_fraction is None:
+        _fail(f"--policy {policy} needs --real-fraction (a number in [0, 1])")
+    if real_fraction is not None and not 0 <= real_fraction <= 1:
+        _fail(f"--real-fraction {real_fraction}: must be in [0, 1]")
+    try:
+        report = audit_mod.audit(
+            reference, candidate, synthetic_examples=synthetic_examples, provenance=provenance, policy=policy,
+            real_fraction=real_fraction if policy in ("mix", "fresh") else None, generations=generations,
+            replicates=replicates, seed=seed, project=not no_projection, out=out,
+        )
+    except CollapselabError as e:
+        _fail(str(e))
+        return
+    if as_json:
+        print(json.dumps(report, default=_json_default))
+        return
+    s = report["synthetic_share"]
+    out_console.print(f"[bold]verdict: {report['verdict']}[/]")
+    for r in report["reasons"]:
+        out_console.print(f"  - {r}", highlight=False)
+    out_console.print(
+        f"synthetic share: {_fmt(s['share'])} (95% interval {_fmt(s['low'])}–{_fmt(s['high'])}), {s['method']}"
+        + (f"; detector TPR {_fmt(s['tpr'])}, FPR {_fmt(s['fpr'])}, AUC {_fmt(s['detector_auc'])}" if s["tpr"] is not None else "")
+        + (f" — {s['note']}" if s["note"] else ""), highlight=False,
+    )
+    m = report["measures"]
+    out_console.print(f"tail retention {_fmt(m['tail_retention'])}, spread retention {_fmt(m['spread_retention'])}, "
+                      f"MMD {_fmt(m['mmd'])} (permutation p = {_fmt(m['mmd_p_value'])})", highlight=False)
+    proj = report.get("projection")
+    if proj and "skipped" not in proj:
+        parts = []
+        for st in ("early", "late"):
+            v = proj.get(st)
+            if v:
+                med = "not within the run" if v["median"] is None else _fmt(v["median"])
+                ci = "–".join("∞" if c is None else _fmt(c) for c in v["ci"])
+                parts.append(f"{st} collapse at generation {med} [{ci}]")
+        out_console.print(f"projection ({json.dumps(proj['policy'])}, {proj['generations']} generations): "
+                          + "; ".join(parts), highlight=False)
+    elif proj:
+        out_console.print(f"projection skipped: {proj['skipped']}")
+    out_console.print(f"written: {out / 'audit.json'}, {out / 'audit.html'}")
+
+
+ledger_app = typer.Typer(help="The record-level provenance ledger (SQLite, append-only).", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+LedgerDb = typer.Option(Path("ledger.db"), "--db", help="The ledger's SQLite file.")
+
+
+@ledger_app.command("add")
+def ledger_add(jsonl: Path = typer.Argument(..., help="JSONL records: content or content_hash, origin, model, "
+                                            "generation, source, licence, quality, verdicts."), db: Path = LedgerDb):
+    """Append records (all or nothing)."""
+    from .audit.ledger import Ledger
+
+    try:
+        with Ledger(db) as ledger:
+            n = ledger.import_jsonl(jsonl)
+    except CollapselabError as e:
+        _fail(str(e))
+        return
+    out_console.print(f"added {n} records to {db}")
+
+
+@ledger_app.command("export")
+def ledger_export(out: Path = typer.Argument(..., help="JSONL file to write."), db: Path = LedgerDb):
+    """Every row as JSONL."""
+    from .audit.ledger import Ledger
+
+    with Ledger(db) as ledger:
+        n = ledger.export_jsonl(out)
+    out_console.print(f"wrote {n} records to {out}")
+
+
+@ledger_app.command("summary")
+def ledger_summary(db: Path = LedgerDb, as_json: bool = JsonOpt):
+    """Counts by origin and generator, synthetic share, licences, sources."""
+    from .audit.ledger import Ledger
+
+    with Ledger(db) as ledger:
+        s = ledger.summary()
+    if as_json:
+        print(json.dumps(s))
+        return
+    table = Table("", "value")
+    for k, v in s.items():
+        table.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else _fmt(v) if isinstance(v, float) else str(v))
+    out_console.print(table)
+
+
+@ledger_app.command("croissant")
+def ledger_croissant(out: Path = typer.Argument(..., help="JSON-LD file to write."), db: Path = LedgerDb,
+                     name: str = typer.Option("dataset", "--name")):
+    """The dataset-level summary as Croissant JSON-LD (with rai:hasSyntheticData)."""
+    from .audit.ledger import Ledger
+    from .store import write_atomic
+
+    with Ledger(db) as ledger:
+        doc = ledger.croissant(name)
+    write_atomic(out, json.dumps(doc, indent=2) + "\n")
+    out_console.print(f"wrote {out} (rai:hasSyntheticData = {str(doc['rai:hasSyntheticData']).lower()})")
+
+
+@ledger_app.command("plan")
+def ledger_plan(
+    out: Path = typer.Argument(..., help="JSONL of the chosen records."),
+    db: Path = LedgerDb,
+    size: Optional[int] = typer.Option(None, "--size", min=1, help="Records wanted (default: as many as allowed)."),
+    min_real: float = typer.Option(0.0, "--min-real", help="Smallest share of human records."),
+    max_per_generator: float = typer.Option(1.0, "--max-per-generator", help="Largest share of any one model."),
+    min_quality: Optional[float] = typer.Option(None, "--min-quality", help="Drop records scoring below this."),
+    keep_duplicates: bool = typer.Option(False, "--keep-duplicates", help="Do not deduplicate by content hash."),
+):
+    """Build a training set that meets the constraints, and say which one bound its size."""
+    from .audit.ledger import Ledger, plan_mix
+    from .store import write_atomic
+
+    try:
+        with Ledger(db) as ledger:
+            plan = plan_mix(ledger.rows(), size, min_real, max_per_generator, min_quality, not keep_duplicates)
+    except CollapselabError as e:
+        _fail(str(e))
+        return
+    write_atomic(out, "".join(json.dumps(r, sort_keys=True) + "\n" for r in plan.rows))
+    real = plan.human / plan.size if plan.size else 0.0
+    out_console.print(f"planned {plan.size} records: {plan.human} human ({real:.1%}), synthetic by model "
+                      f"{json.dumps(plan.by_model)}; dropped {json.dumps(plan.dropped)}", highlight=False)
+    out_console.print(f"bound by {plan.binding}", highlight=False)
+
+
+@app.command()
 def data(prepare: bool = typer.Option(True, "--prepare/--status", help="Convert what needs converting (default).")):
     """Real data sets and packaged models: convert them once into the cache folder, and say what is installed."""
     from . import datasets

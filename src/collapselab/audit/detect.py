@@ -7,9 +7,13 @@ it, π = (p − f) / (t − f), and the interval carries the sampling error of p
 
     Var π ≈ [ p(1−p)/n + (1−π)² f(1−f)/n_human + π² t(1−t)/n_synthetic ] / (t − f)²
 
+with Agresti–Coull adjusted rates in the variance ((k + 2)/(m + 4)), so a rate measured at 0 or 1 still carries
+its uncertainty.
+
 Detectors: a gradient-boosted classifier on the records' features (tables, images) or a perplexity detector for
 text (per-word negative log-likelihood under a reference n-gram fitted on half of the reference; machine text is
-more predictable), its threshold chosen on the training split (Youden's J).
+usually more predictable, and the training split decides the direction), its threshold chosen on the training
+split (Youden's J).
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ def rogan_gladen(p: float, n: int, tpr: float, n_pos: int, fpr: float, n_neg: in
         return float("nan"), 0.0, 1.0  # a detector at chance says nothing about the share
     est = (p - fpr) / j
     w = min(max(est, 0.0), 1.0)
-    var = (p * (1 - p) / n + (1 - w) ** 2 * fpr * (1 - fpr) / n_neg + w**2 * tpr * (1 - tpr) / n_pos) / j**2
+    # variances from Agresti–Coull adjusted rates: a rate measured at 0 or 1 is not known to be exactly that
+    pa, ta, fa = ((r * m + 2) / (m + 4) for r, m in ((p, n), (tpr, n_pos), (fpr, n_neg)))
+    var = (pa * (1 - pa) / n + (1 - w) ** 2 * fa * (1 - fa) / n_neg + w**2 * ta * (1 - ta) / n_pos) / j**2
     half = Z95 * np.sqrt(var + 1e-12)
     return float(min(max(est, 0.0), 1.0)), float(max(est - half, 0.0)), float(min(est + half, 1.0))
 
@@ -77,7 +83,7 @@ class FeatureDetector:
 
         X = np.concatenate([human, synthetic])
         y = np.r_[np.zeros(len(human)), np.ones(len(synthetic))]
-        self.model = HistGradientBoostingClassifier(max_iter=150, learning_rate=0.1, random_state=self.seed).fit(X, y)
+        self.model = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, random_state=self.seed).fit(X, y)
         self.threshold = 0.5
         return self
 
@@ -93,11 +99,18 @@ class PerplexityDetector:
     def __init__(self, reference_lm):
         self.lm = reference_lm  # a fitted NGramModel with R = 1
 
+    sign = 1.0
+
     def score(self, x: np.ndarray) -> np.ndarray:
-        return -self.lm.record_nll(x[None])[0]  # higher = more predictable = more likely synthetic
+        return -self.sign * self.lm.record_nll(x[None])[0]  # higher = more likely synthetic
 
     def fit(self, human: np.ndarray, synthetic: np.ndarray) -> "PerplexityDetector":
+        # machine text is usually the more predictable; a weak generator's is the less: the training split says
+        self.sign = 1.0
         s_h, s_s = self.score(human), self.score(synthetic)
+        if _auc(s_s, s_h) < 0.5:
+            self.sign = -1.0
+            s_h, s_s = -s_h, -s_s
         cuts = np.unique(np.r_[s_h, s_s])
         j = [(s_s >= c).mean() - (s_h >= c).mean() for c in cuts]
         self.threshold = float(cuts[int(np.argmax(j))])

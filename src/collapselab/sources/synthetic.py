@@ -122,6 +122,37 @@ class BlobsSource(Source):
 
 
 @register_source
+class MixtureSource(Source):
+    """A Gaussian mixture with full covariances: ``weights``, ``means`` (k × d), ``covs`` (k × d × d). The audit
+    fits one to a candidate table and projects its collapse on it."""
+
+    name = "mixture"
+    kind = "continuous"
+
+    class Params(_Params):
+        weights: list[float]
+        means: list[list[float]]
+        covs: list[list[list[float]]]
+
+        @model_validator(mode="after")
+        def _shape(self):
+            k = len(self.weights)
+            means, covs = np.asarray(self.means, float), np.asarray(self.covs, float)
+            if means.ndim != 2 or means.shape[0] != k or covs.shape != (k, means.shape[1], means.shape[1]):
+                raise ValueError(f"need {k} means of one dimension d and {k} covariances d × d")
+            if k > 1:
+                _check_probs(self.weights)
+            if np.any(np.linalg.eigvalsh(covs) <= 0):
+                raise ValueError("covs must be positive definite")
+            return self
+
+    def truth(self, n, rng):
+        p = self.params
+        w = np.asarray(p.weights, float)
+        return MixtureTruth(w / w.sum(), np.asarray(p.means, float), np.asarray(p.covs, float))
+
+
+@register_source
 class CategoricalSource(Source):
     name = "categorical"
     kind = "categorical"
