@@ -38,6 +38,10 @@ def audit(reference, candidate, *, synthetic_examples=None, provenance: str = "o
     else:
         measures = image_measures(ref.x, cand.x, rng)
     stage, reasons = verdict(measures["tail_retention"], measures["spread_retention"])
+    if stage != "healthy" and share.method.startswith("detector") and share.high < 0.1 and examples is None:
+        share.note = "; ".join(x for x in (share.note, (
+            "the candidate looks collapsed but the built-in detector flags almost nothing: its synthetic part is "
+            "probably from a model it was not calibrated on — give --synthetic-examples")) if x)
     report = {
         "reference": str(reference), "candidate": str(candidate), "kind": ref.kind,
         "records": {"reference": len(ref), "candidate": len(cand)},
