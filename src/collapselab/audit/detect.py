@@ -81,14 +81,21 @@ class FeatureDetector:
     def fit(self, human: np.ndarray, synthetic: np.ndarray) -> "FeatureDetector":
         from sklearn.ensemble import HistGradientBoostingClassifier
 
+        from threadpoolctl import threadpool_limits
+
         X = np.concatenate([human, synthetic])
         y = np.r_[np.zeros(len(human)), np.ones(len(synthetic))]
-        self.model = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, random_state=self.seed).fit(X, y)
+        with threadpool_limits(1):  # one thread: the same trees on any machine
+            self.model = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, random_state=self.seed)
+            self.model.fit(X, y)
         self.threshold = 0.5
         return self
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        return self.model.predict_proba(x)[:, 1]
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            return self.model.predict_proba(x)[:, 1]
 
 
 class PerplexityDetector:
