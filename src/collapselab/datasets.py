@@ -90,19 +90,27 @@ def load_user_text(path: str, field: str = "text") -> list[str]:
         return [f.read_text(encoding="utf-8", errors="replace") for f in files]
     if p.suffix in (".jsonl", ".ndjson"):
         docs = []
-        with p.open(encoding="utf-8") as fh:
-            for i, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise SpecError(f"data.params.path = {path!r}: line {i} is not JSON ({e.msg})") from None
-                if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
-                    raise SpecError(f"data.params.path = {path!r}: line {i} has no text field {field!r}")
-                docs.append(obj[field])
+        for i, obj in jsonl_objects(p, f"data.params.path = {path!r}"):
+            if not isinstance(obj.get(field), str):
+                raise SpecError(f"data.params.path = {path!r}: line {i} has no text field {field!r}")
+            docs.append(obj[field])
         return docs
     return [p.read_text(encoding="utf-8", errors="replace")]
+
+
+def jsonl_objects(path: "str | Path", where: str):
+    """(line number, object) for every non-blank line of a JSONL file; a bad line is a one-line SpecError."""
+    with Path(path).open(encoding="utf-8") as fh:
+        for i, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SpecError(f"{where}: line {i} is not JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise SpecError(f"{where}: line {i} is not a JSON object")
+            yield i, obj
 
 
 def _austen_from_r(folder: Path) -> str:

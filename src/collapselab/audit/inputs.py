@@ -6,7 +6,6 @@ unknown formats, mismatched columns, non-numeric values where the reference has 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,16 +91,12 @@ def _read_text(path, provenance) -> tuple[list[str], list | None]:
     p = Path(path)
     if p.suffix.lower() == ".txt":
         return [p.read_text(encoding="utf-8", errors="replace")], None
+    from ..datasets import jsonl_objects
+
     texts, origins = [], []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"{path} line {i + 1}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            raise SpecError(f"{path} line {i + 1}: needs a string field 'text'")
+    for i, row in jsonl_objects(p, str(path)):
+        if not isinstance(row.get("text"), str):
+            raise SpecError(f"{path}: line {i} needs a string field 'text'")
         texts.append(row["text"])
         origins.append(row.get(provenance))
     if not texts:

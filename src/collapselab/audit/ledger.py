@@ -181,13 +181,9 @@ def read_jsonl(path: "str | Path") -> list[dict]:
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"{path}: file not found")
-    rows = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise SpecError(f"{path} line {i + 1}: not JSON ({e.msg})") from None
+    from ..datasets import jsonl_objects
+
+    rows = [obj for _, obj in jsonl_objects(p, str(path))]
     if not rows:
         raise SpecError(f"{path}: no records")
     return rows
