@@ -13,6 +13,7 @@ back one value per replicate, generation and metric.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -91,7 +92,7 @@ def run_cell(
     synthetic: list[Pool] = []
     metrics: dict[str, np.ndarray] = {}  # name -> (G, R), allocated at the first generation, filled in place
     snapshot_at = snapshot_generations(G)
-    snapshot_size = max(1, min(SNAPSHOT_RECORDS, 2_000_000 // R))  # every chain samples; keep the cost bounded
+    snapshot_size = SNAPSHOT_RECORDS
     snapshots: dict[int, np.ndarray] = {}
     distributions: dict[int, dict[str, np.ndarray]] = {}
     start = 0
@@ -169,14 +170,18 @@ def run_cell(
         if set(values) != set(metrics) and metrics:
             raise CollapselabError(f"family {family_cls.name!r}: generation {g} returned other metrics than before")
         for name, v in values.items():
-            metrics.setdefault(name, np.empty((G, R)))[g] = v
+            if name not in metrics:  # not setdefault: it would allocate a (G, R) array every generation
+                metrics[name] = np.empty((G, R))
+            metrics[name][g] = v
         if g in snapshot_at:  # its own stream: snapshots never change the chains' draws
             if family.record_metrics:
                 distributions[g] = {k: np.asarray(v, dtype=float) for k, v in family.record_metrics.items()}
             if samples is not None:
                 snapshots[g] = samples[0, :snapshot_size]
             else:
-                snapshots[g] = model.sample(snapshot_size, generator(seed, cell.index, Stream.SNAPSHOT, g))[0]
+                one = first_replicate(model, R)
+                size = snapshot_size if one is not model else max(1, min(snapshot_size, 2_000_000 // R))
+                snapshots[g] = one.sample(size, generator(seed, cell.index, Stream.SNAPSHOT, g))[0]
         if saver is not None:
             saver.save(g, values, pool, snapshots.get(g), distributions.get(g))
         if progress is not None:
@@ -213,6 +218,19 @@ def fit_population(family, parts, spec, rng: np.random.Generator):
     size = spec.policy.population_multiple * spec.data.n
     records = [p.sample(R, max(1, int(round(p.weight * size))), rng) for p in parts]
     return family.fit(np.concatenate(records, axis=1), rng)
+
+
+def first_replicate(model, R: int):
+    """Replicate 0's model alone, for a model that is a dataclass of replicate-leading arrays (the parametric
+    families): a snapshot then samples one chain, not R. Other models are returned as they are."""
+    if not dataclasses.is_dataclass(model):
+        return model
+    parts = {
+        f.name: v[:1]
+        for f in dataclasses.fields(model)
+        if isinstance(v := getattr(model, f.name), np.ndarray) and v.ndim >= 1 and v.shape[0] == R
+    }
+    return dataclasses.replace(model, **parts)
 
 
 SNAPSHOT_RECORDS = 2000

@@ -45,7 +45,6 @@ from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import stats
 
 from ..errors import CollapselabError, SpecError
 from .features import record_features, standardise
@@ -402,6 +401,8 @@ def resolve_callable(ref: str, key: str) -> Callable:
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     """Mann–Whitney AUC per replicate: P(score of a good record > score of a bad one), ties count ½."""
+    from scipy import stats  # late: importing collapselab stays fast
+
     both = np.concatenate([pos, neg], axis=1)
     ranks = stats.rankdata(both, axis=1)
     n1, n2 = pos.shape[1], neg.shape[1]

@@ -42,6 +42,8 @@ def retention(metrics: dict[str, np.ndarray], names, references: dict[str, float
         with np.errstate(divide="ignore", invalid="ignore"):
             r = np.where(base > 0, v / base, np.nan)  # nothing to lose: undefined, not "all retained"
         parts.append(np.broadcast_to(r, v.shape))
+    if len(parts) == 1:  # one metric: its retention (nanmin over one value is that value)
+        return np.array(parts[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmin(np.stack(parts), axis=0)

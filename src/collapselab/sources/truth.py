@@ -48,7 +48,15 @@ class MixtureTruth:
         return np.einsum("ij,kj->ik", vecs * np.sqrt(np.clip(vals, 0, None)), vecs)
 
     def marginal_quantile(self, q: float) -> np.ndarray:
-        """Quantile q of each coordinate's marginal distribution, shape (d,)."""
+        """Quantile q of each coordinate's marginal distribution, shape (d,) (computed once per q: metrics ask
+        for it every generation)."""
+        cache = self.__dict__.setdefault("_quantiles", {})
+        if q not in cache:
+            cache[q] = self._marginal_quantile(q)
+            cache[q].setflags(write=False)
+        return cache[q]
+
+    def _marginal_quantile(self, q: float) -> np.ndarray:
         sd = np.sqrt(np.diagonal(self.covs, axis1=1, axis2=2))  # (K, d)
         if self.components == 1:
             return self.means[0] + sd[0] * stats.norm.ppf(q)
