@@ -137,10 +137,15 @@ def _survival(p: np.ndarray, n: int, m: int, G: int) -> np.ndarray | None:
     dist = stats.binom.pmf(np.arange(n + 1)[None, :], n, p[:, None])  # (P, n+1) over gen-0 counts
     first = stats.binom.pmf(np.arange(m + 1)[None, :], m, (np.arange(n + 1) / n)[:, None])  # n -> m
     step = stats.binom.pmf(np.arange(m + 1)[None, :], m, (np.arange(m + 1) / m)[:, None])  # m -> m
+    # P(dead at g) = dist · first · step^(g-1) · e0: carry the column step^(g-1) e0 (a matrix-vector product per
+    # generation) instead of every category's distribution (a matrix-matrix product)
     alive = np.empty((p.shape[0], G))
-    for g in range(G):
-        alive[:, g] = 1.0 - dist[:, 0]
-        dist = dist @ (first if g == 0 else step)
+    alive[:, 0] = 1.0 - dist[:, 0]
+    to_dead = np.zeros(m + 1)
+    to_dead[0] = 1.0
+    for g in range(1, G):
+        alive[:, g] = 1.0 - dist @ (first @ to_dead)
+        to_dead = step @ to_dead
     return alive
 
 

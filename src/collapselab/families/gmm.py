@@ -65,13 +65,13 @@ def _kmeans_pp(x, K, rng):
     rows = np.arange(R)
     centres = np.empty((R, K, x.shape[2]))
     centres[:, 0] = x[rows, rng.integers(0, N, size=R)]
-    d2 = np.sum((x - centres[:, :1]) ** 2, axis=-1)
+    d2 = _sq_dist(x, centres[:, :1])[..., 0]
     for k in range(1, K):  # a loop over components, never over replicates
         total = d2.sum(axis=1, keepdims=True)
         probs = np.where(total > 0, d2 / np.where(total > 0, total, 1), 1.0 / N)
         pick = categorical_sample(probs, 1, rng)[:, 0]
         centres[:, k] = x[rows, pick]
-        d2 = np.minimum(d2, np.sum((x - centres[:, k : k + 1]) ** 2, axis=-1))
+        d2 = np.minimum(d2, _sq_dist(x, centres[:, k : k + 1])[..., 0])
     return centres
 
 
@@ -88,11 +88,13 @@ def _sq_dist(x, centres):
 def _nearest(x, centres):
     """Index of the nearest centre for every record, (R, N): elementwise over the few centres."""
     dist = _sq_dist(x, centres)
+    if dist.shape[-1] == 2:  # the common case, in one comparison
+        return (dist[..., 1] < dist[..., 0]).astype(np.intp)
     labels = np.zeros(dist.shape[:2], dtype=np.intp)
     best = dist[..., 0]
     for k in range(1, dist.shape[-1]):
         closer = dist[..., k] < best  # ties keep the lower index, as argmin does
-        labels[closer] = k
+        labels = np.where(closer, k, labels)
         best = np.where(closer, dist[..., k], best)
     return labels
 
@@ -100,8 +102,13 @@ def _nearest(x, centres):
 def _lloyd_labels(x, centres, steps):
     K, d = centres.shape[1], x.shape[2]
     cols = [x[..., j] for j in range(d)]
+    previous = None
     for _ in range(steps):
         labels = _nearest(x, centres)
+        if previous is not None and np.array_equal(labels, previous):
+            # no record moved in any replicate: the centres, and so every later step, are what they were
+            return (labels[..., None] == np.arange(K)).astype(float)
+        previous = labels
         new = np.empty_like(centres)
         for k in range(K):
             member = (labels == k).astype(float)
@@ -132,11 +139,12 @@ def _m_step_small(x, resp, reg):
     R, N, d = x.shape
     K = resp.shape[2]
     cols = [np.ascontiguousarray(x[..., j]) for j in range(d)]
-    nk = resp.sum(axis=1) + 10 * np.finfo(float).eps  # (R, K)
+    rs = [np.ascontiguousarray(resp[..., k]) for k in range(K)]
+    nk = np.stack([r.sum(axis=1) for r in rs], axis=1) + 10 * np.finfo(float).eps  # (R, K), contiguous sums
     means = np.empty((R, K, d))
     covs = np.empty((R, K, d, d))
     for k in range(K):
-        r = np.ascontiguousarray(resp[..., k])
+        r = rs[k]
         for j in range(d):
             means[:, k, j] = np.einsum("rn,rn->r", r, cols[j]) / nk[:, k]
         diffs = [cols[j] - means[:, k, j, None] for j in range(d)]
