@@ -75,6 +75,10 @@ def test_a_chance_judge_warns_on_the_command_line_and_in_the_run_folder(tmp_path
     assert run.returncode == 0, run.stderr
     assert "warning" in run.stderr and "NO BETTER THAN CHANCE" in run.stderr
     assert "NO BETTER THAN CHANCE" in (tmp_path / "out" / "notes.txt").read_text()
+    report = subprocess.run([sys.executable, "-m", "collapselab", "report", "out", "-o", "r.html"], cwd=tmp_path,
+                            capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert report.returncode == 0, report.stderr
+    assert "Warnings" in (tmp_path / "r.html").read_text() and "NO BETTER THAN CHANCE" in (tmp_path / "r.html").read_text()
     with pytest.warns(UserWarning, match="NO BETTER THAN CHANCE"):
         cl.run(str(spec), save=False)
 

@@ -59,8 +59,9 @@ def load_series(run_dirs: list[Path]) -> tuple[list[Series], list[dict]]:
         tables = read_run(d)
         spec = tomllib.loads(tables.get("spec_toml", "")) if tables.get("spec_toml") else {}
         name = spec.get("name", d.name)
+        notes = (d / "notes.txt").read_text(encoding="utf-8").splitlines() if (d / "notes.txt").is_file() else []
         runs.append({"name": name, "path": str(d), "description": spec.get("description", ""),
-                     "spec": tables.get("spec_toml", ""), "cells": len(tables["cells"]) or 1})
+                     "spec": tables.get("spec_toml", ""), "cells": len(tables["cells"]) or 1, "notes": notes})
         empty = pd.DataFrame(columns=["cell"])
         for cell, df in tables["summary"].groupby("cell", sort=False):
             overrides = tables["cells"].get(str(cell), {})
