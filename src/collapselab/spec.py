@@ -127,6 +127,9 @@ class ScreenSpec(_Strict):
     methods: list[Literal["mahalanobis", "isolation-forest", "spectral", "loso"]] = Field(min_length=1)
     combine: Literal["any", "all"] = Field(default="any", description="flag a record when any / all methods do")
     contamination: float = Field(default=0.05, gt=0, lt=0.5, description="isolation forest's expected share")
+    isolation_samples: int = Field(
+        default=32, ge=4, description="records per isolation tree: small subsamples resist masking (Liu et al.)"
+    )
     sources: int = Field(default=10, ge=2, description="sources the real pool is drawn from (leave-one-source-out)")
     trusted: int = Field(default=200, ge=10, description="trusted anchor records (held-out real) for loso")
 

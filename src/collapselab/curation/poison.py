@@ -14,8 +14,10 @@ drawn); flagged records are removed and the pool is refilled by resampling its u
 
 - ``mahalanobis``      robust squared Mahalanobis distances (a minimum-covariance-determinant estimate by
                        C-steps, batched over replicates) above the χ² 0.999 quantile;
-- ``isolation-forest`` scikit-learn's IsolationForest, flagging the ``contamination`` share (one forest per
-                       replicate: a screen, not a model, so the loop over replicates is accepted here);
+- ``isolation-forest`` scikit-learn's IsolationForest on subsamples of ``isolation_samples`` records (small
+                       subsamples resist the masking of a dense poisoned cluster), flagging the
+                       ``contamination`` share (one forest per replicate: a screen, not a model, so the loop over
+                       replicates is accepted here);
 - ``spectral``         spectral signatures (Tran et al. 2018): projections on the top singular vector of the
                        centred features, flagged beyond 4 robust standard deviations;
 - ``loso``             leave-one-source-out against a trusted anchor set (held-out real records): the family is
@@ -183,13 +185,14 @@ def spectral_scores(f: np.ndarray) -> np.ndarray:
     return np.abs(proj - med) / np.where(mad > 0, mad, 1.0)
 
 
-def isolation_flags(f: np.ndarray, contamination: float, rng) -> np.ndarray:
+def isolation_flags(f: np.ndarray, contamination: float, samples: int, rng) -> np.ndarray:
     from sklearn.ensemble import IsolationForest
 
     out = np.zeros(f.shape[:2], bool)
     seeds = rng.integers(0, 2**31 - 1, f.shape[0])
     for r in range(f.shape[0]):  # one forest per replicate (see the module notes)
-        forest = IsolationForest(contamination=contamination, random_state=int(seeds[r]), n_estimators=100)
+        forest = IsolationForest(contamination=contamination, max_samples=min(samples, f.shape[1]),
+                                 random_state=int(seeds[r]), n_estimators=200)
         out[r] = forest.fit_predict(f[r]) < 0
     return out
 
@@ -224,7 +227,7 @@ def screen_flags(spec, x, kind, source, family, trusted, rng) -> np.ndarray:
         elif method == "spectral":
             flags.append(spectral_scores(f) > 4.0)
         elif method == "isolation-forest":
-            flags.append(isolation_flags(f, spec.contamination, rng))
+            flags.append(isolation_flags(f, spec.contamination, spec.isolation_samples, rng))
         else:
             flags.append(loso_flags(x, source, family, trusted, rng))
     combined = np.stack(flags)
