@@ -47,6 +47,14 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _or_fail(fn, *args, **kwargs):
+    """fn's result; an input error (CollapselabError) is the one-line message and exit status 2."""
+    try:
+        return fn(*args, **kwargs)
+    except CollapselabError as e:
+        _fail(str(e))
+
+
 ExecutorOpt = typer.Option(
     None, "--executor", "-e", help="inline | processes | dask (default: processes when --workers > 1, else inline)."
 )
@@ -374,11 +382,7 @@ def synthesize(
     except ValidationError as e:
         _fail(format_validation_error(e, "synthesis").replace("synthesis.", "--").replace("_", "-"))
         return
-    try:
-        result = synthesize_file(data, rows, out, spec, seed, report)
-    except CollapselabError as e:
-        _fail(str(e))
-        return
+    result = _or_fail(synthesize_file, data, rows, out, spec, seed, report)
     if as_json:
         print(json.dumps(result, default=_json_default))
         return
@@ -426,15 +430,11 @@ def audit(
         _fail(f"--policy {policy} needs --real-fraction (a number in [0, 1])")
     if real_fraction is not None and not 0 <= real_fraction <= 1:
         _fail(f"--real-fraction {real_fraction}: must be in [0, 1]")
-    try:
-        report = audit_mod.audit(
-            reference, candidate, synthetic_examples=synthetic_examples, provenance=provenance, policy=policy,
-            real_fraction=real_fraction if policy in ("mix", "fresh") else None, generations=generations,
-            replicates=replicates, seed=seed, project=not no_projection, out=out,
-        )
-    except CollapselabError as e:
-        _fail(str(e))
-        return
+    report = _or_fail(
+        audit_mod.audit, reference, candidate, synthetic_examples=synthetic_examples, provenance=provenance,
+        policy=policy, real_fraction=real_fraction if policy in ("mix", "fresh") else None, generations=generations,
+        replicates=replicates, seed=seed, project=not no_projection, out=out,
+    )
     if as_json:
         print(json.dumps(report, default=_json_default))
         return
@@ -477,12 +477,8 @@ def ledger_add(jsonl: Path = typer.Argument(..., help="JSONL records: content or
     """Append records (all or nothing)."""
     from .audit.ledger import Ledger
 
-    try:
-        with Ledger(db) as ledger:
-            n = ledger.import_jsonl(jsonl)
-    except CollapselabError as e:
-        _fail(str(e))
-        return
+    with Ledger(db) as ledger:
+        n = _or_fail(ledger.import_jsonl, jsonl)
     out_console.print(f"added {n} records to {db}")
 
 
@@ -539,12 +535,8 @@ def ledger_plan(
     from .audit.ledger import Ledger, plan_mix
     from .store import write_atomic
 
-    try:
-        with Ledger(db) as ledger:
-            plan = plan_mix(ledger.rows(), size, min_real, max_per_generator, min_quality, not keep_duplicates)
-    except CollapselabError as e:
-        _fail(str(e))
-        return
+    with Ledger(db) as ledger:
+        plan = _or_fail(plan_mix, ledger.rows(), size, min_real, max_per_generator, min_quality, not keep_duplicates)
     write_atomic(out, "".join(json.dumps(r, sort_keys=True) + "\n" for r in plan.rows))
     real = plan.human / plan.size if plan.size else 0.0
     out_console.print(f"planned {plan.size} records: {plan.human} human ({real:.1%}), synthetic by model "

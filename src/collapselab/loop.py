@@ -196,17 +196,9 @@ def run_cell(
         first = first_reached(codes)
     # the closed forms are for finite samples of the model itself, without anything between generations
     theory = {} if population or pipeline is not None else closed_forms(spec, truth)
-    notes = _dedupe_notes(pipeline.notes) if pipeline is not None else []
+    notes = pipeline.warnings() if pipeline is not None else []
     return CellResult(cell.id, cell.overrides, metrics, theory, first, snapshots, distributions, notes)
 
-
-def _dedupe_notes(notes: list[str]) -> list[str]:
-    """Judge warnings repeat every generation: keep the first of each judge with the count of generations."""
-    seen: dict[str, list[str]] = {}
-    for note in notes:
-        key = note.split(" at generation ")[0]
-        seen.setdefault(key, []).append(note)
-    return [v[0] if len(v) == 1 else f"{v[0]} (and {len(v) - 1} later generations)" for v in seen.values()]
 
 
 def fit_population(family, parts, spec, rng: np.random.Generator):

@@ -9,11 +9,11 @@ verdict, and a projection of the collapse ahead under a planned retraining polic
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import SpecError
 from .coverage import image_measures, table_measures, text_measures, verdict
 from .detect import FeatureDetector, PerplexityDetector, ShareEstimate, estimate_share, provenance_share
 from .inputs import read_pair
@@ -82,16 +82,14 @@ def _share(ref, cand, examples, rng, seed) -> ShareEstimate:
                     "the estimate holds for synthetic text that is as predictable as that")
         else:
             synth = examples.x
-        feat = lambda x: x  # noqa: E731
+        cand_x = cand.x
     else:
-        human, synth = _features(ref), _features(examples)
-        detector, feat = FeatureDetector(seed), (lambda x: x)
-        cand_x = _features(cand)
+        human, synth, cand_x = _features(ref), _features(examples), _features(cand)
+        detector = FeatureDetector(seed)
     human = human[rng.permutation(len(human))][: 2 * MAX_DETECTOR_RECORDS]
     synth = synth[rng.permutation(len(synth))][: 2 * MAX_DETECTOR_RECORDS]
     a, b = len(human) // 2, len(synth) // 2
-    cand_x = cand.x if ref.kind == "text" else cand_x
-    est = estimate_share(detector, feat(human[:a]), feat(synth[:b]), feat(human[a:]), feat(synth[b:]), feat(cand_x))
+    est = estimate_share(detector, human[:a], synth[:b], human[a:], synth[b:], cand_x)
     est.note = "; ".join(n for n in (est.note, note) if n)
     return est
 
@@ -108,8 +106,8 @@ def _features(records) -> np.ndarray:
     for col, k in column_kinds(df).items():
         if k == "numeric":
             parts.append(df[col].to_numpy(float)[:, None])
-        else:  # categories as hashed codes: the trees split on them
-            parts.append(df[col].astype(str).map(lambda v: hash(v) % 1000003).to_numpy(float)[:, None])
+        else:  # categories as stable hashed codes (not hash(): it changes with every process): the trees split on them
+            parts.append(df[col].astype(str).map(lambda v: zlib.crc32(v.encode())).to_numpy(float)[:, None])
     return np.concatenate(parts, axis=1)
 
 
@@ -137,13 +135,12 @@ def projection(kind, path, cand, policy, real_fraction, generations, replicates,
         model = {"family": "gmm", "params": {"components": int(k[0])}}
         surrogate = f"a {int(k[0])}-component Gaussian mixture fitted to the candidate's standardised numeric columns"
     elif kind == "text":
-        n = int(min(len(cand), 1000))
+        n = int(min(1000, int(0.9 * len(cand)) - 1))  # the candidate's train split holds 90% of its records
         data = {"source": "text-file", "n": n, "heldout": int(min(200, max(1, len(cand) // 10))),
                 "params": {"path": str(Path(path).resolve()), "heldout_fraction": 0.1}}
         model = {"family": "ngram", "params": {"order": 3}}
         surrogate = "word trigrams fitted to the candidate"
-        data["n"] = int(min(n, int(0.9 * len(cand)) - 1))
-        if data["n"] < 10:
+        if n < 10:
             return {"skipped": f"{len(cand)} text records are too few to project"}
     else:
         return {"skipped": "projection for images is not built in yet: run a vae spec on --candidate as image-file"}

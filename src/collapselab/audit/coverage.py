@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from ..curation.features import record_features, tfidf
+from ..curation.features import record_features, standardise, tfidf
 from ..metrics.stages import STAGES
 
 TAIL_Q = 0.01  # a value is in a column's tail beyond the reference's 1st or 99th percentile
@@ -41,8 +41,6 @@ def mmd_test(a: np.ndarray, b: np.ndarray, rng, permutations: int = 200, cap: in
 
 
 def table_measures(ref, cand, rng) -> dict:
-    import pandas as pd
-
     from ..curation.tabular import column_kinds
 
     columns, tails, spreads = {}, [], []
@@ -81,9 +79,10 @@ def table_measures(ref, cand, rng) -> dict:
                 tails.append(columns[col]["rare_category_coverage"])
             spreads.append(min(1.0, columns[col]["entropy_ratio"]))
     num = [c for c, v in columns.items() if v["kind"] == "numeric"]
-    feats = lambda df: ((df[num].to_numpy(float) - ref[num].to_numpy(float).mean(0))  # noqa: E731
-                        / np.where(ref[num].to_numpy(float).std(0) > 0, ref[num].to_numpy(float).std(0), 1))
-    mmd, p = mmd_test(feats(ref), feats(cand), rng) if num else (None, None)
+    mmd, p = None, None
+    if num:
+        r, c = ref[num].to_numpy(float)[None], cand[num].to_numpy(float)[None]
+        mmd, p = mmd_test(standardise(r, r)[0], standardise(c, r)[0], rng)
     return {"columns": columns, "mmd": mmd, "mmd_p_value": p,
             "tail_retention": float(np.mean(tails)) if tails else None,
             "spread_retention": float(np.median(spreads)) if spreads else None}
@@ -100,7 +99,7 @@ def text_measures(ref, cand, vocab, rng) -> dict:
     present = lambda x: np.isin(np.arange(V), x)  # noqa: E731
     survival_c = (present(c) & rare).sum() / max(rare.sum(), 1)
     survival_r = (present(sub) & rare).sum() / max(rare.sum(), 1)
-    d = {k: float(distinct_n(x[None], j)[0]) for j in (1, 2, 3) for k, x in ((f"distinct_{j}", c),)}
+    d = {f"distinct_{j}": float(distinct_n(c[None], j)[0]) for j in (1, 2, 3)}
     d_ref = {f"distinct_{j}": float(distinct_n(sub[None], j)[0]) for j in (1, 2, 3)}
     fr, fc = tfidf(record_features(ref[None], "text"))[0], tfidf(record_features(cand[None], "text"))[0]
     mmd, p = mmd_test(fr, fc, rng)

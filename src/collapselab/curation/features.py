@@ -13,7 +13,9 @@ TEXT_BUCKETS = 1024
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
-def record_features(x: np.ndarray, kind: str) -> np.ndarray:
+def record_features(x: np.ndarray, kind: str, categories: int | None = None) -> np.ndarray:
+    """Features (R, N, D); ``categories`` fixes the one-hot width of categorical records, so that two sets
+    compared with each other (real and synthetic) get the same columns whatever categories each holds."""
     if kind == "text":
         return text_features(x)
     if kind == "image":
@@ -21,7 +23,7 @@ def record_features(x: np.ndarray, kind: str) -> np.ndarray:
         f = 4 if h % 4 == 0 and w % 4 == 0 else 1
         return x.reshape(R, N, h // f, f, w // f, f).mean(axis=(3, 5)).reshape(R, N, -1).astype(float)
     if kind == "categorical":
-        K = int(x.max()) + 1
+        K = categories or int(x.max()) + 1
         if K <= TEXT_BUCKETS:
             return (x[..., None] == np.arange(K)).astype(float)
         return (x[..., None] % TEXT_BUCKETS == np.arange(TEXT_BUCKETS)).astype(float)

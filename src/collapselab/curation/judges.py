@@ -159,7 +159,7 @@ class Discriminator(Stage):
         max_train: int = Field(default=2000, ge=20, description="records per class the classifier trains on")
 
     def _features(self, records):
-        f = standardise(record_features(records, self.ctx.kind), self.base)
+        f = standardise(record_features(records, self.ctx.kind, self.categories), self.base)
         if self.W is None:
             return f
         return np.sqrt(2.0 / self.W.shape[1]) * np.cos(np.einsum("rnd,dk->rnk", f, self.W) + self.b)
@@ -167,7 +167,8 @@ class Discriminator(Stage):
     def prepare(self, candidates, aside, rng, model=None):
         p = self.params
         real = self.ctx.real
-        self.base = record_features(real, self.ctx.kind)
+        self.categories = getattr(self.ctx.family.reference.truth, "categories", None)
+        self.base = record_features(real, self.ctx.kind, self.categories)
         dim = self.base.shape[-1]
         # random Fourier features of low-dimensional records (a smooth nonlinear classifier); text and
         # images are high-dimensional already: linear in their features

@@ -77,9 +77,9 @@ class ClusterMirror:
         R, n, d = real.shape
         if spec.clusters == "bic":
             chosen, fits = bic_choice(real, spec.max_clusters, rng, spec.reg_covar)
-        else:
-            chosen, fits = np.full(R, spec.clusters), {spec.clusters - 1: fit_gmm(real, spec.clusters, rng)[0]}
-            fits = [fits.get(k) for k in range(spec.clusters)]
+        else:  # only the given k is fitted: fits[k - 1]
+            chosen = np.full(R, spec.clusters)
+            fits = [None] * (spec.clusters - 1) + [fit_gmm(real, spec.clusters, rng)[0]]
         K = int(chosen.max())
         self.active = np.arange(K)[None, :] < chosen[:, None]  # (R, K)
         centres = np.zeros((R, K, d))
@@ -90,12 +90,13 @@ class ClusterMirror:
         self.real_shares = np.zeros((R, K))
         self.real_covs = np.broadcast_to(np.eye(d), (R, K, d, d))
         generator = self.fit(real)  # the real clusters' own Gaussians: the fallback of an emptied cluster
-        onehot = self._assign(real, generator.means)[..., None] == np.arange(K)
+        onehot = self.assign(real, generator.means)[..., None] == np.arange(K)
         self.real_shares = onehot.mean(axis=1)
         self.real_centres, self.real_covs = generator.means, generator.covs
         self.clusters = chosen
 
-    def _assign(self, x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    def assign(self, x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+        """Index of the nearest of a replicate's clusters for every record (R, N, d) → (R, N)."""
         dist = _sq_dist(x, centres)
         dist[~np.broadcast_to(self.active[:, None, :], dist.shape)] = np.inf
         return np.argmin(dist, axis=2)
@@ -107,11 +108,11 @@ class ClusterMirror:
         K = self.active.shape[1]
         centres = self.real_centres
         for _ in range(LLOYD_STEPS):
-            onehot = (self._assign(x, centres)[..., None] == np.arange(K)).astype(float)  # (R, N, K)
+            onehot = (self.assign(x, centres)[..., None] == np.arange(K)).astype(float)  # (R, N, K)
             count = onehot.sum(axis=1)
             sums = np.einsum("rnk,rnd->rkd", onehot, x)
             centres = np.where(count[..., None] > 0, sums / np.maximum(count, 1)[..., None], centres)
-        onehot = (self._assign(x, centres)[..., None] == np.arange(K)).astype(float)
+        onehot = (self.assign(x, centres)[..., None] == np.arange(K)).astype(float)
         count = onehot.sum(axis=1)
         diff = x[:, None] - centres[:, :, None]  # (R, K, N, d)
         w = np.swapaxes(onehot, 1, 2)[..., None]
@@ -119,14 +120,17 @@ class ClusterMirror:
         covs = covs + self.spec.reg_covar * np.eye(d)
         # a cluster left with fewer than two training records takes the real cluster's spread
         covs = np.where((count < 2)[..., None, None], self.real_covs, covs)
+        return ClusterGenerator(centres, covs, self.quotas())
+
+    def quotas(self) -> np.ndarray:
+        """Each cluster's share of a synthetic pool (R, K): its real share, at least ``floor``, renormalised."""
         quotas = np.where(self.active, np.maximum(self.real_shares, self.spec.floor), 0.0)
-        quotas = quotas / quotas.sum(axis=1, keepdims=True)
-        return ClusterGenerator(centres, covs, quotas)
+        return quotas / quotas.sum(axis=1, keepdims=True)
 
     def coverage(self, samples: np.ndarray) -> np.ndarray:
         """min over real clusters of (share of samples nearest its real centre / its real share), capped at 1."""
         K = self.active.shape[1]
-        share = (self._assign(samples, self.real_centres)[..., None] == np.arange(K)).mean(axis=1)
+        share = (self.assign(samples, self.real_centres)[..., None] == np.arange(K)).mean(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(self.active & (self.real_shares > 0), share / self.real_shares, np.inf)
         return np.minimum(ratio.min(axis=1), 1.0)

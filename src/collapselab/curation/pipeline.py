@@ -54,6 +54,7 @@ class Pipeline:
         self.attack = make_attack(spec, self.sources)
         self.mirror: ClusterMirror | None = None
         self.curator: Curator | None = None
+        self.context: Context | None = None  # built with the (possibly attacked) real pool, in real_pool
         self._labels = {
             name: load_labels(s.labels, kind) for name, s in zip(stage_names(spec.curation), spec.curation) if s.labels
         }
@@ -87,21 +88,17 @@ class Pipeline:
             extra["poisoned"] = mask.astype(float)
             extra["source"] = np.where(mask, float(self.attack.source), extra["source"])
         pool = Pool(x, real.generation, extra)
-        self.curator_context = Context(self.kind, x, self.heldout, self.family, self._decode())
+        decode = self.vocab.decode if self.vocab is not None else None
+        self.context = Context(self.kind, x, self.heldout, self.family, decode)
         if self.spec.curation:
-            self.curator = Curator(self.spec.curation, self.curator_context, self._labels)
+            self.curator = Curator(self.spec.curation, self.context, self._labels)
         if self.spec.synthesis.kind == "cluster-mirrored":
             self.mirror = ClusterMirror(self.spec.synthesis, x, self._rng(Stream.SYNTHESIS, 0))
         return self._screen(pool, 0)
 
-    def _decode(self):
-        if self.vocab is None:
-            return None
-        return self.vocab.decode
-
     def set_anchor(self, model) -> None:
         if self.curator is not None:
-            self.curator_context.anchor = model
+            self.context.anchor = model
 
     def candidates(self, m: int) -> int:
         return self.curator.candidates(m) if self.curator is not None else m
@@ -128,7 +125,7 @@ class Pipeline:
         if self.spec.screen is not None or self.attack is not None:
             extra["source"] = np.full((R, cand.shape[1]), -1.0)  # the generator is one source
         if self.attack is not None and self.spec.poison.target == "synthetic":
-            cand, mask = self.attack.inject(cand, self.curator_context.real, self._rng(Stream.POISON, g + 1), self.vocab)
+            cand, mask = self.attack.inject(cand, self.context.real, self._rng(Stream.POISON, g + 1), self.vocab)
             extra["poisoned"] = mask.astype(float)
             extra["source"] = np.where(mask, float(self.attack.source), extra["source"])
         pool = Pool(cand, np.full(cand.shape[:2], g, dtype=np.int16), extra)
@@ -147,6 +144,13 @@ class Pipeline:
                         ("poisoned", poisoned.sum(1)), ("total", np.full(flags.shape[0], flags.shape[1]))):
             counts[name] = counts.get(name, 0) + v
         return pool.take(refill(flags, rng))
+
+    def warnings(self) -> list[str]:
+        """The run's notes, a judge's repeated chance warning kept once with the count of later generations."""
+        seen: dict[str, list[str]] = {}
+        for note in self.notes:
+            seen.setdefault(note.split(" at generation ")[0], []).append(note)
+        return [v[0] if len(v) == 1 else f"{v[0]} (and {len(v) - 1} later generations)" for v in seen.values()]
 
     def screen_values(self) -> dict[str, np.ndarray]:
         """Screen metrics over the pools screened since the last call (NaN where undefined)."""

@@ -87,9 +87,8 @@ def synthesize(df: pd.DataFrame, rows: int, spec: SynthesisSpec, seed: int = 0) 
         raise SpecError(f"--data: {len(df)} rows are too few to cluster {Z.shape[2]} encoded columns")
     mirror = ClusterMirror(spec, Z, rng)
     K = mirror.active.shape[1]
-    labels = mirror._assign(Z, mirror.real_centres)[0]
-    quotas = np.where(mirror.active, np.maximum(mirror.real_shares, spec.floor), 0.0)[0]
-    counts = largest_remainder((quotas / quotas.sum())[None], rows)[0]
+    labels = mirror.assign(Z, mirror.real_centres)[0]
+    counts = largest_remainder(mirror.quotas(), rows)[0]
     out_num, out_cat = [], {c: [] for c in cat}
     for k in range(K):  # a loop over clusters (few), not over rows
         if counts[k] == 0:
