@@ -14,6 +14,7 @@ back one value per replicate, generation and metric.
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -58,6 +59,30 @@ def run_cell(
     cell: Cell, seed: int, progress: Progress | None = None, checkpoints: "str | Path | None" = None
 ) -> CellResult:
     """Run one cell; with ``checkpoints`` (a folder), save after every generation and resume from it."""
+    with _small_pages():
+        return _run_cell(cell, seed, progress, checkpoints)
+
+
+@contextmanager
+def _small_pages():
+    """No transparent huge pages for the arrays of a run. NumPy asks the kernel for huge pages on every large
+    array; where the kernel compacts memory to find them when a page is first touched (THP defrag "madvise", a
+    common default), the first touch of a big run's (generations x chains) metric arrays stalled for 0.2 to 2 s,
+    differently each run. Ordinary pages cost a steady ~0.5 s for 1.4 GB. NumPy's switch is process-wide: it is
+    put back afterwards."""
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage as switch
+    except ImportError:  # another NumPy: leave the memory policy alone
+        yield
+        return
+    before = switch(False)
+    try:
+        yield
+    finally:
+        switch(before)
+
+
+def _run_cell(cell: Cell, seed: int, progress: Progress | None, checkpoints) -> CellResult:
     from .spec import _import_plugins
     from .theory import closed_forms  # late: theory imports families for their constants
 

@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from ..errors import SpecError
-from ._batched import LOG_2PI, bmm, categorical_sample, gaussian_logpdf, psd_factor
+from ._batched import LOG_2PI, bmm, categorical_sample, gaussian_logpdf, gaussian_logpdf_cols, psd_factor
 from .base import Family, Params, register_family
 
 
@@ -26,28 +26,51 @@ class GMMModel:
 
     def sample(self, m, rng):
         comp = categorical_sample(self.weights, m, rng)  # (R, m)
-        z = rng.standard_normal((*comp.shape, self.means.shape[2]))
-        centre = np.take_along_axis(self.means, comp[:, :, None], axis=1)
-        factor = np.take_along_axis(psd_factor(self.covs), comp[:, :, None, None], axis=1)
-        return centre + np.einsum("rmij,rmj->rmi", factor, z)
-
-    def component_logpdf(self, x: np.ndarray) -> np.ndarray:
-        """log w_k + log N(x; μ_k, Σ_k) for x (R or 1, N, d) → (R, N, K)."""
-        with np.errstate(divide="ignore"):
-            logw = np.log(self.weights)
-        R, K = self.weights.shape
-        out = np.empty((R, x.shape[1], K))
-        for k in range(K):  # component by component: contiguous (R, N) work
-            out[..., k] = gaussian_logpdf(x, self.means[:, k], self.covs[:, k]) + logw[:, k, None]
+        R, K, d = self.means.shape
+        z = rng.standard_normal((R, m, d))
+        factor = psd_factor(self.covs)
+        if d > 8:
+            centre = np.take_along_axis(self.means, comp[:, :, None], axis=1)
+            picked = np.take_along_axis(factor, comp[:, :, None, None], axis=1)
+            return centre + np.einsum("rmij,rmj->rmi", picked, z)
+        zs = [z[..., j] for j in range(d)]
+        out = np.empty((R, m, d))
+        for i in range(d):  # centre + F z, coordinate by coordinate, each component's then the drawn one's
+            row = [self.means[:, k, i, None] + _dot_row(factor[:, k, i], zs) for k in range(K)]
+            out[..., i] = np.choose(comp, row) if K > 1 else row[0]
         return out
 
+    def component_logpdf(self, x: np.ndarray) -> list[np.ndarray]:
+        """log w_k + log N(x; μ_k, Σ_k) for x (R or 1, N, d): one (R, N) array per component."""
+        d = x.shape[-1]
+        return self.component_logpdf_cols([np.ascontiguousarray(x[..., j]) for j in range(d)] if d <= 8 else x)
+
+    def component_logpdf_cols(self, cols) -> list[np.ndarray]:
+        """component_logpdf of records given as coordinate rows (d <= 8) or as the (R, N, d) array."""
+        with np.errstate(divide="ignore"):
+            logw = np.log(self.weights)
+        logpdf = gaussian_logpdf_cols if isinstance(cols, list) else gaussian_logpdf
+        return [logpdf(cols, self.means[:, k], self.covs[:, k]) + logw[:, k, None] for k in range(logw.shape[1])]
+
     def log_prob(self, x):
-        return logsumexp_last(self.component_logpdf(x))
+        return logsumexp_parts(self.component_logpdf(x))
 
 
-def logsumexp_last(a: np.ndarray, keepdims: bool = False) -> np.ndarray:
-    """log Σ exp over the last (component) axis, elementwise over components: faster than scipy's for small K."""
-    parts = [a[..., k] for k in range(a.shape[-1])]
+def _dot_row(f: np.ndarray, zs: list[np.ndarray]) -> np.ndarray:
+    """Σ_j f[:, j] z_j for a row f (R, d) of factors and coordinates z_j (R, m), summed in order."""
+    acc = f[:, 0, None] * zs[0]
+    for j in range(1, len(zs)):
+        acc = acc + f[:, j, None] * zs[j]
+    return acc
+
+
+def logsumexp_last(a: np.ndarray) -> np.ndarray:
+    """log Σ exp over the last (component) axis."""
+    return logsumexp_parts([a[..., k] for k in range(a.shape[-1])])
+
+
+def logsumexp_parts(parts: list[np.ndarray]) -> np.ndarray:
+    """log Σ_k exp(parts[k]), elementwise over the few components: faster than scipy's for small K."""
     top = parts[0]
     for p in parts[1:]:
         top = np.maximum(top, p)
@@ -56,58 +79,63 @@ def logsumexp_last(a: np.ndarray, keepdims: bool = False) -> np.ndarray:
         total = np.exp(parts[0] - top)
         for p in parts[1:]:
             total += np.exp(p - top)
-        out = top + np.log(total)
-    return out[..., None] if keepdims else out
+        return top + np.log(total)
 
 
-def _kmeans_pp(x, K, rng):
+def _kmeans_pp(x, cols, K, rng):
     R, N, _ = x.shape
     rows = np.arange(R)
     centres = np.empty((R, K, x.shape[2]))
     centres[:, 0] = x[rows, rng.integers(0, N, size=R)]
-    d2 = _sq_dist(x, centres[:, :1])[..., 0]
+    d2 = _sq_dist_cols(cols, centres[:, :1])[0]
     for k in range(1, K):  # a loop over components, never over replicates
         total = d2.sum(axis=1, keepdims=True)
         probs = np.where(total > 0, d2 / np.where(total > 0, total, 1), 1.0 / N)
         pick = categorical_sample(probs, 1, rng)[:, 0]
         centres[:, k] = x[rows, pick]
-        d2 = np.minimum(d2, _sq_dist(x, centres[:, k : k + 1])[..., 0])
+        d2 = np.minimum(d2, _sq_dist_cols(cols, centres[:, k : k + 1])[0])
     return centres
 
 
 def _sq_dist(x, centres):
     """Squared distances (R, N, K) of records (R, N, d) to centres (R, K, d), coordinate by coordinate."""
-    R, N, d = x.shape
-    out = np.zeros((R, N, centres.shape[1]))
+    return np.stack(_sq_dist_cols([x[..., j] for j in range(x.shape[2])], centres), axis=-1)
+
+
+def _sq_dist_cols(cols, centres) -> list[np.ndarray]:
+    """Squared distances of records given as coordinate rows (R, N) to centres (R, K, d): one (R, N) per centre."""
+    out = []
     for k in range(centres.shape[1]):
-        for j in range(d):
-            out[..., k] += (x[..., j] - centres[:, k, j, None]) ** 2
+        dist = np.zeros(cols[0].shape)
+        for j, col in enumerate(cols):
+            dist += (col - centres[:, k, j, None]) ** 2
+        out.append(dist)
     return out
 
 
-def _nearest(x, centres):
+def _nearest(cols, centres):
     """Index of the nearest centre for every record, (R, N): elementwise over the few centres."""
-    dist = _sq_dist(x, centres)
-    if dist.shape[-1] == 2:  # the common case, in one comparison
-        return (dist[..., 1] < dist[..., 0]).astype(np.intp)
-    labels = np.zeros(dist.shape[:2], dtype=np.intp)
-    best = dist[..., 0]
-    for k in range(1, dist.shape[-1]):
-        closer = dist[..., k] < best  # ties keep the lower index, as argmin does
+    dist = _sq_dist_cols(cols, centres)
+    if len(dist) == 2:  # the common case, in one comparison
+        return (dist[1] < dist[0]).astype(np.intp)
+    labels = np.zeros(dist[0].shape, dtype=np.intp)
+    best = dist[0]
+    for k in range(1, len(dist)):
+        closer = dist[k] < best  # ties keep the lower index, as argmin does
         labels = np.where(closer, k, labels)
-        best = np.where(closer, dist[..., k], best)
+        best = np.where(closer, dist[k], best)
     return labels
 
 
-def _lloyd_labels(x, centres, steps):
-    K, d = centres.shape[1], x.shape[2]
-    cols = [x[..., j] for j in range(d)]
+def _lloyd_resp(cols, centres, steps) -> list[np.ndarray]:
+    """Hard responsibilities after Lloyd steps from ``centres``: one (R, N) indicator per centre."""
+    K, d = centres.shape[1], len(cols)
     previous = None
     for _ in range(steps):
-        labels = _nearest(x, centres)
+        labels = _nearest(cols, centres)
         if previous is not None and np.array_equal(labels, previous):
             # no record moved in any replicate: the centres, and so every later step, are what they were
-            return (labels[..., None] == np.arange(K)).astype(float)
+            return [(labels == k).astype(float) for k in range(K)]
         previous = labels
         new = np.empty_like(centres)
         for k in range(K):
@@ -117,14 +145,17 @@ def _lloyd_labels(x, centres, steps):
                 total = np.einsum("rn,rn->r", member, cols[j])
                 new[:, k, j] = np.where(count > 0, total / np.maximum(count, 1), centres[:, k, j])
         centres = new
-    labels = _nearest(x, centres)
-    return (labels[..., None] == np.arange(K)).astype(float)
+    labels = _nearest(cols, centres)
+    return [(labels == k).astype(float) for k in range(K)]
 
 
 def _m_step(x, resp, reg):
-    N, d = x.shape[1], x.shape[2]
-    if d <= 8:
+    """Weights, means and covariances from responsibilities, one (R, N) array per component. ``x`` is the
+    records as coordinate rows (d <= 8: contiguous (R, N) work) or the (R, N, d) array."""
+    if isinstance(x, list):
         return _m_step_small(x, resp, reg)
+    N, d = x.shape[1], x.shape[2]
+    resp = np.stack(resp, axis=-1)
     nk = resp.sum(axis=1) + 10 * np.finfo(float).eps  # (R, K)
     means = np.einsum("rnk,rnd->rkd", resp, x) / nk[..., None]
     diff = x[:, None] - means[:, :, None]  # (R, K, N, d)
@@ -134,12 +165,9 @@ def _m_step(x, resp, reg):
     return nk / N, means, covs
 
 
-def _m_step_small(x, resp, reg):
+def _m_step_small(cols, rs, reg):
     """The M-step coordinate by coordinate on contiguous (R, N) rows: for the few dimensions of most studies."""
-    R, N, d = x.shape
-    K = resp.shape[2]
-    cols = [np.ascontiguousarray(x[..., j]) for j in range(d)]
-    rs = [np.ascontiguousarray(resp[..., k]) for k in range(K)]
+    (R, N), d, K = cols[0].shape, len(cols), len(rs)
     nk = np.stack([r.sum(axis=1) for r in rs], axis=1) + 10 * np.finfo(float).eps  # (R, K), contiguous sums
     means = np.empty((R, K, d))
     covs = np.empty((R, K, d, d))
@@ -158,19 +186,23 @@ def _m_step_small(x, resp, reg):
 
 def fit_gmm(x, K, rng, max_iter=100, tol=1e-3, reg=1e-6, lloyd_steps=10) -> tuple[GMMModel, np.ndarray]:
     """Batched EM; returns the model and the number of EM iterations each replicate ran."""
-    R = x.shape[0]
-    resp = _lloyd_labels(x, _kmeans_pp(x, K, rng), lloyd_steps)
-    weights, means, covs = _m_step(x, resp, reg)
+    R, _, d = x.shape
+    # every step reads the records coordinate by coordinate: contiguous (R, N) rows, made once
+    cols = [np.ascontiguousarray(x[..., j]) for j in range(d)]
+    data = cols if d <= 8 else x
+    resp = _lloyd_resp(cols, _kmeans_pp(x, cols, K, rng), lloyd_steps)
+    weights, means, covs = _m_step(data, resp, reg)
     prev = np.full(R, -np.inf)
     iters = np.zeros(R, dtype=int)
     active = np.arange(R)
     for _ in range(max_iter):
-        xa = x[active]
-        model = GMMModel(weights[active], means[active], covs[active])
-        logp = model.component_logpdf(xa)
-        lse = logsumexp_last(logp, keepdims=True)
-        ll = lse[..., 0].mean(axis=1)
-        w, m, c = _m_step(xa, np.exp(logp - lse), reg)
+        every = active.size == R  # no copies until a replicate has converged
+        xa = data if every else ([c[active] for c in cols] if d <= 8 else x[active])
+        model = GMMModel(weights, means, covs) if every else GMMModel(weights[active], means[active], covs[active])
+        parts = model.component_logpdf_cols(xa)
+        lse = logsumexp_parts(parts)
+        ll = lse.mean(axis=1)
+        w, m, c = _m_step(xa, [np.exp(p - lse) for p in parts], reg)
         weights[active], means[active], covs[active] = w, m, c
         iters[active] += 1
         done = np.abs(ll - prev[active]) < tol

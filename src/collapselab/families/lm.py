@@ -151,7 +151,8 @@ def _train(model, tokenizer, texts: list[str], p: _LMParams, rng: np.random.Gene
     t = torch()
     ids = _blocks(tokenizer, texts, p.block)
     t.manual_seed(seed_of(rng))
-    opt = t.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=0.0)
+    # fused: one kernel over every parameter instead of a dozen small ops per tensor (same update)
+    opt = t.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=0.0, fused=True)
     model.train()
     for _ in range(p.epochs):
         order = rng.permutation(len(ids))
@@ -311,6 +312,9 @@ class TransformerFamily(_LMFamily):
         width: int = Field(default=128, ge=16, le=2048, description="embedding size")
         heads: int = Field(default=4, ge=1)
         bpe_vocab: int = Field(default=4000, ge=300, le=65536)
+        # 0, as in nanoGPT-style pretraining: each generation trains a few epochs from scratch, and on a CPU the
+        # dropout masks alone cost ~20% of a training step
+        dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout of embeddings, residuals, attention")
 
         @model_validator(mode="after")
         def _heads(self):
@@ -321,18 +325,28 @@ class TransformerFamily(_LMFamily):
     def base(self):
         p = self.params
         key = ("transformer", self.reference.truth.info["corpus"], p.bpe_vocab, p.layers, p.width, p.heads, p.block,
-               len(self.reference.truth.train), self.lowercase)
+               p.dropout, len(self.reference.truth.train), self.lowercase)
         if key not in _BASES:
-            from transformers import GPT2Config, GPT2LMHeadModel
+            from transformers import GPT2LMHeadModel
 
             t = torch()
             tokenizer = train_bpe([self.vocab.decode(r) for r in self.reference.truth.train], p.bpe_vocab)
-            config = GPT2Config(vocab_size=len(tokenizer), n_positions=2 * p.block, n_embd=p.width, n_layer=p.layers,
-                                n_head=p.heads, bos_token_id=tokenizer.bos_token_id,
-                                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+            config = gpt_config(p, tokenizer)
             t.manual_seed(0)  # the initial weights: fixed, so every generation and run starts from the same ones
             _BASES[key] = (config, GPT2LMHeadModel(config).state_dict(), tokenizer)
         return _BASES[key]
+
+
+def gpt_config(p: TransformerFamily.Params, tokenizer):
+    """The GPT-2 configuration of a ``transformer`` family (also what benchmarks/transformer_mfu.py trains)."""
+    from transformers import GPT2Config
+
+    return GPT2Config(vocab_size=len(tokenizer), n_positions=2 * p.block, n_embd=p.width, n_layer=p.layers,
+                      n_head=p.heads, resid_pdrop=p.dropout, embd_pdrop=p.dropout, attn_pdrop=p.dropout,
+                      # GPT-2's tanh GELU as one fused kernel (gelu_new is five elementwise passes)
+                      activation_function="gelu_pytorch_tanh", attn_implementation="sdpa",
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id)
 
 
 def train_bpe(texts: list[str], vocab_size: int):

@@ -33,12 +33,13 @@ STAGES = ("healthy", "early", "late", "total")
 HEALTHY, EARLY, LATE, TOTAL = range(4)
 
 
-def retention(metrics: dict[str, np.ndarray], names, references: dict[str, float], reference: str) -> np.ndarray:
-    """Smallest retention over ``names``, shape (G, R); NaN where no metric defines it."""
+def retention(metrics: dict[str, np.ndarray], names, references: dict[str, float], reference: str,
+              rows: slice = slice(None)) -> np.ndarray:
+    """Smallest retention over ``names`` at generations ``rows``, shape (G, R); NaN where no metric defines it."""
     parts = []
     for name in names:
-        v = metrics[name]
-        base = v[0:1] if reference == "generation0" else references.get(name, 1.0)
+        v = metrics[name][rows]
+        base = metrics[name][0:1] if reference == "generation0" else references.get(name, 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             r = np.where(base > 0, v / base, np.nan)  # nothing to lose: undefined, not "all retained"
         parts.append(np.broadcast_to(r, v.shape))
@@ -63,10 +64,18 @@ def stage_codes(metrics, tail_metrics, spread_metrics, references, config) -> np
     if not tail_metrics and not spread_metrics:
         return None
     G, R = next(iter(metrics.values())).shape
-    nan = np.full((G, R), np.nan)
-    tail = retention(metrics, tail_metrics, references, config.reference) if tail_metrics else nan
-    spread = retention(metrics, spread_metrics, references, config.reference) if spread_metrics else nan
-    return classify(tail, spread, config.early, config.late, config.total)
+    codes = np.empty((G, R), dtype=np.int8)
+    step = max(1, CHUNK // R)
+    for g in range(0, G, step):  # a few generations at a time: the temporaries stay in cache
+        rows = slice(g, min(g + step, G))
+        nan = np.full((rows.stop - g, R), np.nan)
+        tail = retention(metrics, tail_metrics, references, config.reference, rows) if tail_metrics else nan
+        spread = retention(metrics, spread_metrics, references, config.reference, rows) if spread_metrics else nan
+        codes[rows] = classify(tail, spread, config.early, config.late, config.total)
+    return codes
+
+
+CHUNK = 1 << 16  # values per block of stage_codes
 
 
 def stage_shares(codes: np.ndarray) -> dict[str, np.ndarray]:
