@@ -28,7 +28,7 @@ def matmul_peak() -> float:
     for n in (1024, 1536, 2048):
         a, b = torch.randn(n, n), torch.randn(n, n)
         torch.mm(a, b)
-        for _ in range(3):
+        for _ in range(8):  # the best of several: a shared machine's slow moments must not lower the peak
             t = time.perf_counter()
             torch.mm(a, b)
             best = max(best, 2 * n**3 / (time.perf_counter() - t))

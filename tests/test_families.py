@@ -105,6 +105,29 @@ def test_gmm_on_one_blob_loses_spread_under_replace():
     assert l2[-1] > 2 * l2[0]
 
 
+def test_batched_gmm_chains_match_the_scikit_learn_refit_loop_in_distribution():
+    # the loop of Shumailov et al.'s notebook (GaussianMixture(2).fit, then .sample), independent of our EM:
+    # after 40 generations our 256 chains' largest component std must be distributed like its 24 chains'
+    from sklearn.mixture import GaussianMixture
+
+    n, generations, chains = 200, 40, 24
+    rng = np.random.default_rng(1)
+    theirs = np.empty(chains)
+    for c in range(chains):
+        x = rng.standard_normal((n, 2))
+        for g in range(generations):
+            gmm = GaussianMixture(2, covariance_type="full", random_state=int(rng.integers(2**31))).fit(x)
+            if g < generations - 1:
+                x, _ = gmm.sample(n)
+        theirs[c] = np.sqrt(np.linalg.eigvalsh(gmm.covariances_).max())
+    r = simulate(generations, 256, "blobs", n, "gmm", {"means": [[0.0, 0.0]], "stds": 1.0}, {"components": 2})
+    ours = r.raw[0].metrics["component_std_max"][-1]
+    assert ours.mean() < 0.9  # both have drifted well away from the true 1 (a test that can tell them apart)
+    assert stats.ks_2samp(ours, theirs).pvalue > 0.01
+    se = np.sqrt(ours.var(ddof=1) / ours.size + theirs.var(ddof=1) / chains)
+    assert abs(ours.mean() - theirs.mean()) < 3 * se
+
+
 def test_categorical_forgets_the_tail_long_before_it_loses_diversity():
     r = simulate(11, 2000, "zipf", 200, "categorical", {"categories": 10, "exponent": 1.5})
     summary = r.summary.set_index(["metric", "generation"])
