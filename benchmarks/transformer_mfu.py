@@ -92,7 +92,7 @@ def run() -> dict:
     ours_model = _model(gpt_config(params, tok))
     tokens = EPOCHS * _blocks(tok, texts, BLOCK).numel()
     t = time.perf_counter()
-    _train(ours_model, tok, texts, params, np.random.default_rng(0))
+    _train(ours_model, tok, texts, params, np.random.default_rng(0), fused=TransformerFamily.fused_optimizer)
     ours_s = time.perf_counter() - t
     base_s, base_tokens = naive_loop(_model(_hf_default_config(tok)), tok, texts)
     fpt = flops_per_token(ours_model)

@@ -147,12 +147,13 @@ def _blocks(tokenizer, texts: list[str], block: int):
     return t.tensor(np.resize(np.asarray(ids, dtype=np.int64), n * block).reshape(n, block))
 
 
-def _train(model, tokenizer, texts: list[str], p: _LMParams, rng: np.random.Generator):
+def _train(model, tokenizer, texts: list[str], p: _LMParams, rng: np.random.Generator, fused: bool = False):
     t = torch()
     ids = _blocks(tokenizer, texts, p.block)
     t.manual_seed(seed_of(rng))
-    # fused: one kernel over every parameter instead of a dozen small ops per tensor (same update)
-    opt = t.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=0.0, fused=True)
+    # fused: one kernel over every parameter instead of a dozen small ops per tensor; the same update up to
+    # rounding (not bit for bit, so the pretrained family keeps the measured per-tensor optimiser)
+    opt = t.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=0.0, fused=fused or None)
     model.train()
     for _ in range(p.epochs):
         order = rng.permutation(len(ids))
@@ -172,6 +173,7 @@ class _LMFamily(Family):
     spread_metrics = ("distinct_2",)
     measures_samples = True
     uses_anchor = True
+    fused_optimizer = False
 
     def __init__(self, params, reference):
         super().__init__(params, reference)
@@ -195,7 +197,7 @@ class _LMFamily(Family):
             model = AutoModelForCausalLM.from_config(config)
             model.load_state_dict(state)  # every generation restarts from the same weights
             texts = [self.vocab.decode(rec) for rec in x[r]]
-            models.append(_train(model, tokenizer, texts, self.params, rng))
+            models.append(_train(model, tokenizer, texts, self.params, rng, fused=self.fused_optimizer))
         if self.params.prompt == "real" and self.prompts is None:
             # generation 0 (the first fit, also on resume) trains on the real records: their openings are the prompts
             self.prompts = x[:, :, : self.params.prompt_words].copy()
@@ -303,6 +305,7 @@ def _gguf_to_safetensors(gguf: Path, folder: Path) -> Path:
 @register_family
 class TransformerFamily(_LMFamily):
     name = "transformer"
+    fused_optimizer = True  # a small model's step is dominated by per-tensor optimiser overhead without it
 
     class Params(_LMParams):
         block: int = Field(default=128, ge=8, le=1024, description="tokens per training sequence")
