@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from scipy import stats
 
 import collapselab as cl
 from benchmarks.common import save
@@ -46,8 +47,6 @@ def run() -> dict:
     t = time.perf_counter()
     base = baseline(BASELINE_CHAINS, GENERATIONS, N)
     base_s = time.perf_counter() - t
-    from scipy import stats
-
     ours_std = result.raw[0].metrics["component_std_max"][-1]
     record = {
         "ours_s_64_chains": round(ours, 2),

@@ -65,14 +65,15 @@ def naive_loop(model, tok, texts: list[str]) -> tuple[float, int]:
     model.train()
     tokens = 0
     t = time.perf_counter()
-    for s in [s for _ in range(EPOCHS) for s in range(0, len(texts), BATCH)]:
-        batch = tok(texts[s : s + BATCH], return_tensors="pt", padding=True, truncation=True, max_length=BLOCK)
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        loss = model(**batch, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        tokens += int(batch["attention_mask"].sum())
+    for _ in range(EPOCHS):
+        for s in range(0, len(texts), BATCH):
+            batch = tok(texts[s : s + BATCH], return_tensors="pt", padding=True, truncation=True, max_length=BLOCK)
+            labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+            loss = model(**batch, labels=labels).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tokens += int(batch["attention_mask"].sum())
     return time.perf_counter() - t, tokens
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .loop import CellResult
+from .metrics.stages import generation_blocks, median_with_ci
 
 SUMMARY_COLUMNS = ("cell", "generation", "metric", "mean", "std", "se", "median", "q05", "q95", "count")
 THEORY_COLUMNS = ("cell", "generation", "metric", "expected")
@@ -62,12 +63,9 @@ def summary_rows(results: list[CellResult]) -> list[tuple]:
 
 
 def _all_stats(metrics: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """replicate_stats of every metric, computed on blocks of generations (each row's statistics are its own,
-    so the numbers are the same): a block's temporaries stay in cache and reuse the heap, where a whole
-    (generations x chains) temporary is a fresh mapping of tens of MB to page in. Large runs use threads
-    (NumPy's sorts release the GIL)."""
-    blocks = [(name, slice(g, g + max(1, STATS_BLOCK // v.shape[-1])))
-              for name, v in metrics.items() for g in range(0, v.shape[0], max(1, STATS_BLOCK // v.shape[-1]))]
+    """replicate_stats of every metric, on blocks of generations (metrics.stages.generation_blocks); large runs
+    use threads (NumPy's sorts release the GIL)."""
+    blocks = [(name, rows) for name, v in metrics.items() for rows in generation_blocks(*v.shape)]
 
     def block_stats(job):
         name, rows = job
@@ -87,9 +85,6 @@ def _all_stats(metrics: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray
     return {name: {k: np.concatenate(v) for k, v in stats.items()} for name, stats in out.items()}
 
 
-STATS_BLOCK = 1 << 17  # values per block of _all_stats (1 MB of float64)
-
-
 def theory_rows(results: list[CellResult]) -> list[tuple]:
     return [
         (res.cell_id, g, name, float(v))
@@ -102,8 +97,6 @@ def theory_rows(results: list[CellResult]) -> list[tuple]:
 def stage_rows(results: list[CellResult]) -> list[tuple]:
     """Per cell and stage: the share of chains that reached it, and the median first generation with a
     95% CI across chains (inf: fewer than half the chains reached it within the run)."""
-    from .metrics.stages import median_with_ci
-
     return [
         (res.cell_id, stage, *median_with_ci(first))
         for res in results

@@ -14,7 +14,8 @@ import numpy as np
 from pydantic import Field
 
 from ..errors import SpecError
-from ._batched import LOG_2PI, bmm, categorical_sample, gaussian_logpdf, gaussian_logpdf_cols, psd_factor
+from ._batched import (LOG_2PI, ROWS_MAX_D, bmm, categorical_sample, coordinate_rows, dot_rows, gaussian_logpdf,
+                       psd_factor)
 from .base import Family, Params, register_family
 
 
@@ -29,39 +30,26 @@ class GMMModel:
         R, K, d = self.means.shape
         z = rng.standard_normal((R, m, d))
         factor = psd_factor(self.covs)
-        if d > 8:
+        if d > ROWS_MAX_D:
             centre = np.take_along_axis(self.means, comp[:, :, None], axis=1)
             picked = np.take_along_axis(factor, comp[:, :, None, None], axis=1)
             return centre + np.einsum("rmij,rmj->rmi", picked, z)
         zs = [z[..., j] for j in range(d)]
         out = np.empty((R, m, d))
         for i in range(d):  # centre + F z, coordinate by coordinate, each component's then the drawn one's
-            row = [self.means[:, k, i, None] + _dot_row(factor[:, k, i], zs) for k in range(K)]
-            out[..., i] = np.choose(comp, row) if K > 1 else row[0]
+            out[..., i] = np.choose(comp, [self.means[:, k, i, None] + dot_rows(factor[:, k, i], zs) for k in range(K)])
         return out
 
-    def component_logpdf(self, x: np.ndarray) -> list[np.ndarray]:
-        """log w_k + log N(x; μ_k, Σ_k) for x (R or 1, N, d): one (R, N) array per component."""
-        d = x.shape[-1]
-        return self.component_logpdf_cols([np.ascontiguousarray(x[..., j]) for j in range(d)] if d <= 8 else x)
-
-    def component_logpdf_cols(self, cols) -> list[np.ndarray]:
-        """component_logpdf of records given as coordinate rows (d <= 8) or as the (R, N, d) array."""
+    def component_logpdf(self, records) -> list[np.ndarray]:
+        """log w_k + log N(x; μ_k, Σ_k) for records (R or 1, N, d) or their coordinate_rows: one (R, N) array
+        per component."""
         with np.errstate(divide="ignore"):
             logw = np.log(self.weights)
-        logpdf = gaussian_logpdf_cols if isinstance(cols, list) else gaussian_logpdf
-        return [logpdf(cols, self.means[:, k], self.covs[:, k]) + logw[:, k, None] for k in range(logw.shape[1])]
+        return [gaussian_logpdf(records, self.means[:, k], self.covs[:, k]) + logw[:, k, None]
+                for k in range(logw.shape[1])]
 
     def log_prob(self, x):
-        return logsumexp_parts(self.component_logpdf(x))
-
-
-def _dot_row(f: np.ndarray, zs: list[np.ndarray]) -> np.ndarray:
-    """Σ_j f[:, j] z_j for a row f (R, d) of factors and coordinates z_j (R, m), summed in order."""
-    acc = f[:, 0, None] * zs[0]
-    for j in range(1, len(zs)):
-        acc = acc + f[:, j, None] * zs[j]
-    return acc
+        return logsumexp_parts(self.component_logpdf(coordinate_rows(x)))
 
 
 def logsumexp_last(a: np.ndarray) -> np.ndarray:
@@ -151,7 +139,7 @@ def _lloyd_resp(cols, centres, steps) -> list[np.ndarray]:
 
 def _m_step(x, resp, reg):
     """Weights, means and covariances from responsibilities, one (R, N) array per component. ``x`` is the
-    records as coordinate rows (d <= 8: contiguous (R, N) work) or the (R, N, d) array."""
+    records' coordinate_rows (contiguous (R, N) work) or, for many dimensions, the (R, N, d) array."""
     if isinstance(x, list):
         return _m_step_small(x, resp, reg)
     N, d = x.shape[1], x.shape[2]
@@ -189,17 +177,19 @@ def fit_gmm(x, K, rng, max_iter=100, tol=1e-3, reg=1e-6, lloyd_steps=10) -> tupl
     R, _, d = x.shape
     # every step reads the records coordinate by coordinate: contiguous (R, N) rows, made once
     cols = [np.ascontiguousarray(x[..., j]) for j in range(d)]
-    data = cols if d <= 8 else x
+    data = cols if d <= ROWS_MAX_D else x
     resp = _lloyd_resp(cols, _kmeans_pp(x, cols, K, rng), lloyd_steps)
     weights, means, covs = _m_step(data, resp, reg)
     prev = np.full(R, -np.inf)
     iters = np.zeros(R, dtype=int)
     active = np.arange(R)
     for _ in range(max_iter):
-        every = active.size == R  # no copies until a replicate has converged
-        xa = data if every else ([c[active] for c in cols] if d <= 8 else x[active])
-        model = GMMModel(weights, means, covs) if every else GMMModel(weights[active], means[active], covs[active])
-        parts = model.component_logpdf_cols(xa)
+        if active.size == R:  # no copies until a replicate has converged
+            xa, model = data, GMMModel(weights, means, covs)
+        else:
+            xa = [c[active] for c in data] if isinstance(data, list) else data[active]
+            model = GMMModel(weights[active], means[active], covs[active])
+        parts = model.component_logpdf(xa)
         lse = logsumexp_parts(parts)
         ll = lse.mean(axis=1)
         w, m, c = _m_step(xa, [np.exp(p - lse) for p in parts], reg)

@@ -65,17 +65,20 @@ def stage_codes(metrics, tail_metrics, spread_metrics, references, config) -> np
         return None
     G, R = next(iter(metrics.values())).shape
     codes = np.empty((G, R), dtype=np.int8)
-    step = max(1, CHUNK // R)
-    for g in range(0, G, step):  # a few generations at a time: the temporaries stay in cache
-        rows = slice(g, min(g + step, G))
-        nan = np.full((rows.stop - g, R), np.nan)
+    for rows in generation_blocks(G, R):  # a few generations at a time: the temporaries stay in cache
+        nan = None if tail_metrics and spread_metrics else np.full((rows.stop - rows.start, R), np.nan)
         tail = retention(metrics, tail_metrics, references, config.reference, rows) if tail_metrics else nan
         spread = retention(metrics, spread_metrics, references, config.reference, rows) if spread_metrics else nan
         codes[rows] = classify(tail, spread, config.early, config.late, config.total)
     return codes
 
 
-CHUNK = 1 << 16  # values per block of stage_codes
+def generation_blocks(G: int, R: int, values: int = 1 << 17) -> list[slice]:
+    """Row slices of a (G, R) array holding about ``values`` values each (1 MB of float64): work on such blocks
+    keeps temporaries in cache and on the heap, where a whole-array temporary of a big run is a fresh mapping of
+    tens of MB to fault in. Each generation's numbers depend on its own row only, so blocks change nothing."""
+    step = max(1, values // max(R, 1))
+    return [slice(g, min(g + step, G)) for g in range(0, G, step)]
 
 
 def stage_shares(codes: np.ndarray) -> dict[str, np.ndarray]:
