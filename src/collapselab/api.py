@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -9,10 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import CollapseWarning, SpecError
-from .executors import run_cells
+from .errors import CollapselabError, CollapseWarning, InputError, RunFailed
+from .executors import check_execution, run_cells
 from .loop import CellResult, Progress
 from .spec import Spec, expand, load_spec
+from .spec import allow_plugins as allow_plugins_in
 from .store import (
     CHECKPOINTS,
     DEFAULT_WORKSPACE,
@@ -21,9 +23,11 @@ from .store import (
     finish_run_dir,
     is_finished,
     read_run,
+    remove_run_files,
     distributions_npz,
     snapshots_npz,
     start_run_dir,
+    write_cells,
 )
 from .summary import (
     STAGE_COLUMNS,
@@ -76,41 +80,64 @@ def run(
     report: bool = True,
     progress: Progress | None = None,
     on_start=None,
+    allow_plugins: bool = False,
 ) -> RunResult:
     """Run a spec (a TOML path, ``"preset:NAME"``, a dict or a :class:`Spec`) and return its results.
 
     With ``out``, results are written to that directory; otherwise, unless ``save=False``, to a new
     folder of ``workspace`` indexed in its SQLite store, with an HTML report (``report.html``) unless
-    ``report=False``. Every cell is validated before anything runs. A saved run checkpoints every cell
-    after every generation; if it is interrupted, :func:`resume` finishes it with the same numbers.
+    ``report=False``. Every cell is validated before anything runs or is written. A saved run checkpoints its
+    cells as it goes; if it is interrupted, :func:`resume` finishes it with the same numbers. A run that fails
+    after it started leaves nothing behind (its folder and index row are removed) and raises :class:`RunFailed`.
     ``executor`` is ``inline``, ``processes`` (``workers`` processes) or ``dask`` (a LocalCluster of
     ``workers`` processes, or the cluster at ``scheduler``); results do not depend on it.
-    ``on_start(path, run_id)`` is called once the run's folder exists.
+    ``allow_plugins``: let the spec import its ``plugins`` modules and name any verifier function (a spec
+    that imports code runs it). ``on_start(path, run_id)`` is called once the run's folder exists.
 
     >>> result = run({"generations": 3, "replicates": 4000, "data": {"source": "gaussian", "n": 10},
     ...               "model": {"family": "gaussian"}}, save=False)
     >>> round(float(result.table().loc[("0", 2), "var_ratio"]), 1)  # theory: 0.9 ** 3 = 0.729
     0.7
     """
-    spec = load_spec(spec)
-    cells = expand(spec)
-    execution = dict(executor=executor, workers=workers, scheduler=scheduler, progress=progress)
-    if not save and out is None:
-        started = time.perf_counter()
-        results = run_cells(cells, spec.seed, **execution)
-        return _result(spec, cells, results, _Tables.of(results), time.perf_counter() - started)
-    store, run_id = None, None
-    if out is not None:
-        path = Path(out)
-    else:
-        store = Store(workspace)
-        run_id, path = store.new_run_dir(spec.name)
-    start_run_dir(path, spec, {c.id: c.overrides for c in cells})
-    if store is not None:
-        store.record_start(run_id, path, spec)
-    if on_start is not None:
-        on_start(path, run_id)
-    return _execute(spec, cells, path, store, run_id, report, execution)
+    with allow_plugins_in(allow_plugins):
+        spec = load_spec(spec)
+        cells = expand(spec)
+        check_execution(executor, scheduler)
+        execution = dict(executor=executor, workers=workers, scheduler=scheduler, progress=progress)
+        if not save and out is None:
+            started = time.perf_counter()
+            results = _run_or_fail(cells, spec.seed, execution, None)
+            return _result(spec, cells, results, _Tables.of(results), time.perf_counter() - started)
+        store, run_id = None, None
+        if out is not None:
+            path = Path(out)
+            created = not path.exists()
+        else:
+            store = Store(workspace)
+            run_id, path = store.new_run_dir(spec.name)
+            created = True
+        try:
+            start_run_dir(path, spec, {c.id: c.overrides for c in cells})
+            if store is not None:
+                store.record_start(run_id, path, spec)
+        except BaseException:
+            _discard(path, created, store, run_id)
+            raise
+        if on_start is not None:
+            on_start(path, run_id)
+        try:
+            return _execute(spec, cells, path, store, run_id, report, execution)
+        except (KeyboardInterrupt, SystemExit):
+            raise  # an interrupted run keeps its checkpoints: resume finishes it
+        except BaseException:
+            _discard(path, created, store, run_id)
+            raise
+
+
+def _discard(path: Path, created: bool, store, run_id) -> None:
+    remove_run_files(path, created)
+    if store is not None and run_id is not None:
+        store.forget(run_id)
 
 
 def resume(
@@ -122,33 +149,57 @@ def resume(
     workspace: "str | Path" = DEFAULT_WORKSPACE,
     report: bool = True,
     progress: Progress | None = None,
+    allow_plugins: bool = False,
 ) -> RunResult:
     """Finish an interrupted run (an id, a name or its directory) from its checkpoints.
 
     Every cell continues from its last complete generation (a cell whose latest checkpoint is corrupt
     falls back to the one before, with a warning); the results are byte-identical to an uninterrupted run.
     """
-    store = Store(workspace)
-    path = store.resolve(str(ref), finished=False)
-    if is_finished(path):
-        raise SpecError(f"{path}: this run already finished; nothing to resume")
-    spec = load_spec(path / "spec.toml")
-    cells = expand(spec)
-    run_id = store.find(path)
-    execution = dict(executor=executor, workers=workers, scheduler=scheduler, progress=progress)
-    return _execute(spec, cells, path, store if run_id is not None else None, run_id, report, execution)
+    with allow_plugins_in(allow_plugins):
+        store = Store(workspace)
+        path = store.resolve(str(ref), finished=False)
+        if is_finished(path):
+            raise InputError(f"{path}: this run already finished; nothing to resume")
+        spec = load_spec(path / "spec.toml")
+        cells = expand(spec)
+        check_execution(executor, scheduler)
+        write_cells(path, {c.id: c.overrides for c in cells})  # rewritten: resume needs no cells.json
+        run_id = store.find(path)
+        execution = dict(executor=executor, workers=workers, scheduler=scheduler, progress=progress)
+        return _execute(spec, cells, path, store if run_id is not None else None, run_id, report, execution)
+
+
+def _run_or_fail(cells, seed: int, execution: dict, checkpoint_root: Path | None):
+    """The cells' results; an error that is not collapselab's own becomes one :class:`RunFailed` line."""
+    try:
+        return run_cells(cells, seed, checkpoint_root=checkpoint_root, **execution)
+    except CollapselabError:
+        raise
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except MemoryError:
+        raise RunFailed("the run ran out of memory; lower replicates, generations or data.n") from None
+    except Exception as e:  # noqa: BLE001 - the message names it; COLLAPSELAB_DEBUG=1 keeps the traceback
+        if os.environ.get("COLLAPSELAB_DEBUG"):
+            raise
+        raise RunFailed(f"the run failed: {type(e).__name__}: {e} (COLLAPSELAB_DEBUG=1 shows the traceback)") from e
 
 
 def _execute(spec, cells, path: Path, store, run_id, report: bool, execution: dict) -> RunResult:
     started = time.perf_counter()
-    results = run_cells(cells, spec.seed, checkpoint_root=path / CHECKPOINTS, **execution)
+    # absolute: a Dask worker elsewhere (another working directory) must write into this run's folder
+    results = _run_or_fail(cells, spec.seed, execution, (path / CHECKPOINTS).resolve())
     tables = _Tables.of(results)
     result = _result(spec, cells, results, tables, time.perf_counter() - started)
-    finish_run_dir(path, _files(results, tables))
-    if report:
-        from .report import write_report
+    try:
+        finish_run_dir(path, _files(results, tables))
+        if report:
+            from .report import write_report
 
-        write_report([path])
+            write_report([path])
+    except OSError as e:
+        raise InputError(f"{path}: cannot write the results there ({e.strerror or e})") from None
     if store is not None:
         store.record(run_id, path, spec, result.cells, tables.summary, result.seconds)
     clear_checkpoints(path)

@@ -21,6 +21,7 @@ last pool keep the last two pools; accumulating policies keep every pool.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -32,7 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from .pool import Pool, StatsPool, pool_from_arrays
-from .store import write_atomic
+from .io import is_regular_file, remove_stale_tmp, write_atomic
+
+MAX_CHECKPOINT_BYTES = 8 << 30
 
 
 class CheckpointWarning(UserWarning):
@@ -48,8 +51,26 @@ class CellState:
     distributions: dict[int, dict[str, np.ndarray]]
 
 
+FORMAT_VERSION = 2  # the layout of checkpoint files; bump it when it changes
+
+
+@functools.cache
+def code_version() -> str:
+    """A digest of collapselab's own source files: a checkpoint written by other code is never reused, since
+    the same spec can give other numbers there."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def fingerprint(resolved_spec: dict, seed: int, cell_index: int) -> str:
-    text = json.dumps({"spec": resolved_spec, "seed": seed, "cell": cell_index}, sort_keys=True, default=str)
+    text = json.dumps(
+        {"spec": resolved_spec, "seed": seed, "cell": cell_index, "format": FORMAT_VERSION, "code": code_version()},
+        sort_keys=True, default=str,
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -84,11 +105,19 @@ class CellCheckpoints:
     def _read(self, g: int, kind: str) -> dict[str, np.ndarray] | None:
         """The arrays of one checkpoint file, or None (with a warning) when it cannot be trusted."""
         path = self._path(kind, g)
+        manifest = self._path("manifest", g)
+        for f in (manifest, path):  # a FIFO or a link to a device would block or never end
+            if not is_regular_file(f):
+                return self._bad(f, "missing, or not a regular file")
+            if f.stat().st_size > MAX_CHECKPOINT_BYTES:
+                return self._bad(f, "larger than any checkpoint")
         try:
-            meta = json.loads(self._path("manifest", g).read_text())
+            meta = json.loads(manifest.read_text())
             data = path.read_bytes()
         except (OSError, ValueError) as e:
             return self._bad(path, f"unreadable ({e.__class__.__name__})")
+        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), dict):
+            return self._bad(manifest, "not a checkpoint manifest")
         if meta.get("fingerprint") != self.fingerprint:
             return self._bad(path, "written for another spec or seed")
         if hashlib.sha256(data).hexdigest() != meta.get("sha256", {}).get(kind):
@@ -96,7 +125,7 @@ class CellCheckpoints:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-        except (ValueError, OSError, zipfile.BadZipFile) as e:
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
             return self._bad(path, f"unreadable ({e})")
 
     def _bad(self, path: Path, why: str) -> None:
@@ -105,8 +134,9 @@ class CellCheckpoints:
 
     def load(self, last_generation: int) -> CellState | None:
         """The state after the last good generation, or None to start from scratch."""
-        if not self.folder.is_dir():
+        if not self.folder.is_dir() or self.folder.is_symlink():
             return None
+        remove_stale_tmp(self.folder)  # what a killed writer left behind
         gens = []
         for g in range(last_generation + 1):  # metrics of every generation so far: the longest good prefix
             if not self._path("manifest", g).exists():

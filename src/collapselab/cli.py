@@ -24,7 +24,9 @@ from rich.progress import (
 from rich.table import Table
 
 from . import api
-from .errors import CollapselabError, SpecError
+from .errors import CollapselabError, InputError, SpecError
+from .executors import check_execution
+from .spec import allow_plugins as allow_plugins_in
 from .spec import describe_overrides
 from .store import DEFAULT_WORKSPACE
 
@@ -33,18 +35,42 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain: [bracketed] words in it stay as written
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 out_console = Console()
 err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"collapselab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+):
+    """Simulate, measure and mitigate model collapse in self-consuming training loops."""
 
 WorkspaceOpt = typer.Option(DEFAULT_WORKSPACE, "--workspace", "-w", help="Folder holding indexed runs and store.db.")
 ShowOpt = typer.Option(None, "--show", help="Generations to tabulate, e.g. 0,5,19.")
 
 
 def _fail(message: str, code: int = 2) -> None:
-    # one line, no traceback: the message names the key, the value and what is allowed
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # one line, no traceback: the message names the key, the value and what is allowed; user text is never
+    # read as Rich markup ("[/x]" in a name stays as written)
+    text = " ".join(str(message).split())
+    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _say(text: str) -> None:
+    """A line of plain text on stdout (never markup)."""
+    out_console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _or_fail(fn, *args, **kwargs):
@@ -63,6 +89,10 @@ WorkersOpt = typer.Option(1, "--workers", "-j", min=1, help="Cells run in parall
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress and no table.")
 JsonOpt = typer.Option(False, "--json", help="Print a machine-readable result on stdout.")
 NoReportOpt = typer.Option(False, "--no-report", help="Skip the HTML report.")
+AllowPluginsOpt = typer.Option(
+    False, "--allow-plugins", help="Let the spec import its plugins modules and name any verifier function "
+    "(a spec that imports code runs it; also COLLAPSELAB_ALLOW_PLUGINS=1).",
+)
 
 
 @app.command()
@@ -77,19 +107,21 @@ def run(
     as_json: bool = JsonOpt,
     generations: Optional[str] = ShowOpt,
     no_report: bool = NoReportOpt,
+    allow_plugins: bool = AllowPluginsOpt,
 ):
     """Run an experiment: every cell of its sweep, all replicate chains, every generation."""
-    try:
-        spec_obj = api.load_spec(spec)
-        cells = api.expand(spec_obj)  # validates every cell before anything starts
-    except SpecError as e:
-        _fail(str(e))
+    with allow_plugins_in(allow_plugins):
+        spec_obj = _or_fail(api.load_spec, spec)
+        cells = _or_fail(api.expand, spec_obj)  # validates every cell before anything starts
+    _or_fail(check_execution, executor, scheduler)
+    _parse_gens(generations, max(c.spec.generations for c in cells))  # --show checked before the run exists
     started: dict = {}
     execute = lambda progress: api.run(  # noqa: E731
         spec_obj, out, executor=executor, workers=workers, scheduler=scheduler, workspace=workspace,
         report=not no_report, progress=progress, on_start=lambda path, run_id: started.update(path=path, id=run_id),
+        allow_plugins=allow_plugins,
     )
-    result = _execute(execute, spec_obj, len(cells), quiet or as_json, started)
+    result = _execute(execute, spec_obj, cells, quiet or as_json, started)
     _finish(result, as_json, quiet, generations, no_report)
 
 
@@ -104,30 +136,31 @@ def resume(
     as_json: bool = JsonOpt,
     generations: Optional[str] = ShowOpt,
     no_report: bool = NoReportOpt,
+    allow_plugins: bool = AllowPluginsOpt,
 ):
     """Finish an interrupted run from its checkpoints; the results equal an uninterrupted run's."""
     from .store import Store
 
-    try:
-        path = Store(workspace).resolve(ref, finished=False)
-        spec_obj = api.load_spec(path / "spec.toml")
-        cells = api.expand(spec_obj)
-    except SpecError as e:
-        _fail(str(e))
+    path = _or_fail(Store(workspace).resolve, ref, finished=False)
+    with allow_plugins_in(allow_plugins):
+        spec_obj = _or_fail(api.load_spec, path / "spec.toml")
+        cells = _or_fail(api.expand, spec_obj)
+    _or_fail(check_execution, executor, scheduler)
+    _parse_gens(generations, max(c.spec.generations for c in cells))
     started = {"path": path}
     execute = lambda progress: api.resume(  # noqa: E731
         path, executor=executor, workers=workers, scheduler=scheduler, workspace=workspace,
-        report=not no_report, progress=progress,
+        report=not no_report, progress=progress, allow_plugins=allow_plugins,
     )
-    result = _execute(execute, spec_obj, len(cells), quiet or as_json, started)
+    result = _execute(execute, spec_obj, cells, quiet or as_json, started)
     _finish(result, as_json, quiet, generations, no_report)
 
 
-def _execute(execute, spec_obj, n_cells: int, silent: bool, started: dict):
+def _execute(execute, spec_obj, cells, silent: bool, started: dict):
     try:
-        with _Progress(spec_obj.name, n_cells, spec_obj.generations, silent) as progress:
+        with _Progress(spec_obj.name, {c.id: c.spec.generations for c in cells}, silent) as progress:
             return execute(progress)
-    except SpecError as e:
+    except InputError as e:
         _fail(str(e))
     except CollapselabError as e:
         _fail(str(e), 1)
@@ -140,36 +173,53 @@ def _execute(execute, spec_obj, n_cells: int, silent: bool, started: dict):
 
 def _finish(result, as_json: bool, quiet: bool, generations: str | None, no_report: bool) -> None:
     for cell_id, note in result.notes:  # warnings are never quiet: a judge at chance must be seen
-        err_console.print(f"[bold yellow]warning[/] (cell {cell_id}): {escape(note)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold yellow]warning[/] (cell {escape(cell_id)}): {escape(note)}", highlight=False,
+                          soft_wrap=True)
     if as_json:
-        last = result.summary[result.summary["generation"] == result.spec.generations - 1]
+        summary = result.summary
+        last_gen = summary.groupby("cell", sort=False)["generation"].transform("max")
+        last = summary[summary["generation"] == last_gen]  # each cell's own last generation
         payload = {
             "run_id": result.run_id,
             "path": str(result.path),
             "report": None if no_report else str(result.path / "report.html"),
             "seconds": round(result.seconds, 3),
             "cells": result.cells,
-            "final": last[["cell", "metric", "mean", "se"]].to_dict(orient="records"),
+            "final": last[["cell", "generation", "metric", "mean", "median", "se"]].to_dict(orient="records"),
         }
-        out_console.out(json.dumps(payload, default=_json_default))
+        _print_json(payload)
         return
     if not quiet:
-        _print_summary(result.summary, result.cells, _parse_gens(generations, result.spec.generations), result.theory)
-        _print_stages(result.stages, result.cells, result.spec.generations)
+        _print_summary(result.summary, result.cells, generations, result.theory)
+        _print_stages(result.stages, result.cells)
         ident = f"run {result.run_id} " if result.run_id is not None else ""
-        out_console.print(
-            f"{ident}finished in {result.seconds:.1f} s; results in [bold]{result.path}[/]", highlight=False
-        )
+        _say(f"{ident}finished in {result.seconds:.1f} s; results in {result.path}")
         if not no_report:
-            out_console.print(f"report: [bold]{result.path / 'report.html'}[/]", highlight=False)
+            _say(f"report: {result.path / 'report.html'}")
+
+
+def _print_json(payload) -> None:
+    """Strict JSON on stdout: NaN and infinities become null (bare NaN is not JSON)."""
+    print(json.dumps(_finite(payload), default=_json_default, allow_nan=False))
+
+
+def _finite(o):
+    if isinstance(o, float) or isinstance(o, np.floating):
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
 
 
 class _Progress:
     """Progress of a run: rich bars (cells, generations, ETA) on a terminal, a plain line every
-    ``interval`` seconds otherwise, nothing when silent."""
+    ``interval`` seconds otherwise, nothing when silent. ``generations``: each cell's own count."""
 
-    def __init__(self, name: str, cells: int, generations: int, silent: bool, interval: float = 10.0):
-        self.cells, self.total = cells, cells * generations
+    def __init__(self, name: str, generations: dict[str, int], silent: bool, interval: float = 10.0):
+        self.generations = generations
+        self.cells, self.total = len(generations), sum(generations.values())
         self.done: dict[str, int] = {}
         self.silent, self.interval = silent, interval
         self.tty = err_console.is_terminal
@@ -179,7 +229,7 @@ class _Progress:
                 TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 TextColumn("ETA"), TimeRemainingColumn(), console=err_console, transient=True,
             )
-            self.cell_task = self.bar.add_task("cells", total=cells)
+            self.cell_task = self.bar.add_task("cells", total=self.cells)
             self.gen_task = self.bar.add_task("generations", total=self.total)
         self.start = self.last_line = time.monotonic()
 
@@ -194,11 +244,13 @@ class _Progress:
         elif not self.silent and not self.tty and exc[0] is None and time.monotonic() - self.start >= self.interval:
             self._line()  # a closing line, for logs of long runs
 
+    def _finished(self) -> int:
+        return sum(1 for c, g in self.done.items() if g >= self.generations.get(c, g))
+
     def __call__(self, cell_id: str, generation: int, generations: int) -> None:
         self.done[cell_id] = generation
-        finished = sum(1 for c, g in self.done.items() if g >= generations)
         if self.bar is not None:
-            self.bar.update(self.cell_task, completed=finished)
+            self.bar.update(self.cell_task, completed=self._finished())
             self.bar.update(self.gen_task, completed=sum(self.done.values()))
         elif not self.silent and time.monotonic() - self.last_line >= self.interval:
             self._line()
@@ -206,30 +258,30 @@ class _Progress:
     def _line(self) -> None:
         self.last_line = now = time.monotonic()
         done = sum(self.done.values())
-        finished = sum(1 for g in self.done.values() if g >= self.total // max(self.cells, 1))
         elapsed = now - self.start
         eta = f", ETA {elapsed * (self.total - done) / done:.0f} s" if done else ""
         err_console.print(
-            f"progress: cells {finished}/{self.cells}, generations {done}/{self.total} "
+            f"progress: cells {self._finished()}/{self.cells}, generations {done}/{self.total} "
             f"({100 * done / max(self.total, 1):.0f}%), {elapsed:.0f} s elapsed{eta}",
-            highlight=False, soft_wrap=True,
+            highlight=False, soft_wrap=True, markup=False,
         )
 
 
 @app.command("runs")
 def list_runs(workspace: Path = WorkspaceOpt, as_json: bool = typer.Option(False, "--json")):
     """List the runs indexed in the workspace."""
-    df = api.runs(workspace)
+    df = _or_fail(api.runs, workspace)
     if as_json:
-        out_console.out(df.to_json(orient="records"))
+        print(df.to_json(orient="records"))
         return
     if df.empty:
-        out_console.print(f"no runs in {workspace} yet: try 'collapselab run preset:quickstart'")
+        _say(f"no runs in {workspace} yet: try 'collapselab run preset:quickstart'")
         return
-    table = Table("id", "name", "created", "cells", "generations", "replicates", "seconds", "path")
+    table = Table("id", "name", "status", "created", "cells", "generations", "replicates", "seconds", "path")
     for r in df.itertuples(index=False):
-        table.add_row(str(r.id), r.name, r.created, str(r.cells), str(r.generations), str(r.replicates),
-                      f"{r.seconds:.1f}", r.path)
+        seconds = f"{r.seconds:.1f}" if r.status == "finished" else "-"
+        table.add_row(str(r.id), escape(r.name), r.status, r.created, str(r.cells), str(r.generations),
+                      str(r.replicates), seconds, escape(r.path))
     out_console.print(table)
 
 
@@ -241,22 +293,17 @@ def show(
     metric: Optional[list[str]] = typer.Option(None, "--metric", "-m", help="Only these metrics."),
 ):
     """Print a saved run's summary table."""
-    try:
-        tables = api.load_run(ref, workspace)
-    except SpecError as e:
-        _fail(str(e))
-    except CollapselabError as e:
-        _fail(str(e), 1)
+    tables = _or_fail(api.load_run, ref, workspace)
     summary = tables["summary"]
     if metric:
         unknown = sorted(set(metric) - set(summary["metric"]))
         if unknown:
             _fail(f"--metric {unknown[0]!r}: not in this run; allowed: {', '.join(summary['metric'].unique())}")
         summary = summary[summary["metric"].isin(metric)]
-    G = int(summary["generation"].max()) + 1
-    _print_summary(summary, tables["cells"], _parse_gens(generations, G), tables.get("theory"))
+    _parse_gens(generations, int(summary["generation"].max()) + 1)
+    _print_summary(summary, tables["cells"], generations, tables.get("theory"))
     if "stages" in tables:
-        _print_stages(tables["stages"], tables["cells"], G)
+        _print_stages(tables["stages"], tables["cells"])
 
 
 @app.command()
@@ -266,13 +313,8 @@ def report(
     workspace: Path = WorkspaceOpt,
 ):
     """Write a self-contained HTML report of one or several runs."""
-    try:
-        path = api.report(refs, out, workspace)
-    except SpecError as e:
-        _fail(str(e))
-    except CollapselabError as e:
-        _fail(str(e), 1)
-    out_console.print(f"report: [bold]{path}[/]", highlight=False)
+    path = _or_fail(api.report, refs, out, workspace)
+    _say(f"report: {path}")
 
 
 @app.command()
@@ -568,7 +610,9 @@ def presets():
     out_console.print(table)
 
 
-def _parse_gens(text: str | None, G: int) -> list[int]:
+def _parse_gens(text: str | None, G: int, clip: bool = False) -> list[int]:
+    """The generations to tabulate: ``--show`` (checked against 0..G-1), or six spread over the run. With
+    ``clip``, generations past G are left out (a cell shorter than the longest)."""
     if text is None:
         picks = {0, 1, G // 4, G // 2, (3 * G) // 4, G - 1}
         return sorted(g for g in picks if 0 <= g < G)
@@ -576,25 +620,37 @@ def _parse_gens(text: str | None, G: int) -> list[int]:
         gens = sorted({int(t) for t in text.split(",") if t.strip()})
     except ValueError:
         _fail(f"--show {text!r}: expected generation numbers separated by commas, e.g. 0,5,19")
+    if not gens:
+        _fail(f"--show {text!r}: expected generation numbers separated by commas, e.g. 0,5,19")
+    if clip:
+        return [g for g in gens if 0 <= g < G]
     bad = [g for g in gens if not 0 <= g < G]
     if bad:
         _fail(f"--show {bad[0]}: allowed generations are 0..{G - 1}")
     return gens
 
 
-def _fmt(x: float) -> str:
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    x = float(x)
     if not np.isfinite(x):
-        return str(x)
+        return "-" if np.isnan(x) else str(x)
     return f"{x:.4g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
 
 
-def _print_summary(summary: pd.DataFrame, cells: dict, gens: list[int], theory: pd.DataFrame | None = None) -> None:
-    """One table per cell: a row per metric, a column per chosen generation (mean across replicates),
-    and under a metric with a closed form, the closed form's expectation."""
+def _print_summary(summary: pd.DataFrame, cells: dict, generations: str | None,
+                   theory: pd.DataFrame | None = None) -> None:
+    """One table per cell: a row per metric, a column per chosen generation (of that cell: sweep cases may run
+    different numbers of generations), the mean across replicate chains and, under it, their median
+    (a mean can rise while most chains lose their tails); under a metric with a closed form, the closed form's expectation."""
     for cell, df in summary.groupby("cell", sort=False):
         overrides = cells.get(str(cell), {})
         title = f"cell {cell}" + (": " + describe_overrides(overrides) if overrides else "")
-        wide = df.pivot_table(index="metric", columns="generation", values="mean", sort=False)
+        G = int(df["generation"].max()) + 1
+        gens = _parse_gens(generations, G, clip=True)
+        mean = df.pivot_table(index="metric", columns="generation", values="mean", sort=False, dropna=False)
+        median = df.pivot_table(index="metric", columns="generation", values="median", sort=False, dropna=False)
         expected = None
         if theory is not None and not theory.empty:
             t = theory[theory["cell"] == str(cell)]
@@ -603,29 +659,42 @@ def _print_summary(summary: pd.DataFrame, cells: dict, gens: list[int], theory: 
         out_console.print(f"[bold]{escape(title)}[/]", highlight=False)
         table = Table("metric", *(f"gen {g}" for g in gens))
         for metric in dict.fromkeys(df["metric"]):
-            table.add_row(metric, *(_fmt(wide.loc[metric, g]) for g in gens))
+            table.add_row(escape(str(metric)), *(_fmt(_at(mean, metric, g)) for g in gens))
+            table.add_row("  median", *(_fmt(_at(median, metric, g)) for g in gens), style="dim")
             if expected is not None and metric in expected.index:
-                table.add_row("  theory", *(_fmt(expected.loc[metric, g]) for g in gens), style="dim")
+                table.add_row("  theory", *(_fmt(_at(expected, metric, g)) for g in gens), style="dim")
         out_console.print(table)
-    out_console.print("[dim]values are means across replicate chains; 'theory' rows are closed-form expectations[/]")
+    out_console.print("[dim]rows: the mean across replicate chains, then their median; 'theory': the closed-form "
+                      "expectation[/]")
 
 
-def _print_stages(stages: pd.DataFrame, cells: dict, G: int) -> None:
+def _at(wide: pd.DataFrame, row, col) -> float:
+    try:
+        return float(wide.loc[row, col])
+    except (KeyError, TypeError, ValueError):
+        return float("nan")
+
+
+def _print_stages(stages: pd.DataFrame, cells: dict) -> None:
     """Per cell, the generation at which each collapse stage was first reached (median over chains)."""
     if stages is None or stages.empty:
         return
     table = Table("cell", "early", "late", "total", title="first generation reaching each stage",
-                  caption=f"median generation over chains [95% CI], then the share of chains that got there within {G} "
-                  "generations; stages: collapselab.metrics.stages")
+                  caption="median generation over chains [95% CI], then the share of chains that got there within "
+                  "the cell's generations; stages: collapselab.metrics.stages")
     for cell, df in stages.groupby("cell", sort=False):
         row = df.set_index("stage")
         cols = []
         for stage in ("early", "late", "total"):
+            if stage not in row.index:
+                cols.append("-")
+                continue
             r = row.loc[stage]
-            share = f"{100 * r['reached']:.0f}%"
+            share = f"{100 * r['reached']:.0f}%" if np.isfinite(r["reached"]) else "-"
             if np.isfinite(r["first_median"]):
-                hi = "" if not np.isfinite(r["ci_high"]) else f"{r['ci_high']:.0f}"
-                cols.append(f"{r['first_median']:.0f} [{r['ci_low']:.0f}–{hi or '>' + str(G - 1)}]  {share}")
+                lo = f"{r['ci_low']:.0f}" if np.isfinite(r["ci_low"]) else "?"
+                hi = f"{r['ci_high']:.0f}" if np.isfinite(r["ci_high"]) else "not reached"
+                cols.append(f"{r['first_median']:.0f} [{lo}–{hi}]  {share}")
             else:
                 cols.append(f"not reached  {share}")
         table.add_row(escape(str(cell)), *cols)
@@ -641,6 +710,10 @@ def _json_default(o):
 
 
 def main() -> None:
+    """The entry point: every error collapselab raises on purpose is one line; exit 2 for bad input, 1 for a
+    failure, 130 when interrupted (see collapselab.errors)."""
+    import os
+    import sqlite3
     import warnings
 
     from .errors import CollapseWarning
@@ -649,8 +722,33 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        err_console.print("interrupted; nothing was written")
+        err_console.print("interrupted", markup=False, highlight=False)
         sys.exit(130)
+    except typer.Exit as e:  # raised by _fail outside click's own handling
+        sys.exit(e.exit_code)
+    except InputError as e:
+        _exit_with(str(e), 2)
+    except CollapselabError as e:
+        _exit_with(str(e), 1)
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, the traceback on request
+        if os.environ.get("COLLAPSELAB_DEBUG"):
+            raise
+        if isinstance(e, OSError):
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            _exit_with(f"{where}{e.strerror or e}", 1)
+        if isinstance(e, MemoryError):
+            _exit_with("out of memory; lower replicates, generations or data.n", 1)
+        if isinstance(e, sqlite3.Error):
+            _exit_with(f"database error: {e}", 1)
+        _exit_with(f"internal error: {type(e).__name__}: {e} (COLLAPSELAB_DEBUG=1 shows the traceback)", 1)
+
+
+def _exit_with(message: str, code: int) -> None:
+    try:
+        _fail(message, code)
+    except typer.Exit:
+        pass
+    sys.exit(code)
 
 
 if __name__ == "__main__":

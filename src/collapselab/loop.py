@@ -83,10 +83,11 @@ def _small_pages():
 
 
 def _run_cell(cell: Cell, seed: int, progress: Progress | None, checkpoints) -> CellResult:
-    from .spec import _import_plugins
+    from .spec import import_plugins
     from .theory import closed_forms  # late: theory imports families for their constants
 
-    _import_plugins(cell.spec.plugins)  # a worker process must register plugin families itself
+    import_plugins(cell.spec, check=False)  # a worker process must register plugin families itself (the
+    # client allowed them when it expanded the spec)
     spec = cell.spec
     G, R, n, m = spec.generations, spec.replicates, spec.data.n, spec.samples
     source = get_source(spec.data.source, spec.data.params)

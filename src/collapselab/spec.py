@@ -8,9 +8,14 @@ real_fraction = 0.1}}``), for comparisons that are not a grid. Every cell is ful
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import itertools
+import math
+import os
+import sys
 import tomllib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -141,6 +146,8 @@ class Spec(_Strict):
     replicates: int = Field(default=1000, ge=1)
     seed: int = Field(default=0, ge=0)
     plugins: list[str] = []
+    # folders searched for the plugin modules: the spec file's folder, recorded so a saved spec.toml reruns anywhere
+    plugin_dirs: list[str] = []
     data: DataSpec
     model: ModelSpec
     policy: PolicySpec = PolicySpec()
@@ -259,11 +266,92 @@ def list_presets() -> list[str]:
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
+MAX_DEPTH = 16  # tables nested deeper than this are refused (no spec needs more; deep nesting exhausts the stack)
+MAX_CELLS = 100_000  # sweeps larger than this are refused before their cells are built
+
+
+def check_raw(raw: Any, where: str = "", depth: int = 0) -> None:
+    """Refuse what no schema check catches: NaN and infinities, and nesting deep enough to exhaust the stack."""
+    if depth > MAX_DEPTH:
+        raise SpecError(f"{where or 'spec'}: nested more than {MAX_DEPTH} levels deep")
+    if isinstance(raw, float) and not math.isfinite(raw):
+        raise SpecError(f"{where or 'spec'} = {raw}: must be a finite number")
+    if isinstance(raw, dict):
+        for k, v in raw.items():
+            if not isinstance(k, str):
+                raise SpecError(f"{where or 'spec'}: key {k!r} is not a string")
+            check_raw(v, f"{where}.{k}" if where else k, depth + 1)
+    elif isinstance(raw, (list, tuple)):
+        for i, v in enumerate(raw):
+            check_raw(v, f"{where}[{i}]", depth + 1)
+    elif raw is not None and not isinstance(raw, (str, int, float, bool)):
+        if not hasattr(raw, "isoformat"):  # TOML dates and times are values too
+            raise SpecError(f"{where or 'spec'}: a {type(raw).__name__} is not a spec value")
+
+
 def parse_spec(raw: dict[str, Any], where: str = "spec") -> Spec:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: a spec is a table of keys, not a {type(raw).__name__}")
+    check_raw(raw)
     try:
         return Spec.model_validate(raw)
     except ValidationError as err:
         raise SpecError(format_validation_error(err)) from None
+    except RecursionError:  # pragma: no cover - check_raw bounds the depth
+        raise SpecError(f"{where}: nested too deeply") from None
+
+
+def resolve_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A copy of a spec file's table whose relative file paths (``data.params.path``, ``curation.labels``, in the
+    spec, its sweep values and its cases) mean "beside the spec file", not "wherever the shell is", and whose
+    plugin modules are searched for in that folder. The saved spec.toml then reruns from anywhere."""
+    raw = copy.deepcopy(raw)
+
+    def fix(value):
+        if isinstance(value, str) and value and not value.startswith("~") and not Path(value).is_absolute():
+            return str((folder / value).resolve())
+        return value
+
+    def fix_curation(stages) -> None:
+        for stage in stages if isinstance(stages, list) else []:
+            if isinstance(stage, dict) and "labels" in stage:
+                stage["labels"] = fix(stage["labels"])
+
+    def fix_table(node) -> None:  # the spec itself, or one case of a sweep: nested or dotted keys
+        if not isinstance(node, dict):
+            return
+        data = node.get("data")
+        params = data.get("params") if isinstance(data, dict) else None
+        if isinstance(params, dict) and "path" in params:
+            params["path"] = fix(params["path"])
+        if isinstance(node.get("data.params"), dict) and "path" in node["data.params"]:
+            node["data.params"]["path"] = fix(node["data.params"]["path"])
+        if "data.params.path" in node:
+            node["data.params.path"] = fix(node["data.params.path"])
+        fix_curation(node.get("curation"))
+
+    fix_table(raw)
+    sweep = raw.get("sweep")
+    if isinstance(sweep, dict):
+        for key, values in sweep.items():
+            if not isinstance(values, list):
+                continue
+            if key == CASES:
+                for case in values:
+                    fix_table(case)
+            elif key == "data.params.path":
+                sweep[key] = [fix(v) for v in values]
+            elif key == "curation":
+                for stages in values:
+                    fix_curation(stages)
+            elif key in ("data", "data.params"):
+                for v in values:
+                    fix_table({"data": v} if key == "data" else {"data": {"params": v}})
+    if isinstance(raw.get("plugins"), list) and raw["plugins"]:
+        dirs = raw.setdefault("plugin_dirs", [])
+        if isinstance(dirs, list) and str(folder) not in dirs:
+            dirs.append(str(folder))
+    return raw
 
 
 def load_spec(source: "str | Path | dict | Spec") -> Spec:
@@ -271,7 +359,39 @@ def load_spec(source: "str | Path | dict | Spec") -> Spec:
         return source
     if isinstance(source, dict):
         return parse_spec(source)
-    return parse_spec(read_toml(source), str(source))
+    raw = read_toml(source)
+    if not str(source).startswith("preset:"):
+        raw = resolve_paths(raw, Path(source).expanduser().resolve().parent)
+    return parse_spec(raw, str(source))
+
+
+# --- plugins: a spec that names modules to import runs their code, so importing them is opt-in ------------
+
+_PLUGINS_ALLOWED: contextvars.ContextVar[bool] = contextvars.ContextVar("plugins_allowed", default=False)
+PLUGINS_ENV = "COLLAPSELAB_ALLOW_PLUGINS"
+TRUSTED_MODULES = ("collapselab",)  # verifier functions from these need no permission
+
+
+def plugins_allowed() -> bool:
+    return _PLUGINS_ALLOWED.get() or os.environ.get(PLUGINS_ENV, "") == "1"
+
+
+@contextmanager
+def allow_plugins(allowed: bool = True):
+    """Within this block, specs may import their ``plugins`` and name any verifier ``function``."""
+    token = _PLUGINS_ALLOWED.set(allowed or _PLUGINS_ALLOWED.get())
+    try:
+        yield
+    finally:
+        _PLUGINS_ALLOWED.reset(token)
+
+
+def require_plugins(what: str) -> None:
+    if not plugins_allowed():
+        raise SpecError(
+            f"{what}: a spec that imports code runs it; allow it with --allow-plugins "
+            f"(Python: collapselab.run(..., allow_plugins=True); or {PLUGINS_ENV}=1)"
+        )
 
 
 @dataclass
@@ -322,9 +442,12 @@ def expand(spec: Spec) -> list[Cell]:
     from .policies import check_policy
     from .sources import get_source
 
-    _import_plugins(spec.plugins)
+    import_plugins(spec)
     base = spec.model_dump(exclude={"sweep"}, exclude_none=True)
     keys = list(spec.sweep)
+    size = math.prod(len(spec.sweep[k]) for k in keys)
+    if size > MAX_CELLS:
+        raise SpecError(f"sweep: {size:,} cells, more than the {MAX_CELLS:,} allowed; sweep fewer values")
     cells = []
     for index, values in enumerate(itertools.product(*(spec.sweep[k] for k in keys))):
         overrides: dict[str, Any] = {}
@@ -345,6 +468,7 @@ def expand(spec: Spec) -> list[Cell]:
             family_cls.check_spec(cell_spec, family_params)
             check_policy(cell_spec)
             check_pipeline(cell_spec, source, family_cls)
+            check_memory(cell_spec)
         except SpecError as e:
             if overrides:
                 where = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
@@ -357,11 +481,65 @@ def expand(spec: Spec) -> list[Cell]:
     return cells
 
 
-def _import_plugins(modules: list[str]) -> None:
+def import_plugins(spec: Spec, check: bool = True) -> None:
+    """Import a spec's plugin modules (they register families and sources); ``check``: only if allowed."""
+    if not spec.plugins:
+        return
+    if check:
+        require_plugins(f"plugins = {spec.plugins!r}")
     import importlib
 
-    for m in modules:
+    for d in spec.plugin_dirs:
+        if d not in sys.path:
+            sys.path.append(d)
+    for m in spec.plugins:
         try:
             importlib.import_module(m)
         except ImportError as e:
             raise SpecError(f"plugins: cannot import {m!r} ({e})") from None
+        except Exception as e:  # noqa: BLE001 - a plugin that fails to import is the user's code failing
+            raise SpecError(f"plugins: importing {m!r} failed ({type(e).__name__}: {e})") from None
+
+
+# --- memory: refuse a cell before it allocates what the machine does not have ------------------------------
+
+MEMORY_ENV = "COLLAPSELAB_MEMORY_LIMIT_MB"
+METRICS_FLOOR = 8  # every family records at least this many metrics per chain and generation
+
+
+def memory_limit() -> int:
+    """Bytes a cell may use: ``COLLAPSELAB_MEMORY_LIMIT_MB``, else the memory available now."""
+    raw = os.environ.get(MEMORY_ENV, "")
+    if raw:
+        try:
+            return int(float(raw) * 2**20)
+        except ValueError:
+            raise SpecError(f"{MEMORY_ENV} = {raw!r}: expected a number of megabytes") from None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62  # unknown: no limit
+
+
+def estimated_bytes(spec: Spec) -> int:
+    """A lower bound of a cell's peak memory: its per-chain metrics for every generation, and the records of the
+    pools it holds at once (one value per record; vectors and texts take more)."""
+    R, G, n, m = spec.replicates, spec.generations, spec.data.n, spec.samples
+    metrics = R * G * METRICS_FLOOR * 8
+    pools = 3 if spec.policy.kind != "accumulate" else G + 1  # real, training set, synthetic; or every pool
+    records = R * (n + m) * pools * 8
+    return metrics + records + spec.data.heldout * 8
+
+
+def check_memory(spec: Spec) -> None:
+    need, have = estimated_bytes(spec), memory_limit()
+    if need > have:
+        raise SpecError(
+            f"this cell needs at least {need / 2**30:.2f} GiB (replicates = {spec.replicates}, generations = "
+            f"{spec.generations}, data.n = {spec.data.n}), more than the {have / 2**30:.2f} GiB available; lower "
+            f"replicates or generations, or set {MEMORY_ENV}"
+        )

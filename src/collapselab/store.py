@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
+import re
 import sqlite3
 import time
 from contextlib import closing
@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import CollapselabError, SpecError
+from .errors import CollapselabError, InputError
+from .io import connect_sqlite, remove_stale_tmp, sqlite_error, write_atomic
 
 DEFAULT_WORKSPACE = Path("collapselab-runs")
 
@@ -59,31 +60,44 @@ OPTIONAL_FILES = ("theory.csv", "stages.csv", "snapshots.npz", "distributions.np
 CHECKPOINTS = ".checkpoints"  # per-cell checkpoints of an unfinished run, removed when it finishes
 
 
-def write_atomic(path: Path, content: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if isinstance(content, bytes):
-        tmp.write_bytes(content)
-    else:
-        tmp.write_text(content, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def start_run_dir(out: Path, spec, overrides: dict) -> None:
     """Open a run directory: the spec and cells first (what resume needs), no result of an earlier run."""
     if out.exists() and not out.is_dir():
-        raise SpecError(f"--out {out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("summary.csv", *OPTIONAL_FILES):
+        raise InputError(f"--out {out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("summary.csv", *OPTIONAL_FILES):
+            (out / name).unlink(missing_ok=True)
+        clear_checkpoints(out)
+        remove_stale_tmp(out)
+        write_atomic(out / "spec.toml", spec.to_toml())
+        write_cells(out, overrides)
+    except OSError as e:
+        raise InputError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+
+
+def write_cells(out: Path, overrides: dict) -> None:
+    write_atomic(out / "cells.json", json.dumps(overrides, indent=2, sort_keys=True) + "\n")
+
+
+def remove_run_files(out: Path, created: bool) -> None:
+    """Undo :func:`start_run_dir` after a run failed: nothing half-written, nothing that looks resumable."""
+    import shutil
+
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for name in ("spec.toml", "cells.json", "summary.csv", *OPTIONAL_FILES):
         (out / name).unlink(missing_ok=True)
     clear_checkpoints(out)
-    write_atomic(out / "spec.toml", spec.to_toml())
-    write_atomic(out / "cells.json", json.dumps(overrides, indent=2, sort_keys=True) + "\n")
+    remove_stale_tmp(out)
 
 
 def finish_run_dir(out: Path, files: dict[str, str | bytes]) -> None:
     """Write a finished run's results; summary.csv goes last, so its presence means the rest is there."""
     for name, content in sorted(files.items(), key=lambda kv: kv[0] == "summary.csv"):
         write_atomic(out / name, content)
+    remove_stale_tmp(out)
 
 
 def is_finished(path: Path) -> bool:
@@ -134,75 +148,143 @@ def read_snapshots(path: Path) -> dict[str, dict[int, "np.ndarray"]]:
 
 
 class Store:
-    """The SQLite index of a workspace."""
+    """The SQLite index of a workspace.
+
+    The index is a convenience, the run folders are the truth: a run id is never handed out twice while its
+    folder exists, even after ``store.db`` was deleted, truncated or lost its tables (the next id is past the
+    highest folder number), and a folder is created with ``exist_ok=False`` inside the transaction that reserves
+    its id, so no run can ever write into another's folder."""
 
     def __init__(self, workspace: Path | str = DEFAULT_WORKSPACE):
         self.workspace = Path(workspace)
         self.db = self.workspace / "store.db"
 
     def connect(self) -> sqlite3.Connection:
-        self.workspace.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.db, timeout=30)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.executescript(_SCHEMA)
+        """A writable connection, the workspace and the tables created if needed."""
+        try:
+            self.workspace.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"--workspace {self.workspace}: cannot create it ({e.strerror})") from None
+        con = connect_sqlite(self.db, what="workspace index")
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(_SCHEMA)
+        except sqlite3.Error as e:
+            con.close()
+            raise sqlite_error(e, self.db, "workspace index") from None
         return con
 
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Rows of a query on a read-only connection (nothing created; works in a read-only workspace)."""
+        if not self.db.is_file():
+            return []
+        con = connect_sqlite(self.db, readonly=True, what="workspace index")
+        try:
+            return con.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):  # an index that lost its tables lists nothing
+                return []
+            raise sqlite_error(e, self.db, "workspace index") from None
+        except sqlite3.Error as e:
+            raise sqlite_error(e, self.db, "workspace index") from None
+        finally:
+            con.close()
+
     def new_run_dir(self, name: str) -> tuple[int, Path]:
-        """Reserve a run id and its folder; the index row is completed by :meth:`record`."""
-        with closing(self.connect()) as con, con:
-            cur = con.execute(
-                "INSERT INTO runs (name, created, path, cells, generations, replicates, seed, seconds, spec)"
-                " VALUES (?, ?, '', 0, 0, 0, 0, -1, '')",
-                (name, time.strftime("%Y-%m-%dT%H:%M:%S")),
-            )
-            run_id = cur.lastrowid
-        return run_id, self.workspace / f"{run_id:04d}-{_slug(name)}"
+        """Reserve a run id and create its (new, empty) folder; the index row holds the path from the start."""
+        slug = _slug(name)
+        con = self.connect()
+        con.isolation_level = None  # explicit transactions: BEGIN IMMEDIATE takes the write lock first
+        try:
+            for _ in range(1000):
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    highest = con.execute("SELECT COALESCE(MAX(id), 0) FROM runs").fetchone()[0]
+                    run_id = max(highest, _highest_folder_id(self.workspace)) + 1
+                    path = self.workspace / f"{run_id:04d}-{slug}"
+                    con.execute(
+                        "INSERT INTO runs (id, name, created, path, cells, generations, replicates, seed, seconds,"
+                        " spec) VALUES (?, ?, ?, ?, 0, 0, 0, 0, -1, '')",
+                        (run_id, name, time.strftime("%Y-%m-%dT%H:%M:%S"), str(path.resolve())),
+                    )
+                    path.mkdir(parents=False, exist_ok=False)
+                except FileExistsError:  # another process made a folder of that number: try the next one
+                    con.execute("ROLLBACK")
+                    continue
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")
+                return run_id, path
+            raise InputError(f"--workspace {self.workspace}: could not reserve a new run folder")
+        except sqlite3.Error as e:
+            raise sqlite_error(e, self.db, "workspace index") from None
+        except OSError as e:
+            raise InputError(f"--workspace {self.workspace}: cannot create a run folder ({e.strerror})") from None
+        finally:
+            con.close()
+
+    def forget(self, run_id: int) -> None:
+        """Drop a run's index rows (a run that failed before it computed anything)."""
+        try:
+            with closing(self.connect()) as con, con:
+                for table, key in (("summary", "run_id"), ("cells", "run_id"), ("runs", "id")):
+                    con.execute(f"DELETE FROM {table} WHERE {key}=?", (run_id,))
+        except (sqlite3.Error, CollapselabError):
+            pass  # best effort: the error that made the run fail is the one to report
 
     def record_start(self, run_id: int, path: Path, spec) -> None:
-        with closing(self.connect()) as con, con:
-            con.execute(
-                "UPDATE runs SET path=?, generations=?, replicates=?, seed=?, spec=? WHERE id=?",
-                (str(Path(path).resolve()), spec.generations, spec.replicates, spec.seed, spec.to_toml(), run_id),
-            )
+        self._write(
+            "UPDATE runs SET path=?, generations=?, replicates=?, seed=?, spec=? WHERE id=?",
+            (str(Path(path).resolve()), spec.generations, spec.replicates, spec.seed, spec.to_toml(), run_id),
+        )
+
+    def _write(self, sql: str, args: tuple) -> None:
+        try:
+            with closing(self.connect()) as con, con:
+                con.execute(sql, args)
+        except sqlite3.Error as e:
+            raise sqlite_error(e, self.db, "workspace index") from None
 
     def record(self, run_id: int, path: Path, spec, cells: dict, rows: list[tuple], seconds: float) -> None:
         """Index a finished run: one transaction, idempotent (a resumed run replaces its rows)."""
-        with closing(self.connect()) as con, con:
-            con.execute("DELETE FROM summary WHERE run_id=?", (run_id,))
-            con.execute("DELETE FROM cells WHERE run_id=?", (run_id,))
-            con.execute(
-                "UPDATE runs SET path=?, cells=?, generations=?, replicates=?, seed=?, seconds=?, spec=?"
-                " WHERE id=?",
-                (str(Path(path).resolve()), len(cells), spec.generations, spec.replicates, spec.seed, seconds,
-                 spec.to_toml(), run_id),
-            )
-            con.executemany(
-                "INSERT INTO cells VALUES (?, ?, ?)",
-                [(run_id, c, json.dumps(o, sort_keys=True)) for c, o in cells.items()],
-            )
-            con.executemany(f"INSERT INTO summary VALUES ({', '.join('?' * 11)})", [(run_id, *r) for r in rows])
+        try:
+            with closing(self.connect()) as con, con:
+                con.execute("DELETE FROM summary WHERE run_id=?", (run_id,))
+                con.execute("DELETE FROM cells WHERE run_id=?", (run_id,))
+                generations = max((int(r[1]) for r in rows), default=spec.generations - 1) + 1
+                con.execute(
+                    "INSERT OR REPLACE INTO runs (id, name, created, path, cells, generations, replicates, seed,"
+                    " seconds, spec) VALUES (?, ?, COALESCE((SELECT created FROM runs WHERE id=?), ?), ?, ?, ?, ?,"
+                    " ?, ?, ?)",
+                    (run_id, spec.name, run_id, time.strftime("%Y-%m-%dT%H:%M:%S"), str(Path(path).resolve()),
+                     len(cells), generations, spec.replicates, spec.seed, seconds, spec.to_toml()),
+                )
+                con.executemany(
+                    "INSERT INTO cells VALUES (?, ?, ?)",
+                    [(run_id, c, json.dumps(o, sort_keys=True)) for c, o in cells.items()],
+                )
+                con.executemany(f"INSERT INTO summary VALUES ({', '.join('?' * 11)})", [(run_id, *r) for r in rows])
+        except sqlite3.Error as e:
+            raise sqlite_error(e, self.db, "workspace index") from None
 
     def find(self, path: Path) -> int | None:
         """The id of the run indexed with this folder, if any."""
-        if not self.db.exists():
-            return None
-        with closing(self.connect()) as con:
-            rows = con.execute("SELECT id, path FROM runs").fetchall()
         target = Path(path).resolve()
+        rows = self._read("SELECT id, path FROM runs")
         return next((i for i, p in rows if p and Path(p).resolve() == target), None)
 
     def runs(self) -> pd.DataFrame:
-        """Every indexed run; ``status`` is ``finished`` or ``unfinished`` (resume it)."""
+        """Every indexed run; ``status`` is ``finished``, ``unfinished`` (resume it) or ``missing`` (no folder)."""
         columns = ["id", "name", "created", "status", "cells", "generations", "replicates", "seconds", "path"]
-        if not self.db.exists():
-            return pd.DataFrame(columns=columns)
-        with closing(self.connect()) as con:
-            df = pd.read_sql_query(
-                "SELECT id, name, created, seconds >= 0 AS done, cells, generations, replicates, seconds, path"
-                " FROM runs WHERE path != '' ORDER BY id",
-                con,
-            )
-        df.insert(3, "status", np.where(df.pop("done") == 1, "finished", "unfinished"))
+        rows = self._read(
+            "SELECT id, name, created, seconds >= 0, cells, generations, replicates, seconds, path"
+            " FROM runs WHERE path != '' ORDER BY id"
+        )
+        df = pd.DataFrame(rows, columns=["id", "name", "created", "done", *columns[4:]])
+        status = ["missing" if not Path(p).is_dir() else "finished" if done == 1 else "unfinished"
+                  for done, p in zip(df["done"], df["path"])]
+        df.insert(3, "status", pd.Series(status, dtype=object, index=df.index))
         return df[columns]
 
     def resolve(self, ref: str, finished: bool = True) -> Path:
@@ -210,23 +292,38 @@ class Store:
 
         With ``finished=False`` an interrupted run (spec.toml, no results yet) is accepted too."""
         def usable(p: Path) -> bool:
-            return (p / "summary.csv").is_file() if finished else (p / "spec.toml").is_file()
+            return is_finished(p) if finished else (p / "spec.toml").is_file()
 
         p = Path(ref)
         if usable(p):
             return p
-        if self.db.exists():
-            done = " AND seconds >= 0" if finished else ""
-            with closing(self.connect()) as con:
-                if ref.isdigit():
-                    row = con.execute(f"SELECT path FROM runs WHERE id=?{done}", (int(ref),)).fetchone()
-                else:
-                    row = con.execute(
-                        f"SELECT path FROM runs WHERE name=?{done} ORDER BY id DESC LIMIT 1", (ref,)
-                    ).fetchone()
-            if row and row[0] and usable(Path(row[0])):
-                return Path(row[0])
-        raise SpecError(f"no run {ref!r}: give a run id or name from 'collapselab runs', or a run directory")
+        if p.is_dir() and finished and (p / "spec.toml").is_file():
+            raise InputError(f"{ref}: this run has not finished; finish it with: collapselab resume {ref}")
+        if ref.isdigit():
+            rows = self._read("SELECT path, seconds >= 0 FROM runs WHERE id=?", (int(ref),))
+        else:
+            rows = self._read("SELECT path, seconds >= 0 FROM runs WHERE name=? ORDER BY id DESC", (ref,))
+        for path, _done in rows:
+            if path and usable(Path(path)):
+                return Path(path)
+        if rows and rows[0][0] and finished and (Path(rows[0][0]) / "spec.toml").is_file():
+            raise InputError(f"run {ref!r} has not finished; finish it with: collapselab resume {ref}")
+        if rows and rows[0][0] and not Path(rows[0][0]).is_dir():
+            raise InputError(f"run {ref!r}: its folder {rows[0][0]} no longer exists")
+        raise InputError(f"no run {ref!r}: give a run id or name from 'collapselab runs', or a run directory")
+
+
+def _highest_folder_id(workspace: Path) -> int:
+    """The highest ``NNNN-`` number among the workspace's run folders (0 when none)."""
+    best = 0
+    try:
+        for p in workspace.iterdir():
+            m = re.match(r"(\d+)-", p.name)
+            if m:
+                best = max(best, int(m.group(1)))
+    except OSError:
+        pass
+    return best
 
 
 def _slug(name: str) -> str:

@@ -365,7 +365,12 @@ class Verifier(Stage):
 
     @classmethod
     def check(cls, spec, params, source_kind, family_cls):
-        resolve_callable(params.function, "curation.params.function")
+        from ..spec import TRUSTED_MODULES, require_plugins
+
+        key = "curation.params.function"
+        if params.function.partition(":")[0].split(".")[0] not in TRUSTED_MODULES:
+            require_plugins(f"{key} = {params.function!r}")
+        resolve_callable(params.function, key)
 
     def score(self, records):
         fn = resolve_callable(self.params.function, "curation.params.function")
