@@ -151,10 +151,18 @@ def test_plugin_family_through_the_cli(tmp_path):
     )
     spec = GOOD.replace('family = "gaussian"', 'family = "uniform"').replace('name = "tiny"', 'name = "tiny"\nplugins = ["myfamilies"]')
     (tmp_path / "spec.toml").write_text(spec)
-    env_path = {"PYTHONPATH": str(tmp_path)}
-    res = subprocess.run([sys.executable, "-m", "collapselab", "run", "spec.toml", "--out", "o"], cwd=tmp_path,
-                         capture_output=True, text=True, env={**os.environ, **env_path})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # a spec that imports code runs it: refused unless allowed, and nothing is written
+    res = subprocess.run([sys.executable, "-m", "collapselab", "run", "../spec.toml", "--out", "o"], cwd=elsewhere,
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "--allow-plugins" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (elsewhere / "o").exists()
+    # allowed: the module is found beside the spec, not in the shell's folder (no PYTHONPATH)
+    res = subprocess.run([sys.executable, "-m", "collapselab", "run", "../spec.toml", "--out", "../o",
+                          "--allow-plugins"], cwd=elsewhere, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+    assert str(tmp_path) in (tmp_path / "o" / "spec.toml").read_text()  # the saved spec reruns from anywhere
     s = pd.read_csv(tmp_path / "o" / "summary.csv")
     width = s[s.metric == "width"].sort_values("generation")["mean"].to_numpy()
     assert (width[1:] < width[:-1]).all()  # the range of a uniform refitted on its samples shrinks

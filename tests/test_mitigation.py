@@ -177,6 +177,7 @@ def test_http_judge_on_loopback_batches_retries_and_sends_the_key(monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     _Judge.calls.clear()
     monkeypatch.setenv("JUDGE_KEY", "sekret")
+    monkeypatch.setenv("COLLAPSELAB_JUDGE_KEY_ENVS", "JUDGE_KEY")  # the user, not the spec, allows the variable
     try:
         params = LLMJudge.Params(endpoint=f"http://127.0.0.1:{server.server_port}/v1", api_key_env="JUDGE_KEY",
                                  batch_size=3, concurrency=1, retries=2, timeout=5)

@@ -206,10 +206,24 @@ def test_plain_progress_lines_when_not_on_a_terminal(monkeypatch):
 
     console = Console(stderr=True, force_terminal=False, record=True, width=200)
     monkeypatch.setattr(cli_mod, "err_console", console)
-    with cli_mod._Progress("x", cells=2, generations=4, silent=False, interval=0.0) as progress:
+    with cli_mod._Progress("x", {"0": 4, "1": 4}, silent=False, interval=0.0) as progress:
         for g in range(1, 5):
             progress("0", g, 4)
         progress("1", 4, 4)
     text = console.export_text()
     assert "progress: cells 0/2, generations 1/8 (12%)" in text
     assert "progress: cells 2/2, generations 8/8 (100%)" in text and "ETA 0 s" in text
+
+
+def test_progress_counts_each_cells_own_generations(monkeypatch):
+    """Sweep cases with different generations (preset:mitigations: 60 and 15) end at 100%, not 675/900."""
+    from rich.console import Console
+
+    import collapselab.cli as cli_mod
+
+    console = Console(stderr=True, force_terminal=False, record=True, width=200)
+    monkeypatch.setattr(cli_mod, "err_console", console)
+    with cli_mod._Progress("x", {"0": 60, "1": 15}, silent=False, interval=0.0) as progress:
+        progress("0", 60, 60)
+        progress("1", 15, 15)
+    assert "progress: cells 2/2, generations 75/75 (100%)" in console.export_text()

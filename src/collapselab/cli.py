@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from . import api
-from .errors import CollapselabError, InputError, SpecError
+from .errors import CollapselabError, InputError
 from .executors import check_execution
 from .spec import allow_plugins as allow_plugins_in
 from .spec import describe_overrides
@@ -38,8 +38,9 @@ app = typer.Typer(
     rich_markup_mode=None,  # help text is plain: [bracketed] words in it stay as written
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out_console = Console()
-err_console = Console(stderr=True)
+# markup off: names, paths and messages come from users ("[/x]" is a valid run name); styled lines opt in
+out_console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 
 def _version(value: bool) -> None:
@@ -64,7 +65,7 @@ def _fail(message: str, code: int = 2) -> None:
     # one line, no traceback: the message names the key, the value and what is allowed; user text is never
     # read as Rich markup ("[/x]" in a name stays as written)
     text = " ".join(str(message).split())
-    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(text)}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -74,11 +75,14 @@ def _say(text: str) -> None:
 
 
 def _or_fail(fn, *args, **kwargs):
-    """fn's result; an input error (CollapselabError) is the one-line message and exit status 2."""
+    """fn's result; an input error is the one-line message and exit status 2, another of collapselab's errors
+    (a run that failed) exit status 1."""
     try:
         return fn(*args, **kwargs)
-    except CollapselabError as e:
+    except InputError as e:
         _fail(str(e))
+    except CollapselabError as e:
+        _fail(str(e), 1)
 
 
 ExecutorOpt = typer.Option(
@@ -173,8 +177,8 @@ def _execute(execute, spec_obj, cells, silent: bool, started: dict):
 
 def _finish(result, as_json: bool, quiet: bool, generations: str | None, no_report: bool) -> None:
     for cell_id, note in result.notes:  # warnings are never quiet: a judge at chance must be seen
-        err_console.print(f"[bold yellow]warning[/] (cell {escape(cell_id)}): {escape(note)}", highlight=False,
-                          soft_wrap=True)
+        err_console.print(f"[bold yellow]warning[/] (cell {escape(cell_id)}): {escape(note)}", markup=True,
+                          highlight=False, soft_wrap=True)
     if as_json:
         summary = result.summary
         last_gen = summary.groupby("cell", sort=False)["generation"].transform("max")
@@ -191,7 +195,7 @@ def _finish(result, as_json: bool, quiet: bool, generations: str | None, no_repo
         return
     if not quiet:
         _print_summary(result.summary, result.cells, generations, result.theory)
-        _print_stages(result.stages, result.cells)
+        _print_stages(result.stages, result.cells, result.summary)
         ident = f"run {result.run_id} " if result.run_id is not None else ""
         _say(f"{ident}finished in {result.seconds:.1f} s; results in {result.path}")
         if not no_report:
@@ -280,8 +284,8 @@ def list_runs(workspace: Path = WorkspaceOpt, as_json: bool = typer.Option(False
     table = Table("id", "name", "status", "created", "cells", "generations", "replicates", "seconds", "path")
     for r in df.itertuples(index=False):
         seconds = f"{r.seconds:.1f}" if r.status == "finished" else "-"
-        table.add_row(str(r.id), escape(r.name), r.status, r.created, str(r.cells), str(r.generations),
-                      str(r.replicates), seconds, escape(r.path))
+        table.add_row(str(r.id), r.name, r.status, r.created, str(r.cells), str(r.generations),
+                      str(r.replicates), seconds, r.path)
     out_console.print(table)
 
 
@@ -303,7 +307,7 @@ def show(
     _parse_gens(generations, int(summary["generation"].max()) + 1)
     _print_summary(summary, tables["cells"], generations, tables.get("theory"))
     if "stages" in tables:
-        _print_stages(tables["stages"], tables["cells"])
+        _print_stages(tables["stages"], tables["cells"], tables["summary"])
 
 
 @app.command()
@@ -322,23 +326,22 @@ def theory(
     spec: str = typer.Argument(..., help="A spec TOML file, or preset:NAME."),
     generations: Optional[str] = ShowOpt,
     as_json: bool = typer.Option(False, "--json", help="Print {cell: {metric: [expected per generation]}}."),
+    allow_plugins: bool = AllowPluginsOpt,
 ):
     """Print the closed-form expectations the literature gives for each cell of a spec (no simulation)."""
     from .theory import for_cell
 
-    try:
-        spec_obj = api.load_spec(spec)
-        cells = api.expand(spec_obj)
-    except SpecError as e:
-        _fail(str(e))
+    with allow_plugins_in(allow_plugins):
+        spec_obj = _or_fail(api.load_spec, spec)
+        cells = _or_fail(api.expand, spec_obj)
     forms = {c.id: for_cell(c, spec_obj.seed) for c in cells}
     if as_json:
-        out_console.out(json.dumps({c: {m: v.tolist() for m, v in f.items()} for c, f in forms.items()}))
+        _print_json({c: {m: v.tolist() for m, v in f.items()} for c, f in forms.items()})
         return
     gens = _parse_gens(generations, spec_obj.generations)
     for cell in cells:
         title = f"cell {cell.id}" + (": " + describe_overrides(cell.overrides) if cell.overrides else "")
-        out_console.print(f"[bold]{escape(title)}[/]", highlight=False)
+        out_console.print(f"[bold]{escape(title)}[/]", markup=True, highlight=False)
         if not forms[cell.id]:
             out_console.print(f"  no closed form for family {cell.spec.model.family!r} under {cell.spec.policy.kind!r}")
             continue
@@ -370,6 +373,7 @@ def decompose(
         None, "--converged", help="model.params KEY=VALUE that run the optimiser to convergence (repeatable)."
     ),
     show: Optional[str] = typer.Option(None, "--show", help="Generations to print, e.g. 0,5,19."),
+    allow_plugins: bool = AllowPluginsOpt,
 ):
     """Split the distance to the truth into statistical, expressivity and approximation error, per generation."""
     from . import decompose as dec
@@ -381,13 +385,13 @@ def decompose(
             key, sep, value = item.partition("=")
             if not sep:
                 _fail(f"--converged {item!r}: expected KEY=VALUE, e.g. epochs=100")
-            conv[key] = json.loads(value) if value[:1].isdigit() or value in ("true", "false") else value
-    try:
-        result = dec.decompose(spec, conv, progress=lambda name: err_console.print(f"variant {name}: done"))
-        files = dec.write(result, out, Path(spec).stem if not spec.startswith("preset:") else spec[7:])
-    except CollapselabError as e:
-        _fail(str(e))
-        return
+            try:
+                conv[key] = json.loads(value) if value[:1].isdigit() or value in ("true", "false") else value
+            except json.JSONDecodeError:
+                _fail(f"--converged {item!r}: {value!r} is not a number; expected KEY=VALUE, e.g. epochs=100")
+    with allow_plugins_in(allow_plugins):
+        result = _or_fail(dec.decompose, spec, conv, progress=lambda name: err_console.print(f"variant {name}: done"))
+    files = _or_fail(dec.write, result, out, Path(spec).stem if not spec.startswith("preset:") else spec[7:])
     wide = result.table.pivot(index="generation", columns="part", values="mean")
     wide = wide[[p for p in dec.PARTS if p in wide.columns]]
     G = len(wide)
@@ -426,7 +430,7 @@ def synthesize(
         return
     result = _or_fail(synthesize_file, data, rows, out, spec, seed, report)
     if as_json:
-        print(json.dumps(result, default=_json_default))
+        _print_json(result)
         return
     table = Table("column", "kind", "fidelity (1 - KS / 1 - TV)", "range / category coverage",
                   title=f"{result['rows_synthetic']} synthetic rows from {result['rows_real']} real")
@@ -478,10 +482,10 @@ def audit(
         replicates=replicates, seed=seed, project=not no_projection, out=out,
     )
     if as_json:
-        print(json.dumps(report, default=_json_default))
+        _print_json(report)
         return
     s = report["synthetic_share"]
-    out_console.print(f"[bold]verdict: {report['verdict']}[/]")
+    out_console.print(f"[bold]verdict: {escape(str(report['verdict']))}[/]", markup=True)
     for r in report["reasons"]:
         out_console.print(f"  - {r}", highlight=False)
     out_console.print(
@@ -542,7 +546,7 @@ def ledger_summary(db: Path = LedgerDb, as_json: bool = JsonOpt):
     with Ledger(db) as ledger:
         s = ledger.summary()
     if as_json:
-        print(json.dumps(s))
+        _print_json(s)
         return
     table = Table("", "value")
     for k, v in s.items():
@@ -656,16 +660,16 @@ def _print_summary(summary: pd.DataFrame, cells: dict, generations: str | None,
             t = theory[theory["cell"] == str(cell)]
             if not t.empty:
                 expected = t.pivot_table(index="metric", columns="generation", values="expected", sort=False)
-        out_console.print(f"[bold]{escape(title)}[/]", highlight=False)
+        out_console.print(f"[bold]{escape(title)}[/]", markup=True, highlight=False)
         table = Table("metric", *(f"gen {g}" for g in gens))
         for metric in dict.fromkeys(df["metric"]):
-            table.add_row(escape(str(metric)), *(_fmt(_at(mean, metric, g)) for g in gens))
+            table.add_row(str(metric), *(_fmt(_at(mean, metric, g)) for g in gens))
             table.add_row("  median", *(_fmt(_at(median, metric, g)) for g in gens), style="dim")
             if expected is not None and metric in expected.index:
                 table.add_row("  theory", *(_fmt(_at(expected, metric, g)) for g in gens), style="dim")
         out_console.print(table)
     out_console.print("[dim]rows: the mean across replicate chains, then their median; 'theory': the closed-form "
-                      "expectation[/]")
+                      "expectation[/]", markup=True)
 
 
 def _at(wide: pd.DataFrame, row, col) -> float:
@@ -675,10 +679,11 @@ def _at(wide: pd.DataFrame, row, col) -> float:
         return float("nan")
 
 
-def _print_stages(stages: pd.DataFrame, cells: dict) -> None:
+def _print_stages(stages: pd.DataFrame, cells: dict, summary: pd.DataFrame) -> None:
     """Per cell, the generation at which each collapse stage was first reached (median over chains)."""
     if stages is None or stages.empty:
         return
+    last = summary.groupby("cell", sort=False)["generation"].max()  # each cell's own last generation
     table = Table("cell", "early", "late", "total", title="first generation reaching each stage",
                   caption="median generation over chains [95% CI], then the share of chains that got there within "
                   "the cell's generations; stages: collapselab.metrics.stages")
@@ -693,11 +698,11 @@ def _print_stages(stages: pd.DataFrame, cells: dict) -> None:
             share = f"{100 * r['reached']:.0f}%" if np.isfinite(r["reached"]) else "-"
             if np.isfinite(r["first_median"]):
                 lo = f"{r['ci_low']:.0f}" if np.isfinite(r["ci_low"]) else "?"
-                hi = f"{r['ci_high']:.0f}" if np.isfinite(r["ci_high"]) else "not reached"
+                hi = f"{r['ci_high']:.0f}" if np.isfinite(r["ci_high"]) else f">{last.get(cell, '?')}"
                 cols.append(f"{r['first_median']:.0f} [{lo}–{hi}]  {share}")
             else:
                 cols.append(f"not reached  {share}")
-        table.add_row(escape(str(cell)), *cols)
+        table.add_row(str(cell), *cols)
     out_console.print(table)
 
 

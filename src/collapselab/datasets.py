@@ -16,12 +16,14 @@ import json
 import os
 import pickle
 import sqlite3
+import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from .errors import SpecError
+from .io import check_input_file, is_regular_file, max_input_bytes
 
 TEXT_CORPORA = ("shakespeare", "austen", "kjv")
 IMAGE_SETS = ("mnist", "fashion-mnist", "digits")
@@ -81,13 +83,19 @@ def load_text(corpus: str) -> str:
 def load_user_text(path: str, field: str = "text") -> list[str]:
     """Documents from a .txt file, a folder of .txt files, or JSONL with a text field."""
     p = Path(path).expanduser()
+    where = f"data.params.path = {path!r}"
     if not p.exists():
-        raise SpecError(f"data.params.path = {path!r}: no such file or folder")
+        raise SpecError(f"{where}: no such file or folder")
     if p.is_dir():
-        files = sorted(p.rglob("*.txt"))
+        files = sorted(f for f in p.rglob("*.txt") if is_regular_file(f))  # no FIFOs, devices or links
         if not files:
-            raise SpecError(f"data.params.path = {path!r}: the folder holds no .txt files")
+            raise SpecError(f"{where}: the folder holds no .txt files")
+        total = sum(f.stat().st_size for f in files)
+        if total > max_input_bytes():
+            raise SpecError(f"{where}: {total / 2**20:.0f} MiB of text, over the {max_input_bytes() / 2**20:.0f} MiB "
+                            "limit (set COLLAPSELAB_MAX_INPUT_MB to raise it)")
         return [f.read_text(encoding="utf-8", errors="replace") for f in files]
+    p = check_input_file(p, where)
     if p.suffix in (".jsonl", ".ndjson"):
         docs = []
         for i, obj in jsonl_objects(p, f"data.params.path = {path!r}"):
@@ -99,18 +107,58 @@ def load_user_text(path: str, field: str = "text") -> list[str]:
 
 
 def jsonl_objects(path: "str | Path", where: str):
-    """(line number, object) for every non-blank line of a JSONL file; a bad line is a one-line SpecError."""
-    with Path(path).open(encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SpecError(f"{where}: line {i} is not JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise SpecError(f"{where}: line {i} is not a JSON object")
-            yield i, obj
+    """(line number, object) for every non-blank line of a JSONL file; a bad line is a one-line SpecError:
+    text that is not UTF-8, a line that is not a JSON object, nesting deeper than MAX_JSON_DEPTH, NaN."""
+    p = check_input_file(path, where)
+    with p.open(encoding="utf-8") as fh:
+        i = 0
+        try:
+            for i, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                if _depth_exceeds(line, MAX_JSON_DEPTH):
+                    raise SpecError(f"{where}: line {i} is nested more than {MAX_JSON_DEPTH} levels deep")
+                try:
+                    obj = json.loads(line, parse_constant=_no_constant)
+                except (json.JSONDecodeError, RecursionError, ValueError) as e:
+                    raise SpecError(f"{where}: line {i} is not JSON ({getattr(e, 'msg', e)})") from None
+                if not isinstance(obj, dict):
+                    raise SpecError(f"{where}: line {i} is not a JSON object")
+                yield i, obj
+        except UnicodeDecodeError:
+            raise SpecError(f"{where}: line {i + 1} is not UTF-8 text") from None
+
+
+MAX_JSON_DEPTH = 64
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _depth_exceeds(line: str, limit: int) -> bool:
+    """Whether brackets nest deeper than ``limit`` (a cheap scan before json.loads, which recurses per level)."""
+    if line.count("[") + line.count("{") <= limit:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for ch in line:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
 
 
 def _austen_from_r(folder: Path) -> str:
@@ -164,8 +212,9 @@ def load_images(name: str) -> tuple[np.ndarray, np.ndarray]:
 def load_user_images(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Images from .npy (N, H, W) or .npz (arrays ``images`` and optional ``labels``), never unpickled."""
     p = Path(path).expanduser()
-    if not p.is_file() or p.suffix not in (".npy", ".npz"):
+    if p.suffix not in (".npy", ".npz"):
         raise SpecError(f"data.params.path = {path!r}: expected an existing .npy or .npz file")
+    p = check_input_file(p, f"data.params.path = {path!r}")
     try:
         if p.suffix == ".npy":
             images, labels = np.load(p, allow_pickle=False), None
@@ -174,8 +223,10 @@ def load_user_images(path: str) -> tuple[np.ndarray, np.ndarray | None]:
                 if "images" not in z:
                     raise SpecError(f"data.params.path = {path!r}: the .npz has no 'images' array")
                 images, labels = z["images"], (z["labels"] if "labels" in z else None)
-    except ValueError as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise SpecError(f"data.params.path = {path!r}: cannot read it without unpickling ({e})") from None
+    if not np.issubdtype(images.dtype, np.number) or images.dtype == np.complex128:
+        raise SpecError(f"data.params.path = {path!r}: pixels must be numbers, not {images.dtype}")
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise SpecError(f"data.params.path = {path!r}: images must have shape (N, 28, 28), not {images.shape}")
     if images.dtype != np.uint8:

@@ -110,7 +110,8 @@ def decompose(spec, converged: dict | None = None, progress=None) -> Decompositi
         mean = v.mean(axis=1)
         half = 1.96 * (v.std(axis=1, ddof=1) / np.sqrt(R) if R > 1 else np.zeros_like(mean))
         for g in range(v.shape[0]):
-            rows.append((g, part, mean[g], mean[g] - half[g], mean[g] + half[g]))
+            # plain floats: np.float64's repr would write "np.float64(0.19...)" into the CSV
+            rows.append((g, part, float(mean[g]), float(mean[g] - half[g]), float(mean[g] + half[g])))
     table = pd.DataFrame(rows, columns=["generation", "part", "mean", "ci_low", "ci_high"])
     return Decomposition(table, metric, variants, parts)
 
@@ -149,7 +150,7 @@ def write(dec: Decomposition, out, title: str) -> dict[str, str]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "decomposition.csv"
-    write_atomic(csv, dec.table.to_csv(index=False, float_format="%r").encode())
+    write_atomic(csv, dec.table.to_csv(index=False, float_format=lambda v: repr(float(v))).encode())
     variants = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v) or 'the spec as given')}</li>"
                        for k, v in dec.variants.items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>

@@ -200,8 +200,13 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "value_error" and not e["loc"]:  # a model-level check: its message names the keys
         return f"{prefix + ': ' if prefix else ''}{msg}"
-    value = e.get("input")
-    return f"{key} = {value!r}: {msg}"
+    return f"{key} = {short_repr(e.get('input'))}: {msg}"
+
+
+def short_repr(value, limit: int = 80) -> str:
+    """A value as the message shows it: its repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _allowed_keys(err: ValidationError, loc) -> str:
@@ -266,6 +271,9 @@ def list_presets() -> list[str]:
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
+# numbers beyond these overflow once squared or summed (a mean of 1e300 gives infinite metrics): refused
+MAX_FLOAT = 1e100
+MAX_INT = 2**63 - 1
 MAX_DEPTH = 16  # tables nested deeper than this are refused (no spec needs more; deep nesting exhausts the stack)
 MAX_CELLS = 100_000  # sweeps larger than this are refused before their cells are built
 
@@ -276,6 +284,10 @@ def check_raw(raw: Any, where: str = "", depth: int = 0) -> None:
         raise SpecError(f"{where or 'spec'}: nested more than {MAX_DEPTH} levels deep")
     if isinstance(raw, float) and not math.isfinite(raw):
         raise SpecError(f"{where or 'spec'} = {raw}: must be a finite number")
+    if isinstance(raw, float) and abs(raw) > MAX_FLOAT:
+        raise SpecError(f"{where or 'spec'} = {raw}: must be within ±{MAX_FLOAT:g} (larger numbers overflow)")
+    if isinstance(raw, int) and not isinstance(raw, bool) and abs(raw) > MAX_INT:
+        raise SpecError(f"{where or 'spec'} = {short_repr(raw)}: must be within ±(2**63 - 1)")
     if isinstance(raw, dict):
         for k, v in raw.items():
             if not isinstance(k, str):

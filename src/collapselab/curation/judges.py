@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import CollapselabError, SpecError
 from .features import record_features, standardise
@@ -228,11 +228,27 @@ class LLMJudge(Stage):
         api_model: str = "gpt-4o-mini"
         api_key_env: str = Field(default="OPENAI_API_KEY", description="environment variable holding the key")
         rubric: str = DEFAULT_RUBRIC
-        timeout: float = Field(default=30.0, gt=0, description="seconds per request")
-        retries: int = Field(default=3, ge=0)
+        timeout: float = Field(default=30.0, gt=0, le=600, description="seconds per request, reply included")
+        retries: int = Field(default=3, ge=0, le=10)
         batch_size: int = Field(default=8, ge=1, description="records per request (local: per forward pass)")
         concurrency: int = Field(default=4, ge=1, description="requests in flight")
         max_chars: int = Field(default=600, ge=20, description="characters of each record shown to the judge")
+
+        @field_validator("endpoint")
+        @classmethod
+        def _safe_endpoint(cls, url):
+            return None if url is None else check_endpoint(url)
+
+        @field_validator("api_key_env")
+        @classmethod
+        def _allowed_key(cls, name):
+            allowed = key_envs()
+            if name not in allowed:
+                raise ValueError(
+                    f"the spec may send only the key in {', '.join(allowed)}; to allow another variable, list it "
+                    f"in {KEY_ENVS_ENV} (a spec must not choose which secret leaves the machine)"
+                )
+            return name
 
     def score(self, records):
         R, N = records.shape[:2]
@@ -300,6 +316,70 @@ def _chat_prompt(tok, rubric: str, text: str) -> str:
     return f"{rubric}\n\n{question}\nAnswer:"
 
 
+KEY_ENVS_ENV = "COLLAPSELAB_JUDGE_KEY_ENVS"
+DEFAULT_KEY_ENVS = ("OPENAI_API_KEY", "COLLAPSELAB_JUDGE_KEY")
+MAX_REPLY_BYTES = 4 << 20
+LOOPBACK_HOSTS = ("localhost",)
+
+
+def key_envs() -> tuple[str, ...]:
+    """Environment variables whose value a spec may send as the judge's key: the defaults, and those the user
+    (not the spec) lists in COLLAPSELAB_JUDGE_KEY_ENVS."""
+    extra = [v.strip() for v in os.environ.get(KEY_ENVS_ENV, "").split(",") if v.strip()]
+    return (*DEFAULT_KEY_ENVS, *extra)
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_endpoint(url: str) -> str:
+    """An endpoint the key may be sent to: https anywhere, plain http only to this machine (loopback)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http(s) URL such as https://api.example.com/v1")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError("plain http is allowed only to loopback (127.0.0.1, localhost); use https")
+    if parts.username or parts.password:
+        raise ValueError("put no credentials in the URL; the key comes from api_key_env")
+    return url
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """The key is never sent anywhere but the endpoint: a redirect is an error, not a new request."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise urllib.error.HTTPError(req.full_url, code, f"redirect to {newurl} refused", headers, fp)
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def _read_reply(resp, deadline: float) -> bytes:
+    """The whole body by ``deadline`` (a trickling server cannot hold a request past its timeout), at most
+    MAX_REPLY_BYTES."""
+    chunks, size = [], 0
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the reply did not arrive within the timeout")
+        chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_REPLY_BYTES:
+            raise ValueError(f"the reply is larger than {MAX_REPLY_BYTES >> 20} MiB")
+        chunks.append(chunk)
+
+
 def http_judge(texts: list[str], p) -> list[float]:
     """Ratings 1–10 from an OpenAI-compatible chat endpoint, ``batch_size`` records per request."""
     batches = [texts[s : s + p.batch_size] for s in range(0, len(texts), p.batch_size)]
@@ -333,14 +413,15 @@ def _rate_batch(texts: list[str], p) -> list[float]:
             time.sleep(min(8.0, 0.25 * 2**attempt))
         try:
             req = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
-            with urllib.request.urlopen(req, timeout=p.timeout) as resp:
-                reply = json.loads(resp.read())["choices"][0]["message"]["content"]
+            deadline = time.monotonic() + p.timeout
+            with _OPENER.open(req, timeout=p.timeout) as resp:
+                reply = json.loads(_read_reply(resp, deadline))["choices"][0]["message"]["content"]
             return _parse_ratings(reply, len(texts))
         except urllib.error.HTTPError as e:
             last = f"HTTP {e.code}"
-            if e.code in (400, 401, 403, 404):  # the request itself is wrong: retrying cannot help
+            if e.code in (400, 401, 403, 404) or 300 <= e.code < 400:  # retrying cannot help
                 break
-        except (urllib.error.URLError, TimeoutError, OSError, ValueError, KeyError, IndexError) as e:
+        except (urllib.error.URLError, TimeoutError, OSError, ValueError, KeyError, IndexError, TypeError) as e:
             last = f"{type(e).__name__}: {e}"
     raise CollapselabError(f"curation llm-judge: {url} failed after {attempt + 1} attempt(s): {last}")
 

@@ -24,20 +24,13 @@ from scipy import stats
 
 from ..errors import SpecError
 from ..spec import SynthesisSpec
-from ..store import write_atomic
+from ..io import check_input_file, write_atomic
 from .mirror import ClusterMirror, largest_remainder
 
-MAX_BYTES = 512 * 1024 * 1024
-
-
 def read_table(path: "str | Path", what: str = "--data") -> pd.DataFrame:
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"{what} {path}: file not found")
+    p = check_input_file(path, what)
     if p.stat().st_size == 0:
         raise SpecError(f"{what} {path}: the file is empty")
-    if p.stat().st_size > MAX_BYTES:
-        raise SpecError(f"{what} {path}: {p.stat().st_size >> 20} MiB is over the {MAX_BYTES >> 20} MiB limit")
     suffix = p.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -48,10 +41,18 @@ def read_table(path: "str | Path", what: str = "--data") -> pd.DataFrame:
             raise SpecError(f"{what} {path}: unknown table format {suffix!r}; allowed: .csv, .tsv, .parquet")
     except SpecError:
         raise
-    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise SpecError(f"{what} {path}: cannot read it as a table ({str(e).splitlines()[0]})") from None
+    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError, RecursionError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise SpecError(f"{what} {path}: cannot read it as a table ({first})") from None
+    except Exception as e:  # noqa: BLE001 - pyarrow raises its own error types for damaged files
+        raise SpecError(f"{what} {path}: cannot read it as a table ({type(e).__name__})") from None
     if df.shape[0] == 0 or df.shape[1] == 0:
         raise SpecError(f"{what} {path}: no rows or no columns")
+    df.columns = [str(c) for c in df.columns]
+    numeric = df.select_dtypes(include="number")
+    if numeric.shape[1] and not np.isfinite(numeric.to_numpy(dtype=float)).all():
+        col = next(c for c in numeric.columns if not np.isfinite(numeric[c].to_numpy(dtype=float)).all())
+        raise SpecError(f"{what} {path}: column {col!r} holds an infinite value; only finite numbers are allowed")
     missing = df.isna().sum()
     if missing.any():
         col = missing[missing > 0].index[0]
@@ -150,6 +151,19 @@ def fidelity(real: pd.DataFrame, synth: pd.DataFrame) -> dict:
             "correlation_similarity": corr, "columns": columns}
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that a spreadsheet would run as a formula (starting with = + - @, tab or CR) prefixed with a
+    quote (OWASP's advice against CSV injection); numbers are left alone."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object:
+            out[c] = [("'" + v) if isinstance(v, str) and v.startswith(FORMULA_START) else v for v in out[c]]
+    return out
+
+
 def synthesize_file(data, rows: int, out, spec: SynthesisSpec, seed: int = 0, report=None) -> dict:
     """Read ``data``, write ``rows`` synthetic rows to ``out`` (CSV or Parquet) and the fidelity report (JSON)."""
     out = Path(out)
@@ -166,7 +180,7 @@ def synthesize_file(data, rows: int, out, spec: SynthesisSpec, seed: int = 0, re
         synth.to_parquet(buf, index=False)
         write_atomic(out, buf.getvalue())
     else:
-        write_atomic(out, synth.to_csv(index=False))
+        write_atomic(out, csv_safe(synth).to_csv(index=False))
     write_atomic(report, json.dumps(result, indent=2) + "\n")
     result["report"] = str(report)
     return result
