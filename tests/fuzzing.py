@@ -51,6 +51,16 @@ BASES = [
      "sweep": {"cases": [{"case": "short", "generations": 2}, {"case": "mix", "policy": {"kind": "mix", "real_fraction": 0.3}}]}},
 ]
 
+# bases that read files: the runner writes corpus.txt and images.npy into each case's folder (prepare_folder)
+BASES += [
+    {"generations": 2, "replicates": 2, "data": {"source": "text-file", "n": 20, "heldout": 5,
+     "params": {"path": "corpus.txt", "block": 8}}, "model": {"family": "ngram", "params": {"order": 2}}},
+    {"generations": 2, "replicates": 2, "data": {"source": "text-file", "n": 20, "heldout": 5,
+     "params": {"path": "corpus.txt", "block": 8}}, "model": {"family": "ngram"}, "curation": [{"kind": "discriminator", "measure": 10}]},
+    {"generations": 2, "replicates": 2, "data": {"source": "image-file", "n": 20, "heldout": 5,
+     "params": {"path": "images.npy"}}, "model": {"family": "kde"}},
+]
+
 KEYS = [
     "name", "description", "generations", "replicates", "seed", "plugins", "shared_data",
     "data", "data.source", "data.n", "data.heldout", "data.params", "data.params.mean", "data.params.std",
@@ -238,7 +248,7 @@ class _Timeout(Exception):
     pass
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 60.0) -> Outcome:
+def run_cli(args: list[str], cwd: Path, timeout: float = 60.0, memory_mb: int = 1000) -> Outcome:
     """``collapselab ARGS`` in this process (seconds, not a new interpreter per case), with an alarm for hangs."""
     from collapselab.cli import main
 
@@ -249,6 +259,9 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 60.0) -> Outcome:
     def alarm(*_):
         raise _Timeout
 
+    # a small memory limit: huge replicate or generation counts are refused at validation, as on a small machine
+    old_limit = os.environ.get("COLLAPSELAB_MEMORY_LIMIT_MB")
+    os.environ["COLLAPSELAB_MEMORY_LIMIT_MB"] = str(memory_mb)
     previous = signal.signal(signal.SIGALRM, alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
@@ -271,7 +284,76 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 60.0) -> Outcome:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         os.chdir(old_cwd)
+        if old_limit is None:
+            os.environ.pop("COLLAPSELAB_MEMORY_LIMIT_MB", None)
+        else:
+            os.environ["COLLAPSELAB_MEMORY_LIMIT_MB"] = old_limit
     return Outcome(code, out.getvalue(), err.getvalue(), hung)
+
+
+def prepare_folder(folder: Path) -> None:
+    """The files the file-reading bases name, written into a case's folder."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    words = [f"w{int(i)}" for i in rng.zipf(1.5, 3000) % 300]
+    (folder / "corpus.txt").write_text(" ".join(words) + "\n", encoding="utf-8")
+    np.save(folder / "images.npy", rng.integers(0, 256, (60, 28, 28), dtype=np.uint8))
+
+
+def prepare_references(folder: Path) -> dict[str, Path]:
+    """Good files of every kind the audit reads, to pair with a hostile one: suffix -> path."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    out = {}
+    table = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200), "c": rng.choice(["x", "y"], 200)})
+    for suffix in (".csv", ".tsv", ".parquet"):
+        path = folder / f"ref{suffix}"
+        if suffix == ".parquet":
+            table.to_parquet(path)
+        else:
+            table.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
+        out[suffix] = path
+    words = [f"w{int(i)}" for i in rng.zipf(1.5, 4000) % 300]
+    (folder / "ref.txt").write_text(" ".join(words), encoding="utf-8")
+    out[".txt"] = folder / "ref.txt"
+    lines = [json.dumps({"text": " ".join(words[i:i + 80]), "origin": "human"}) for i in range(0, 4000, 80)]
+    (folder / "ref.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out[".jsonl"] = folder / "ref.jsonl"
+    np.save(folder / "ref.npy", rng.integers(0, 256, (100, 28, 28), dtype=np.uint8))
+    out[".npy"] = folder / "ref.npy"
+    return out
+
+
+def file_commands(hostile: Path, refs: dict[str, Path]) -> list[list[str]]:
+    """Every command that reads a user's file, each handed the hostile one."""
+    ref = refs.get(hostile.suffix, refs[".csv"])
+    h = str(hostile)
+    spec_text = folder_spec(hostile)
+    return [
+        ["audit", "--reference", str(ref), "--candidate", h, "--no-projection", "--out", "audit1"],
+        ["audit", "--reference", h, "--candidate", str(ref), "--no-projection", "--out", "audit2"],
+        ["audit", "--reference", str(ref), "--candidate", str(ref), "--synthetic-examples", h, "--no-projection",
+         "--out", "audit3"],
+        ["ledger", "add", h, "--db", "ledger.db"],
+        ["synthesize", "--data", h, "--rows", "20", "--out", "synth.csv"],
+        ["run", h, "--out", "run1", "-q", "--no-report"],
+        ["run", spec_text, "--out", "run2", "-q", "--no-report"],
+    ]
+
+
+def folder_spec(hostile: Path) -> str:
+    """A spec beside the hostile file whose source reads it (text-file, or image-file for .npy)."""
+    image = hostile.suffix in (".npy", ".npz")
+    raw = {"generations": 2, "replicates": 2,
+           "data": {"source": "image-file" if image else "text-file", "n": 10, "heldout": 5,
+                    "params": {"path": hostile.name, **({} if image else {"block": 8})}},
+           "model": {"family": "kde" if image else "ngram"}}
+    path = hostile.parent / f"reads-{hostile.stem}.toml"
+    path.write_text(tomli_w.dumps(raw), encoding="utf-8")
+    return str(path)
 
 
 def write_spec(folder: Path, raw: dict) -> Path:

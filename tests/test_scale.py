@@ -63,18 +63,75 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def listening_addresses(pids: set[int]) -> set[str]:
+    """The IP addresses on which these processes listen (TCP, IPv4 and IPv6), read from /proc."""
+    inodes = set()
+    for pid in pids:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        for fd in fd_dir.iterdir() if fd_dir.exists() else []:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            parts = line.split()
+            if parts[3] != "0A" or parts[9] not in inodes:  # 0A: LISTEN
+                continue
+            hexaddr = parts[1].split(":")[0]
+            if len(hexaddr) == 8:
+                out.add(socket.inet_ntop(socket.AF_INET, bytes.fromhex(hexaddr)[::-1]))
+            else:
+                raw = bytes.fromhex(hexaddr)
+                out.add(socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))))
+    return out
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                stat = (p / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out |= {int(p.name)} | _children(int(p.name))
+    return out
+
+
+def test_local_cluster_listens_on_loopback_only():
+    from distributed import Client
+
+    from collapselab.executors import local_cluster
+
+    with local_cluster(2) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        addresses = listening_addresses({os.getpid(), *_children(os.getpid())})
+    assert addresses and addresses <= {"127.0.0.1"}, addresses
+
+
 def test_dask_scheduler_and_two_workers_as_separate_processes(reference, tmp_path):
+    """Workers started in another folder: the run's checkpoints reach them as an absolute path (nothing lands in
+    their working folder), and every server binds loopback alone."""
     d, want = reference
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    elsewhere = tmp_path / "workers-cwd"
+    elsewhere.mkdir()
     procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+                               "--dashboard-address", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=env, cwd=elsewhere)]
     try:
         for i in range(2):
             procs.append(subprocess.Popen(
-                [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
-                 "--name", f"w{i}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+                [str(BIN / "dask"), "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1",
+                 "--dashboard-address", "127.0.0.1:0", "--name", f"w{i}"], stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env=env, cwd=elsewhere))
         from distributed import Client
 
         deadline = time.time() + 60
@@ -87,14 +144,49 @@ def test_dask_scheduler_and_two_workers_as_separate_processes(reference, tmp_pat
                 pass
             assert time.time() < deadline, "the dask workers did not start"
             time.sleep(0.5)
+        pids = {p.pid for p in procs} | {c for p in procs for c in _children(p.pid)}
+        assert listening_addresses(pids) <= {"127.0.0.1"}
         res = cli("run", "spec.toml", "--out", "remote", "--scheduler", address, "--no-report", "-q", cwd=d)
         assert res.returncode == 0, res.stderr
         assert (d / "remote" / "summary.csv").read_bytes() == want
+        assert list(elsewhere.iterdir()) == [] or all(p.name.startswith("dask-") for p in elsewhere.iterdir())
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+
+
+def test_a_dask_run_whose_workers_are_all_gone_fails_with_one_line(tmp_path):
+    """A scheduler without workers: the run gives up after COLLAPSELAB_DASK_NO_WORKERS_S, keeping nothing."""
+    (tmp_path / "spec.toml").write_text(SWEEP)
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    sched = subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                              "--dashboard-address", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        deadline = time.time() + 60
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.time() < deadline
+            time.sleep(0.3)
+        started = time.time()
+        res = cli("run", "spec.toml", "--out", "x", "--scheduler", address, "-q", cwd=tmp_path,
+                  env={**os.environ, "COLLAPSELAB_DASK_NO_WORKERS_S": "3"})
+        assert res.returncode == 1 and time.time() - started < 120
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: no Dask worker has been alive"), res.stderr
+        assert not (tmp_path / "x").exists()
+        sched.terminate()
+        sched.wait(timeout=30)
+        res = cli("run", "spec.toml", "--out", "y", "--scheduler", address, "-q", cwd=tmp_path)
+        assert res.returncode == 2 and res.stderr.startswith("error: --scheduler") and len(res.stderr.splitlines()) == 1
+    finally:
+        sched.kill()
+        sched.wait(timeout=30)
 
 
 def test_unreachable_scheduler_is_a_clear_error(tmp_path):

@@ -54,6 +54,7 @@ class RunResult:
     path: Path | None = None
     run_id: int | None = None
     seconds: float = 0.0
+    report_error: str | None = None  # why report.html is missing, when writing it failed
 
     @property
     def notes(self) -> list[tuple[str, str]]:
@@ -194,16 +195,21 @@ def _execute(spec, cells, path: Path, store, run_id, report: bool, execution: di
     result = _result(spec, cells, results, tables, time.perf_counter() - started)
     try:
         finish_run_dir(path, _files(results, tables))
-        if report:
-            from .report import write_report
-
-            write_report([path])
     except OSError as e:
         raise InputError(f"{path}: cannot write the results there ({e.strerror or e})") from None
     if store is not None:
         store.record(run_id, path, spec, result.cells, tables.summary, result.seconds)
     clear_checkpoints(path)
     result.path, result.run_id = path, run_id
+    if report:  # the results are complete and kept whatever happens to their report
+        from .report import write_report
+
+        try:
+            write_report([path])
+        except Exception as e:  # noqa: BLE001 - said as a warning: `collapselab report` can retry it
+            note = f"the HTML report could not be written ({type(e).__name__}: {e}); the results are complete"
+            warnings.warn(note, CollapseWarning, stacklevel=2)
+            result.report_error = note
     return result
 
 
@@ -269,3 +275,48 @@ def runs(workspace: "str | Path" = DEFAULT_WORKSPACE) -> pd.DataFrame:
 def load_run(ref: "str | Path", workspace: "str | Path" = DEFAULT_WORKSPACE) -> dict:
     """A saved run's tables (``summary``, ``cells``, ``theory`` when present) by id, name or directory."""
     return read_run(Store(workspace).resolve(str(ref)))
+
+
+def samples(ref: "str | Path", cell: str | None = None, generation: int | None = None, limit: int = 10,
+            workspace: "str | Path" = DEFAULT_WORKSPACE) -> dict:
+    """Records sampled by chain 0's model in a saved run (the report's snapshots: the first, the last and three
+    generations between), decoded where the source has a vocabulary: ``{"cell", "generation", "generations"
+    (all with samples), "kind", "records"}``. ``cell`` defaults to the first, ``generation`` to the last."""
+    import numpy as np
+
+    path = Store(workspace).resolve(str(ref))
+    tables = read_run(path)
+    snaps = tables["snapshots"]
+    if not snaps:
+        raise InputError(f"{path}: this run saved no samples (snapshots.npz)")
+    cells = list(snaps)
+    cell = cells[0] if cell is None else str(cell)
+    if cell not in snaps:
+        raise InputError(f"--cell {cell!r}: no samples of that cell; allowed: {', '.join(cells)}")
+    gens = sorted(snaps[cell])
+    generation = gens[-1] if generation is None else generation
+    if generation not in snaps[cell]:
+        raise InputError(f"--generation {generation}: samples were kept at generations {', '.join(map(str, gens))}")
+    if limit < 1:
+        raise InputError(f"--limit {limit}: must be at least 1")
+    records = snaps[cell][generation][:limit]
+    spec = load_spec(path / "spec.toml")
+    kind, decoded = _decode_records(spec, cell, records)
+    return {"cell": cell, "generation": generation, "generations": gens, "kind": kind,
+            "records": decoded if decoded is not None else np.asarray(records).tolist()}
+
+
+def _decode_records(spec: Spec, cell: str, records):
+    """(record kind, texts or None): text records back to words through their source's vocabulary."""
+    from .families import resolve_family  # noqa: F401 - registers the built-in families and sources
+    from .rng import data_generator
+    from .sources import get_source
+
+    plan = {c.id: c for c in expand(spec)}.get(cell)
+    if plan is None:
+        return "unknown", None
+    source = get_source(plan.spec.data.source, plan.spec.data.params)
+    if source.kind != "text":
+        return source.kind, None
+    truth = source.truth(plan.spec.data.n, data_generator(plan.spec, spec.seed, plan.index))
+    return "text", [truth.vocab.decode(r) for r in records]

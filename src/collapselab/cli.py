@@ -176,6 +176,8 @@ def _execute(execute, spec_obj, cells, silent: bool, started: dict):
 
 
 def _finish(result, as_json: bool, quiet: bool, generations: str | None, no_report: bool) -> None:
+    if result.report_error:
+        err_console.print(f"[bold yellow]warning[/]: {escape(result.report_error)}", markup=True, highlight=False)
     for cell_id, note in result.notes:  # warnings are never quiet: a judge at chance must be seen
         err_console.print(f"[bold yellow]warning[/] (cell {escape(cell_id)}): {escape(note)}", markup=True,
                           highlight=False, soft_wrap=True)
@@ -186,7 +188,7 @@ def _finish(result, as_json: bool, quiet: bool, generations: str | None, no_repo
         payload = {
             "run_id": result.run_id,
             "path": str(result.path),
-            "report": None if no_report else str(result.path / "report.html"),
+            "report": None if no_report or result.report_error else str(result.path / "report.html"),
             "seconds": round(result.seconds, 3),
             "cells": result.cells,
             "final": last[["cell", "generation", "metric", "mean", "median", "se"]].to_dict(orient="records"),
@@ -198,7 +200,7 @@ def _finish(result, as_json: bool, quiet: bool, generations: str | None, no_repo
         _print_stages(result.stages, result.cells, result.summary)
         ident = f"run {result.run_id} " if result.run_id is not None else ""
         _say(f"{ident}finished in {result.seconds:.1f} s; results in {result.path}")
-        if not no_report:
+        if not no_report and result.report_error is None:
             _say(f"report: {result.path / 'report.html'}")
 
 
@@ -308,6 +310,36 @@ def show(
     _print_summary(summary, tables["cells"], generations, tables.get("theory"))
     if "stages" in tables:
         _print_stages(tables["stages"], tables["cells"], tables["summary"])
+
+
+@app.command()
+def samples(
+    ref: str = typer.Argument(..., help="A run id or name from 'collapselab runs', or a run directory."),
+    cell: Optional[str] = typer.Option(None, "--cell", "-c", help="Cell id (default: the first)."),
+    generation: Optional[int] = typer.Option(None, "--generation", "-g", help="Generation (default: the last)."),
+    limit: int = typer.Option(10, "--limit", "-n", min=1, help="Records to print."),
+    workspace: Path = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+):
+    """Print records that chain 0's model generated (text decoded to words, images as characters)."""
+    got = _or_fail(api.samples, ref, cell, generation, limit, workspace)
+    if as_json:
+        _print_json(got)
+        return
+    _say(f"cell {got['cell']}, generation {got['generation']} ({got['kind']} records; samples kept at generations "
+         f"{', '.join(map(str, got['generations']))})")
+    for i, rec in enumerate(got["records"]):
+        if got["kind"] == "image":
+            _say(f"record {i}:\n{_ascii_image(np.asarray(rec, dtype=float))}")
+        else:
+            _say(f"{i:>3}  {rec if isinstance(rec, str) else json.dumps(rec)}")
+
+
+def _ascii_image(img: np.ndarray) -> str:
+    shades = " .:-=+*#%@"
+    img = img / max(float(img.max()), 1e-12)
+    rows = img[::2]  # two pixel rows per line: characters are about twice as tall as wide
+    return "\n".join("".join(shades[min(int(v * len(shades)), len(shades) - 1)] for v in row) for row in rows)
 
 
 @app.command()

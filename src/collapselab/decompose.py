@@ -127,7 +127,13 @@ def figure(dec: Decomposition, title: str = "") -> str:
 
     colours = {"total": "black", "expressivity": "#c4a000", "statistical": "#3465a4", "approximation": "#cc0000",
                "well_specified": "#888888"}
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    with matplotlib.rc_context({"text.parse_math": False}):  # the title is a user's file name, not TeX
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        _draw(ax, dec, colours, title)
+        return _png(fig)
+
+
+def _draw(ax, dec: Decomposition, colours: dict, title: str) -> None:
     for part, df in dec.table.groupby("part", sort=False):
         style = "--" if part == "well_specified" else "-"
         label = "statistical alone (well-specified family)" if part == "well_specified" else part
@@ -137,7 +143,6 @@ def figure(dec: Decomposition, title: str = "") -> str:
     ax.set_ylabel(f"distance to the truth ({dec.metric})")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, frameon=False, loc="upper left")
-    return _png(fig)
 
 
 def write(dec: Decomposition, out, title: str) -> dict[str, str]:

@@ -83,19 +83,30 @@ def check_input_file(path: "str | Path", where: str, limit: int | None = None) -
     return p
 
 
+def sqlite_timeout() -> float:
+    """Seconds a writer waits for another's lock (``COLLAPSELAB_SQLITE_TIMEOUT_S``, default 30)."""
+    try:
+        return float(os.environ.get("COLLAPSELAB_SQLITE_TIMEOUT_S", "30"))
+    except ValueError:
+        return 30.0
+
+
 def connect_sqlite(path: Path, *, readonly: bool = False, what: str = "database") -> sqlite3.Connection:
-    """A connection with a 30 s busy timeout; ``readonly`` opens without creating or writing anything."""
+    """A connection with a busy timeout; ``readonly`` opens without creating or writing anything."""
+    timeout = sqlite_timeout()
     try:
         if readonly:
             try:
-                con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+                con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
                 con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-            except sqlite3.OperationalError:
+            except sqlite3.OperationalError as e:
+                if "locked" in str(e) or "busy" in str(e):
+                    raise
                 # a WAL database in a read-only folder cannot create its -shm file: read it as immutable
-                con = sqlite3.connect(f"file:{path}?immutable=1", uri=True, timeout=30)
+                con = sqlite3.connect(f"file:{path}?immutable=1", uri=True, timeout=timeout)
         else:
-            con = sqlite3.connect(path, timeout=30)
-        con.execute("PRAGMA busy_timeout = 30000")
+            con = sqlite3.connect(path, timeout=timeout)
+        con.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         return con
     except sqlite3.Error as e:
         raise sqlite_error(e, path, what) from None
@@ -104,7 +115,8 @@ def connect_sqlite(path: Path, *, readonly: bool = False, what: str = "database"
 def sqlite_error(e: Exception, path: Path, what: str) -> InputError:
     text = str(e)
     if "locked" in text or "busy" in text:
-        return InputError(f"{what} {path}: locked by another process for over 30 s ({text}); try again")
+        return InputError(f"{what} {path}: locked by another process for over {sqlite_timeout():g} s ({text}); "
+                          "try again")
     if "not a database" in text or "malformed" in text:
         return InputError(f"{what} {path}: not a valid SQLite file ({text}); move it aside to start a new one")
     if "readonly" in text or "read-only" in text or "unable to open" in text:

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SpecError
+from ..io import check_input_file
 from ..text import Vocabulary, blocks, tokenize
 
-MAX_BYTES = 512 * 1024 * 1024
 KINDS = {".csv": "table", ".tsv": "table", ".parquet": "table", ".txt": "text", ".jsonl": "text", ".npy": "image"}
 BLOCK = 64  # words per text record, as in the loop
 
@@ -31,15 +31,13 @@ class Records:
         return len(self.x)
 
 
+MIN_RECORDS = 10  # fewer records in the reference or the candidate measure nothing (MMD, tails, a verdict)
+
+
 def kind_of(path: "str | Path", what: str) -> str:
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"{what} {path}: file not found")
-    size = p.stat().st_size
-    if size == 0:
+    p = check_input_file(path, what)
+    if p.stat().st_size == 0:
         raise SpecError(f"{what} {path}: the file is empty")
-    if size > MAX_BYTES:
-        raise SpecError(f"{what} {path}: {size >> 20} MiB is over the {MAX_BYTES >> 20} MiB limit")
     kind = KINDS.get(p.suffix.lower())
     if kind is None:
         raise SpecError(f"{what} {path}: unknown format {p.suffix!r}; allowed: {', '.join(KINDS)}")
@@ -55,11 +53,16 @@ def read_pair(reference, candidate, provenance: str = "origin", examples=None):
         raise SpecError(f"--reference and --candidate must be the same kind of data, got {' and '.join(sorted(kinds))}")
     kind = kinds.pop()
     if kind == "table":
-        return _tables(reference, candidate, provenance, examples)
-    if kind == "text":
-        return _texts(reference, candidate, provenance, examples)
-    return tuple(None if p is None else _image(p, w) for p, w in
-                 ((reference, "--reference"), (candidate, "--candidate"), (examples, "--synthetic-examples")))
+        ref, cand, ex = _tables(reference, candidate, provenance, examples)
+    elif kind == "text":
+        ref, cand, ex = _texts(reference, candidate, provenance, examples)
+    else:
+        ref, cand, ex = (None if p is None else _image(p, w) for p, w in
+                         ((reference, "--reference"), (candidate, "--candidate"), (examples, "--synthetic-examples")))
+    for records, path, what in ((ref, reference, "--reference"), (cand, candidate, "--candidate")):
+        if len(records) < MIN_RECORDS:
+            raise SpecError(f"{what} {path}: {len(records)} records are too few to audit (need at least {MIN_RECORDS})")
+    return ref, cand, ex
 
 
 def _tables(reference, candidate, provenance, examples):
@@ -90,7 +93,10 @@ def _tables(reference, candidate, provenance, examples):
 def _read_text(path, provenance) -> tuple[list[str], list | None]:
     p = Path(path)
     if p.suffix.lower() == ".txt":
-        return [p.read_text(encoding="utf-8", errors="replace")], None
+        try:
+            return [p.read_text(encoding="utf-8")], None
+        except UnicodeDecodeError as e:
+            raise SpecError(f"{path}: not UTF-8 text (byte {e.start})") from None
     from ..datasets import jsonl_objects
 
     texts, origins = [], []
@@ -134,13 +140,13 @@ def _texts(reference, candidate, provenance, examples):
 def _image(path, what) -> Records:
     try:
         x = np.load(path, allow_pickle=False)
-    except ValueError as e:
+    except (ValueError, OSError, EOFError) as e:
         raise SpecError(f"{what} {path}: not a plain .npy array ({e})") from None
     if x.ndim == 2 and x.shape[1] == 784:
         x = x.reshape(-1, 28, 28)
     if x.ndim != 3 or x.shape[0] == 0:
         raise SpecError(f"{what} {path}: expected images (N, 28, 28) or (N, 784), got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.number):
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise SpecError(f"{what} {path}: non-numeric pixels ({x.dtype})")
     x = x.astype(float)
     if not np.isfinite(x).all():

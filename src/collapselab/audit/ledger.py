@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SpecError
+from ..io import connect_sqlite, sqlite_error, write_atomic
+from ..spec import short_repr
 
 ORIGINS = ("human", "synthetic", "unknown")
 FIELDS = ("content_hash", "origin", "model", "generation", "source", "licence", "quality", "verdicts")
@@ -51,12 +54,23 @@ def content_hash(content: str | bytes) -> str:
 
 
 class Ledger:
+    """The ledger's SQLite file: concurrent writers wait for each other (a 30 s busy timeout, one immediate
+    transaction per import), and every SQLite error is a one-line InputError."""
+
     def __init__(self, path: "str | Path"):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SpecError(f"--db {self.path}: cannot create its folder ({e.strerror})") from None
+        self.db = connect_sqlite(self.path, what="ledger")
+        try:
+            if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            self.db.close()
+            raise sqlite_error(e, self.path, "ledger") from None
 
     def close(self) -> None:
         self.db.close()
@@ -70,11 +84,16 @@ class Ledger:
     def add(self, rows: list[dict], where: str = "records") -> int:
         """Append rows (validated first: all or nothing); returns how many were added."""
         clean = [_validate(r, f"{where} line {i + 1}") for i, r in enumerate(rows)]
-        with self.db:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")  # the write lock first: concurrent importers queue, none fails
             self.db.executemany(
                 f"INSERT INTO records ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))})",
                 [tuple(r[f] for f in FIELDS) for r in clean],
             )
+            self.db.commit()
+        except sqlite3.Error as e:
+            self.db.rollback()
+            raise sqlite_error(e, self.path, "ledger") from None
         return len(clean)
 
     def import_jsonl(self, path: "str | Path") -> int:
@@ -91,8 +110,6 @@ class Ledger:
         return out
 
     def export_jsonl(self, path: "str | Path") -> int:
-        from ..store import write_atomic
-
         rows = self.rows()
         write_atomic(Path(path), "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
         return len(rows)
@@ -166,21 +183,27 @@ def _validate(row: dict, where: str) -> dict:
         out["content_hash"] = h
     if not out["content_hash"]:
         raise SpecError(f"{where}: needs content or content_hash")
+    h = out["content_hash"]
+    if not isinstance(h, str) or len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+        raise SpecError(f"{where}: content_hash = {short_repr(h)} must be a SHA-256 in hex (64 characters)")
     out["origin"] = out["origin"] or "unknown"
-    if out["origin"] not in ORIGINS:
-        raise SpecError(f"{where}: origin = {out['origin']!r}; allowed: {', '.join(ORIGINS)}")
-    if out["quality"] is not None and not isinstance(out["quality"], (int, float)):
-        raise SpecError(f"{where}: quality = {out['quality']!r} must be a number")
-    if out["generation"] is not None and not isinstance(out["generation"], int):
-        raise SpecError(f"{where}: generation = {out['generation']!r} must be an integer")
+    if not isinstance(out["origin"], str) or out["origin"] not in ORIGINS:
+        raise SpecError(f"{where}: origin = {short_repr(out['origin'])}; allowed: {', '.join(ORIGINS)}")
+    for name in ("model", "source", "licence"):
+        if out[name] is not None and not isinstance(out[name], str):
+            raise SpecError(f"{where}: {name} = {short_repr(out[name])} must be a string")
+    q = out["quality"]
+    if q is not None and (isinstance(q, bool) or not isinstance(q, (int, float)) or not math.isfinite(q)):
+        raise SpecError(f"{where}: quality = {short_repr(q)} must be a finite number")
+    gen = out["generation"]
+    if gen is not None and (isinstance(gen, bool) or not isinstance(gen, int) or not 0 <= gen <= 2**63 - 1):
+        raise SpecError(f"{where}: generation = {short_repr(gen)} must be a whole number >= 0")
     out["verdicts"] = json.dumps(out["verdicts"], sort_keys=True) if out["verdicts"] is not None else None
     return out
 
 
 def read_jsonl(path: "str | Path") -> list[dict]:
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"{path}: file not found")
     from ..datasets import jsonl_objects
 
     rows = [obj for _, obj in jsonl_objects(p, str(path))]

@@ -296,7 +296,7 @@ def phase_sections(run_dirs: list[Path]) -> list[dict]:
         summary = tables["summary"]
         G = int(summary["generation"].max()) + 1
         for grid in grids(tables["cells"], G):
-            front = frontier(grid, summary)
+            front = frontier(grid, summary, tables.get("stages"))
             sentences = []
             for yv, xv in front.items():
                 if xv is None:
@@ -327,10 +327,16 @@ def build_html(run_dirs: list[Path], title: str | None = None) -> str:
     series, runs = load_series(run_dirs)
     if not series:
         raise CollapselabError("nothing to report: the runs hold no cells")
+    env = Environment(loader=PackageLoader("collapselab.report", "templates"), autoescape=select_autoescape(["html"]))
+    # labels are users' text: "$\\nope$" is a case name, not TeX for matplotlib to parse
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _render(env, series, runs, run_dirs, title)
+
+
+def _render(env, series, runs, run_dirs, title) -> str:
     metrics = list(dict.fromkeys(
         m for s in series for m in s.summary["metric"] if not m.startswith("stage_") and m != "synthetic_share"
     ))
-    env = Environment(loader=PackageLoader("collapselab.report", "templates"), autoescape=select_autoescape(["html"]))
     page = env.get_template("report.html").render(
         title=title or (runs[0]["name"] if len(runs) == 1 else "comparison of " + ", ".join(r["name"] for r in runs)),
         runs=runs,
