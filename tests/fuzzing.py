@@ -86,7 +86,7 @@ TEXTS = st.one_of(
                      "preset:quickstart", "{{ 7*7 }}", "<script>alert(1)</script>", "os:system", "nope.nothing:f"]),
     st.text(max_size=20),
 )
-LEAVES = st.one_of(NUMBERS, TEXTS, st.booleans())
+LEAVES = st.one_of(NUMBERS, TEXTS, st.booleans(), st.none())
 VALUES = st.recursive(
     LEAVES,
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(["kind", "x", "n", "params", "case", "rate"]), inner, max_size=3)),

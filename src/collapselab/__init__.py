@@ -1,7 +1,7 @@
 """collapselab: simulate, measure, mitigate and audit model collapse in self-consuming training loops."""
 
-from .api import RunResult, load_run, report, run, runs
-from .errors import CollapselabError, SpecError
+from .api import RunResult, load_run, report, resume, run, runs, samples
+from .errors import CollapselabError, InputError, RunFailed, SpecError
 from .families import Family, Reference, register_family
 from .sources import Source, register_source
 from .spec import Spec, expand, load_spec
@@ -11,7 +11,9 @@ __version__ = "0.1.0"
 __all__ = [
     "CollapselabError",
     "Family",
+    "InputError",
     "Reference",
+    "RunFailed",
     "RunResult",
     "Source",
     "Spec",
@@ -22,6 +24,8 @@ __all__ = [
     "register_family",
     "register_source",
     "report",
+    "resume",
     "run",
     "runs",
+    "samples",
 ]

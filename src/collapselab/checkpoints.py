@@ -119,7 +119,7 @@ class CellCheckpoints:
         if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), dict):
             return self._bad(manifest, "not a checkpoint manifest")
         if meta.get("fingerprint") != self.fingerprint:
-            return self._bad(path, "written for another spec or seed")
+            return self._bad(path, "written for another spec, seed or collapselab version")
         if hashlib.sha256(data).hexdigest() != meta.get("sha256", {}).get(kind):
             return self._bad(path, "checksum mismatch (corrupt or truncated)")
         try:

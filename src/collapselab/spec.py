@@ -24,7 +24,7 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import SpecError
+from .errors import InputError, SpecError
 
 # ``[sweep] cases = [{...}, {...}]``: named variants, each a table of (dotted) keys set together; ``case`` labels one
 CASES = "cases"
@@ -481,11 +481,13 @@ def expand(spec: Spec) -> list[Cell]:
             check_policy(cell_spec)
             check_pipeline(cell_spec, source, family_cls)
             check_memory(cell_spec)
-        except SpecError as e:
+        except InputError as e:  # a file the spec names (data.params.path) is part of the spec
+            if not isinstance(e, SpecError):
+                e = SpecError(str(e))
             if overrides:
                 where = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
                 raise SpecError(f"sweep cell {index} ({where}): {e}") from None
-            raise
+            raise e from None
         resolved = cell_spec.model_dump(exclude_none=True)
         resolved["data"]["params"] = source.params.model_dump(exclude_none=True)
         resolved["model"]["params"] = family_params.model_dump(exclude_none=True)

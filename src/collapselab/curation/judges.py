@@ -418,7 +418,8 @@ def _rate_batch(texts: list[str], p) -> list[float]:
                 reply = json.loads(_read_reply(resp, deadline))["choices"][0]["message"]["content"]
             return _parse_ratings(reply, len(texts))
         except urllib.error.HTTPError as e:
-            last = f"HTTP {e.code}"
+            last = f"HTTP {e.code}" + (": redirect refused (the key goes to the endpoint alone)"
+                                       if 300 <= e.code < 400 else "")
             if e.code in (400, 401, 403, 404) or 300 <= e.code < 400:  # retrying cannot help
                 break
         except (urllib.error.URLError, TimeoutError, OSError, ValueError, KeyError, IndexError, TypeError) as e:

@@ -159,7 +159,7 @@ def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
     quote (OWASP's advice against CSV injection); numbers are left alone."""
     out = df.copy()
     for c in out.columns:
-        if out[c].dtype == object:
+        if out[c].dtype == object or pd.api.types.is_string_dtype(out[c]):
             out[c] = [("'" + v) if isinstance(v, str) and v.startswith(FORMULA_START) else v for v in out[c]]
     return out
 
