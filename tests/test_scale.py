@@ -158,7 +158,8 @@ def test_dask_scheduler_and_two_workers_as_separate_processes(reference, tmp_pat
 
 
 def test_a_dask_run_whose_workers_are_all_gone_fails_with_one_line(tmp_path):
-    """A scheduler without workers: the run gives up after COLLAPSELAB_DASK_NO_WORKERS_S, keeping nothing."""
+    """A scheduler without workers: the run gives up after COLLAPSELAB_DASK_NO_WORKERS_S with one line and keeps
+    its folder for resume; an unreachable scheduler is one line too."""
     (tmp_path / "spec.toml").write_text(SWEEP)
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -179,7 +180,9 @@ def test_a_dask_run_whose_workers_are_all_gone_fails_with_one_line(tmp_path):
         assert res.returncode == 1 and time.time() - started < 120
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: no Dask worker has been alive"), res.stderr
-        assert not (tmp_path / "x").exists()
+        assert (tmp_path / "x" / "spec.toml").is_file()  # kept: resume finishes it when workers are back
+        res = cli("resume", "x", "--executor", "inline", "-q", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
         sched.terminate()
         sched.wait(timeout=30)
         res = cli("run", "spec.toml", "--out", "y", "--scheduler", address, "-q", cwd=tmp_path)
@@ -319,3 +322,47 @@ def test_progress_counts_each_cells_own_generations(monkeypatch):
         progress("0", 60, 60)
         progress("1", 15, 15)
     assert "progress: cells 2/2, generations 75/75 (100%)" in console.export_text()
+
+
+def test_a_lost_scheduler_is_one_line_and_the_run_resumes(tmp_path, uninterrupted):
+    (tmp_path / "spec.toml").write_text(LONG)
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    sched = subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                              "--dashboard-address", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
+    worker = subprocess.Popen([str(BIN / "dask"), "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
+                               "--dashboard-address", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
+    try:
+        from distributed import Client
+
+        deadline = time.time() + 60
+        while True:
+            try:
+                with Client(address, timeout="5s") as c:
+                    if len(c.scheduler_info()["workers"]) == 1:
+                        break
+            except OSError:
+                pass
+            assert time.time() < deadline, "the dask worker did not start"
+            time.sleep(0.5)
+        run = subprocess.Popen([sys.executable, "-m", "collapselab", "run", "spec.toml", "--out", "cut", "-q",
+                                "--scheduler", address, "--no-report"], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        manifest = tmp_path / "cut" / ".checkpoints" / "cell-0" / "manifest-000003.json"
+        while not manifest.exists():
+            assert run.poll() is None and time.time() < deadline + 120
+            time.sleep(0.02)
+        sched.kill()
+        _, err = run.communicate(timeout=120)
+        lines = err.strip().splitlines()
+        assert run.returncode == 1 and len(lines) == 1 and "lost the Dask scheduler" in lines[0], err
+    finally:
+        for p in (sched, worker):
+            p.kill()
+            p.wait(timeout=30)
+    res = cli("resume", "cut", "--executor", "inline", "-q", "--no-report", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "cut" / "summary.csv").read_bytes() == uninterrupted

@@ -1,7 +1,7 @@
 """collapselab: simulate, measure, mitigate and audit model collapse in self-consuming training loops."""
 
 from .api import RunResult, load_run, report, resume, run, runs, samples
-from .errors import CollapselabError, InputError, RunFailed, SpecError
+from .errors import CollapselabError, InputError, RunFailed, RunInterrupted, SpecError
 from .families import Family, Reference, register_family
 from .sources import Source, register_source
 from .spec import Spec, expand, load_spec
@@ -14,6 +14,7 @@ __all__ = [
     "InputError",
     "Reference",
     "RunFailed",
+    "RunInterrupted",
     "RunResult",
     "Source",
     "Spec",

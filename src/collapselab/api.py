@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import CollapselabError, CollapseWarning, InputError, RunFailed
+from .errors import CollapselabError, CollapseWarning, InputError, RunFailed, RunInterrupted
 from .executors import check_execution, run_cells
 from .loop import CellResult, Progress
 from .spec import Spec, expand, load_spec
@@ -128,7 +128,7 @@ def run(
             on_start(path, run_id)
         try:
             return _execute(spec, cells, path, store, run_id, report, execution)
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit, RunInterrupted):
             raise  # an interrupted run keeps its checkpoints: resume finishes it
         except BaseException:
             _discard(path, created, store, run_id)

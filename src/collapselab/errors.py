@@ -22,5 +22,9 @@ class RunFailed(CollapselabError):
     """A run that passed validation failed while it ran (a model that diverged, a judge endpoint that is down)."""
 
 
+class RunInterrupted(RunFailed):
+    """A run stopped by something outside it (its Dask cluster went away): its checkpoints are kept for resume."""
+
+
 class CollapseWarning(UserWarning):
     """Something a run's user must see: a curation judge measured no better than chance, ..."""

@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Literal
 
-from .errors import CollapselabError, InputError, RunFailed
+from .errors import CollapselabError, InputError, RunInterrupted
 from .loop import CellResult, Progress, run_cell
 from .spec import Cell
 
@@ -175,14 +175,17 @@ def _run_dask(cells, seed, workers, scheduler, progress, folders) -> list[CellRe
         if cluster is not None:
             cluster.close()
         raise InputError(f"--scheduler {scheduler}: cannot connect ({e})") from None
+    quiet = _quiet_distributed_logs()  # a lost scheduler is our one line, not distributed's logged tracebacks
     try:
         return _dask_loop(client, cells, seed, progress, folders)
     except CollapselabError:
         raise
-    except (OSError, TimeoutError) as e:  # the scheduler went away: one line, not distributed's traceback
+    except Exception as e:
+        if not _lost_cluster(e):
+            raise  # the cell's own error, from its worker
         where = scheduler or "the local cluster"
-        raise RunFailed(f"lost the Dask scheduler at {where} ({type(e).__name__}: {e}); resume the run "
-                        "when the cluster is back") from None
+        raise RunInterrupted(f"lost the Dask scheduler at {where} ({type(e).__name__}); its checkpoints are kept: "
+                             "resume the run when the cluster is back") from None
     finally:
         try:
             client.close(timeout=5)
@@ -190,6 +193,33 @@ def _run_dask(cells, seed, workers, scheduler, progress, folders) -> list[CellRe
             pass
         if cluster is not None:
             cluster.close()
+        quiet()
+
+
+def _lost_cluster(e: BaseException) -> bool:
+    """Whether an exception says the connection to the scheduler is gone (not a cell's own failure)."""
+    import asyncio
+
+    names = {c.__name__ for c in type(e).__mro__}
+    if names & {"CommClosedError", "FutureCancelledError"} or isinstance(e, (asyncio.CancelledError, TimeoutError)):
+        return True
+    return isinstance(e, OSError) and "connect" in str(e).lower()
+
+
+def _quiet_distributed_logs():
+    """Silence distributed's loggers for the run; returns the function that restores them."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("distributed", "distributed.client", "distributed.comm")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+
+    def restore() -> None:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+    return restore
 
 
 def _dask_loop(client, cells, seed, progress, folders) -> list[CellResult]:
@@ -224,8 +254,8 @@ def _dask_loop(client, cells, seed, progress, folders) -> list[CellResult]:
             alive = len(client.scheduler_info(n_workers=-1).get("workers", {}))
             no_workers_since = None if alive else (no_workers_since or now)
             if no_workers_since is not None and now - no_workers_since > grace:
-                raise RunFailed(f"no Dask worker has been alive for {grace:.0f} s; "
-                                f"{len(remaining)} cell(s) unfinished: resume the run when workers are back")
+                raise RunInterrupted(f"no Dask worker has been alive for {grace:.0f} s; {len(remaining)} cell(s) "
+                                     "unfinished, checkpoints kept: resume the run when workers are back")
         if remaining:
             time.sleep(0.1)
     return [results[c.id] for c in cells]
