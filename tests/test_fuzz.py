@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,9 @@ from fuzzing import (
     write_spec,
 )
 
+# what the campaign saw, for the closing line of a large run: (what, outcome) -> count
+TALLY: Counter = Counter()
+
 SMALL = dict(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
 LARGE_SPECS = int(os.environ.get("COLLAPSELAB_FUZZ_SPECS", "500"))
 LARGE_FILES = int(os.environ.get("COLLAPSELAB_FUZZ_FILES", "200"))
@@ -41,6 +45,7 @@ def check_spec_through_the_cli(raw: dict) -> None:
         prepare_folder(d)
         write_spec(d, raw)
         got = run_cli(["run", "spec.toml", "--out", "out", "-q", "--no-report"], d)
+        TALLY["spec via CLI", "ran" if got.code == 0 else f"exit {got.code}"] += 1
         assert got.problem() is None, (got.problem(), json.dumps(raw, default=str)[:500])
         if got.code != 0:
             assert not (d / "out").exists(), f"a refused spec left files: {sorted(p.name for p in (d / 'out').iterdir())}"
@@ -61,7 +66,9 @@ def check_spec_through_the_api(raw: dict) -> None:
             spec = cl.load_spec(raw)
             cells = cl.expand(spec)
         except cl.SpecError:
+            TALLY["spec dict via API", "SpecError"] += 1
             return
+    TALLY["spec dict via API", "valid"] += 1
     assert cells  # any other exception fails the test with its traceback
 
 
@@ -72,6 +79,7 @@ def check_hostile_file(suffix: str, content) -> None:
         hostile = materialise(d, "hostile", suffix, content)
         for args in file_commands(hostile, refs):
             got = run_cli(args, d, timeout=60)
+            TALLY[f"hostile file via {args[0]}", "ok" if got.code == 0 else f"exit {got.code}"] += 1
             assert got.problem() is None, (args, got.problem())
             out = {"audit": args[-1], "run": args[args.index("--out") + 1] if "--out" in args else None}.get(args[0])
             if got.code != 0 and out:
@@ -115,3 +123,11 @@ def test_fuzz_large_spec_dicts_through_the_api(raw):
 @given(hostile_files())
 def test_fuzz_large_hostile_files(case):
     check_hostile_file(*case)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_tally():
+    """Print what the campaign saw (run with -s to read it)."""
+    yield
+    if TALLY:
+        print("\nfuzz tally: " + "; ".join(f"{what}: {outcome} x{n}" for (what, outcome), n in sorted(TALLY.items())))

@@ -506,3 +506,35 @@ def test_text_samples_are_decoded_to_words(tmp_path):
     res = cl.run(spec, tmp_path / "o", report=False)
     got = cl.samples(res.path, limit=2)
     assert got["kind"] == "text" and all(isinstance(t, str) and len(t.split()) > 20 for t in got["records"])
+
+
+def test_a_read_only_workspace_can_be_listed_and_shown(tmp_path):
+    ws, mnt = tmp_path / "ws", tmp_path / "ro"
+    cl.run(TINY_SPEC, workspace=ws, report=False)
+    mnt.mkdir()
+    if subprocess.run(["mount", "--bind", str(ws), str(mnt)], capture_output=True).returncode != 0:
+        pytest.skip("no bind mounts here (needs root)")
+    try:
+        if subprocess.run(["mount", "-o", "remount,bind,ro", str(mnt)], capture_output=True).returncode != 0:
+            pytest.skip("no read-only remount here")
+        res = cli("runs", "-w", str(mnt), cwd=tmp_path)
+        assert res.returncode == 0 and "finished" in res.stdout, res.stderr
+        assert cli("show", "1", "-w", str(mnt), cwd=tmp_path).returncode == 0
+        (tmp_path / "spec.toml").write_text(TINY)
+        assert "cannot be written" in one_error_line(cli("run", "spec.toml", "-w", str(mnt), cwd=tmp_path))
+        assert "cannot write there" in one_error_line(cli("run", "spec.toml", "--out", str(mnt / "o"), cwd=tmp_path))
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_the_frontier_never_calls_a_cell_healthy_whose_median_chain_collapsed():
+    from collapselab.report.phase import stays_healthy
+
+    summary = pd.DataFrame({"cell": "0", "generation": range(5), "metric": "stage_healthy",
+                            "mean": [1.0, 0.6, 0.55, 0.6, 0.7]})  # >= half healthy at every generation ...
+    stages = pd.DataFrame({"cell": ["0", "0", "0"], "stage": ["early", "late", "total"], "reached": [0.8, 0, 0],
+                           "first_median": [2.0, np.nan, np.nan], "ci_low": [1.0, np.nan, np.nan],
+                           "ci_high": [3.0, np.nan, np.nan]})
+    assert stays_healthy(summary, "0") is True
+    assert stays_healthy(summary, "0", stages) is False  # ... but the median chain went early at generation 2
+    assert stays_healthy(summary, "0", stages.assign(first_median=np.nan)) is True
