@@ -244,11 +244,11 @@ class Outcome:
         return None
 
 
-class _Timeout(Exception):
+class _Timeout(BaseException):  # not an Exception: nothing in collapselab may catch it as a run's failure
     pass
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 60.0, memory_mb: int = 1000) -> Outcome:
+def run_cli(args: list[str], cwd: Path, timeout: float = 60.0, memory_mb: int = 400) -> Outcome:
     """``collapselab ARGS`` in this process (seconds, not a new interpreter per case), with an alarm for hangs."""
     from collapselab.cli import main
 

@@ -126,15 +126,15 @@ def test_bad_audit_inputs_exit_2_with_one_line(name, tmp_path):
         cand.write_text("x")
         message = "unknown format '.xlsx'"
     else:
-        import collapselab.audit.inputs as inputs
-
         cand.write_text("a\n" + "1\n" * 10)
-        old, inputs.MAX_BYTES = inputs.MAX_BYTES, 10
+        import os
+
+        os.environ["COLLAPSELAB_MAX_INPUT_MB"] = "0.00001"  # the one input-size limit (collapselab.io)
         try:
             with pytest.raises(SpecError, match="over the 0 MiB limit"):
                 audit(tmp_path / "reference.csv", cand, project=False)
         finally:
-            inputs.MAX_BYTES = old
+            del os.environ["COLLAPSELAB_MAX_INPUT_MB"]
         return
     run = subprocess.run([sys.executable, "-m", "collapselab", "audit", "--reference", "reference.csv",
                           "--candidate", cand.name, "--out", "out"], cwd=tmp_path, capture_output=True, text=True,

@@ -480,7 +480,7 @@ def expand(spec: Spec) -> list[Cell]:
             family_cls.check_spec(cell_spec, family_params)
             check_policy(cell_spec)
             check_pipeline(cell_spec, source, family_cls)
-            check_memory(cell_spec)
+            check_memory(cell_spec, record_width(source, cell_spec.data.n))
         except InputError as e:  # a file the spec names (data.params.path) is part of the spec
             if not isinstance(e, SpecError):
                 e = SpecError(str(e))
@@ -539,18 +539,31 @@ def memory_limit() -> int:
     return 1 << 62  # unknown: no limit
 
 
-def estimated_bytes(spec: Spec) -> int:
+def record_width(source, n: int) -> int:
+    """Numbers per record of a source (a d-vector: d; a text block: its words; an image: its pixels), read off
+    one record of its truth (cheap: closed-form truths are parameters, real data sets are cached)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    try:
+        one = np.asarray(source.truth(n, rng).sample((1, 1), rng))
+    except Exception:  # noqa: BLE001 - an estimate only: a source that cannot show a record counts as 1 value
+        return 1
+    return max(1, int(np.prod(one.shape[2:], dtype=np.int64)))
+
+
+def estimated_bytes(spec: Spec, width: int = 1) -> int:
     """A lower bound of a cell's peak memory: its per-chain metrics for every generation, and the records of the
-    pools it holds at once (one value per record; vectors and texts take more)."""
+    pools it holds at once (``width`` numbers per record)."""
     R, G, n, m = spec.replicates, spec.generations, spec.data.n, spec.samples
     metrics = R * G * METRICS_FLOOR * 8
     pools = 3 if spec.policy.kind != "accumulate" else G + 1  # real, training set, synthetic; or every pool
-    records = R * (n + m) * pools * 8
-    return metrics + records + spec.data.heldout * 8
+    records = R * (n + m) * pools * 8 * width
+    return metrics + records + spec.data.heldout * 8 * width
 
 
-def check_memory(spec: Spec) -> None:
-    need, have = estimated_bytes(spec), memory_limit()
+def check_memory(spec: Spec, width: int = 1) -> None:
+    need, have = estimated_bytes(spec, width), memory_limit()
     if need > have:
         raise SpecError(
             f"this cell needs at least {need / 2**30:.2f} GiB (replicates = {spec.replicates}, generations = "

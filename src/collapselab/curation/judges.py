@@ -46,7 +46,7 @@ from typing import Any, Callable, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..errors import CollapselabError, SpecError
+from ..errors import CollapselabError, RunInterrupted, SpecError
 from .features import record_features, standardise
 
 
@@ -424,7 +424,9 @@ def _rate_batch(texts: list[str], p) -> list[float]:
                 break
         except (urllib.error.URLError, TimeoutError, OSError, ValueError, KeyError, IndexError, TypeError) as e:
             last = f"{type(e).__name__}: {e}"
-    raise CollapselabError(f"curation llm-judge: {url} failed after {attempt + 1} attempt(s): {last}")
+    # the endpoint, not the run, failed: the run keeps its checkpoints and resumes when the endpoint is back
+    raise RunInterrupted(f"curation llm-judge: {url} failed after {attempt + 1} attempt(s): {last}; the run's "
+                         "checkpoints are kept: resume it when the endpoint answers")
 
 
 def _parse_ratings(reply: str, k: int) -> list[float]:

@@ -49,14 +49,14 @@ def read_table(path: "str | Path", what: str = "--data") -> pd.DataFrame:
     if df.shape[0] == 0 or df.shape[1] == 0:
         raise SpecError(f"{what} {path}: no rows or no columns")
     df.columns = [str(c) for c in df.columns]
-    numeric = df.select_dtypes(include="number")
-    if numeric.shape[1] and not np.isfinite(numeric.to_numpy(dtype=float)).all():
-        col = next(c for c in numeric.columns if not np.isfinite(numeric[c].to_numpy(dtype=float)).all())
-        raise SpecError(f"{what} {path}: column {col!r} holds an infinite value; only finite numbers are allowed")
     missing = df.isna().sum()
     if missing.any():
         col = missing[missing > 0].index[0]
         raise SpecError(f"{what} {path}: column {col!r} has {int(missing[col])} missing values; fill or drop them")
+    numeric = df.select_dtypes(include="number")
+    if numeric.shape[1] and not np.isfinite(numeric.to_numpy(dtype=float)).all():
+        col = next(c for c in numeric.columns if not np.isfinite(numeric[c].to_numpy(dtype=float)).all())
+        raise SpecError(f"{what} {path}: column {col!r} holds an infinite value; only finite numbers are allowed")
     return df
 
 
