@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SpecError
-from .io import check_input_file, is_regular_file, max_input_bytes
+from .io import check_input_file, human_size, is_regular_file, max_input_bytes
 
 TEXT_CORPORA = ("shakespeare", "austen", "kjv")
 IMAGE_SETS = ("mnist", "fashion-mnist", "digits")
@@ -92,8 +92,8 @@ def load_user_text(path: str, field: str = "text") -> list[str]:
             raise SpecError(f"{where}: the folder holds no .txt files")
         total = sum(f.stat().st_size for f in files)
         if total > max_input_bytes():
-            raise SpecError(f"{where}: {total / 2**20:.0f} MiB of text, over the {max_input_bytes() / 2**20:.0f} MiB "
-                            "limit (set COLLAPSELAB_MAX_INPUT_MB to raise it)")
+            raise SpecError(f"{where}: {human_size(total)} of text, over the {human_size(max_input_bytes())} limit "
+                            "(set COLLAPSELAB_MAX_INPUT_MB to raise it)")
         return [f.read_text(encoding="utf-8", errors="replace") for f in files]
     p = check_input_file(p, where)
     if p.suffix in (".jsonl", ".ndjson"):

@@ -66,7 +66,7 @@ def check_input_file(path: "str | Path", where: str, limit: int | None = None) -
     try:
         st = os.stat(p)  # follows links: a link to a regular file is fine, to /dev/zero is not
     except FileNotFoundError:
-        raise InputError(f"{where}: no such file: {p}") from None
+        raise InputError(f"{where}: file not found: {p}") from None
     except OSError as e:
         raise InputError(f"{where}: cannot read {p} ({e.strerror})") from None
     if not stat.S_ISREG(st.st_mode):
@@ -75,7 +75,7 @@ def check_input_file(path: "str | Path", where: str, limit: int | None = None) -
     limit = max_input_bytes() if limit is None else limit
     if st.st_size > limit:
         raise InputError(
-            f"{where}: {p} is {st.st_size / 2**20:.0f} MiB, over the {limit / 2**20:.0f} MiB limit "
+            f"{where}: {p} is {human_size(st.st_size)}, over the {human_size(limit)} limit "
             "(set COLLAPSELAB_MAX_INPUT_MB to raise it)"
         )
     if not os.access(p, os.R_OK):
@@ -89,6 +89,14 @@ def sqlite_timeout() -> float:
         return float(os.environ.get("COLLAPSELAB_SQLITE_TIMEOUT_S", "30"))
     except ValueError:
         return 30.0
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} GiB"
 
 
 def connect_sqlite(path: Path, *, readonly: bool = False, what: str = "database") -> sqlite3.Connection:
