@@ -54,7 +54,7 @@ def check_spec_through_the_cli(raw: dict) -> None:
         shown = run_cli(["show", "out"], d)
         assert shown.code == 0 and shown.problem() is None, shown.stderr[-500:]
         as_json = run_cli(["run", "spec.toml", "--out", "again", "--json"], d)
-        assert as_json.code == 0, as_json.stderr[-500:]
+        assert as_json.code == 0 and as_json.problem() is None, (as_json.problem(), as_json.stderr[-500:])
         json.loads(as_json.stdout, parse_constant=lambda c: pytest.fail(f"bare {c} in --json output"))
         assert (d / "again" / "report.html").is_file(), as_json.stderr[-500:]
 

@@ -169,8 +169,15 @@ def snapshot_figure(s: Series) -> str | None:
             ax.set_yticks([])
         elif s.kind in ("categorical", "binary", "count"):
             top = int(max(first.max(initial=0), x.max(initial=0))) + 1
-            ax.bar(np.arange(top), np.bincount(x.astype(int).ravel(), minlength=top) / max(x.size, 1), color="#3465a4")
-            ax.set_xlabel("category" if s.kind == "categorical" else "value")
+            freq = np.bincount(x.astype(int).ravel(), minlength=top) / max(x.size, 1)
+            if top <= MAX_BARS:
+                ax.bar(np.arange(top), freq, color="#3465a4")
+                ax.set_xlabel("category" if s.kind == "categorical" else "value")
+            else:  # a bar per category would be a million rectangles: frequency by rank instead, as for words
+                ranked = np.sort(freq[freq > 0])[::-1]
+                ax.loglog(np.arange(1, ranked.size + 1), ranked, color="#3465a4", lw=1.5)
+                ax.set_xlabel(f"{'category' if s.kind == 'categorical' else 'value'} rank ({ranked.size} seen)",
+                              fontsize=7)
         elif s.kind == "regression" or x.ndim == 1 or x.shape[1] == 1:
             v = x[:, -1] if x.ndim == 2 else x
             lo, hi = np.percentile(first[:, -1] if first.ndim == 2 else first, [0.5, 99.5])
@@ -316,6 +323,7 @@ def phase_sections(run_dirs: list[Path]) -> list[dict]:
 
 
 MAX_DETAILED_SERIES = 12
+MAX_BARS = 100  # categories drawn as bars; more are drawn by rank
 
 
 def build_html(run_dirs: list[Path], title: str | None = None) -> str:

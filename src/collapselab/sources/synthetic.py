@@ -174,7 +174,7 @@ class ZipfSource(Source):
     kind = "categorical"
 
     class Params(_Params):
-        categories: int = Field(ge=2)
+        categories: int = Field(ge=2, le=1_000_000, description="ranks (at most a million: the model holds R x K)")
         exponent: float = Field(default=1.1, gt=0)
 
     def truth(self, n, rng):
