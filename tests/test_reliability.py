@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -527,14 +528,12 @@ def test_a_read_only_workspace_can_be_listed_and_shown(tmp_path):
         subprocess.run(["umount", str(mnt)], capture_output=True)
 
 
-def test_the_frontier_never_calls_a_cell_healthy_whose_median_chain_collapsed():
-    from collapselab.report.phase import stays_healthy
-
-    summary = pd.DataFrame({"cell": "0", "generation": range(5), "metric": "stage_healthy",
-                            "mean": [1.0, 0.6, 0.55, 0.6, 0.7]})  # >= half healthy at every generation ...
-    stages = pd.DataFrame({"cell": ["0", "0", "0"], "stage": ["early", "late", "total"], "reached": [0.8, 0, 0],
-                           "first_median": [2.0, np.nan, np.nan], "ci_low": [1.0, np.nan, np.nan],
-                           "ci_high": [3.0, np.nan, np.nan]})
-    assert stays_healthy(summary, "0") is True
-    assert stays_healthy(summary, "0", stages) is False  # ... but the median chain went early at generation 2
-    assert stays_healthy(summary, "0", stages.assign(first_median=np.nan)) is True
+def test_the_frontier_says_what_it_measures(tmp_path):
+    """It once said "the median chain stays healthy" of a cell whose median chain reached early collapse at
+    generation 2: the frontier is about the share of healthy chains at each generation, and says so."""
+    spec = {"name": "phase", "generations": 12, "replicates": 200, "data": {"source": "gaussian", "n": 20},
+            "model": {"family": "gaussian"}, "policy": {"kind": "mix", "real_fraction": 0.0},
+            "sweep": {"data.n": [10, 100], "policy.real_fraction": [0.0, 0.5, 0.9]}}
+    html = (cl.run(spec, tmp_path / "p").path / "report.html").read_text()
+    sentences = re.findall(r"<li>data.n = \d+: (.*?)</li>", html)
+    assert sentences and all("half of the chains" in t and "median chain" not in t for t in sentences)
