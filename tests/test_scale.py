@@ -63,6 +63,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_for_workers(address: str, n: int, timeout: float = 60) -> None:
+    from distributed import Client
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with Client(address, timeout="5s") as c:
+                if len(c.scheduler_info()["workers"]) == n:
+                    return
+        except OSError:
+            pass
+        assert time.time() < deadline, "the dask workers did not start"
+        time.sleep(0.5)
+
+
 def listening_addresses(pids: set[int]) -> set[str]:
     """The IP addresses on which these processes listen (TCP, IPv4 and IPv6), read from /proc."""
     inodes = set()
@@ -132,18 +147,7 @@ def test_dask_scheduler_and_two_workers_as_separate_processes(reference, tmp_pat
                 [str(BIN / "dask"), "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1",
                  "--dashboard-address", "127.0.0.1:0", "--name", f"w{i}"], stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, env=env, cwd=elsewhere))
-        from distributed import Client
-
-        deadline = time.time() + 60
-        while True:  # wait for both workers to join
-            try:
-                with Client(address, timeout="5s") as c:
-                    if len(c.scheduler_info()["workers"]) == 2:
-                        break
-            except OSError:
-                pass
-            assert time.time() < deadline, "the dask workers did not start"
-            time.sleep(0.5)
+        _wait_for_workers(address, 2)
         pids = {p.pid for p in procs} | {c for p in procs for c in _children(p.pid)}
         assert listening_addresses(pids) <= {"127.0.0.1"}
         res = cli("run", "spec.toml", "--out", "remote", "--scheduler", address, "--no-report", "-q", cwd=d)
@@ -336,24 +340,14 @@ def test_a_lost_scheduler_is_one_line_and_the_run_resumes(tmp_path, uninterrupte
                                "--dashboard-address", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
     try:
-        from distributed import Client
-
-        deadline = time.time() + 60
-        while True:
-            try:
-                with Client(address, timeout="5s") as c:
-                    if len(c.scheduler_info()["workers"]) == 1:
-                        break
-            except OSError:
-                pass
-            assert time.time() < deadline, "the dask worker did not start"
-            time.sleep(0.5)
+        _wait_for_workers(address, 1)
+        deadline = time.time() + 120
         run = subprocess.Popen([sys.executable, "-m", "collapselab", "run", "spec.toml", "--out", "cut", "-q",
                                 "--scheduler", address, "--no-report"], cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
         manifest = tmp_path / "cut" / ".checkpoints" / "cell-0" / "manifest-000003.json"
         while not manifest.exists():
-            assert run.poll() is None and time.time() < deadline + 120
+            assert run.poll() is None and time.time() < deadline
             time.sleep(0.02)
         sched.kill()
         _, err = run.communicate(timeout=120)
