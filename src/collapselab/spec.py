@@ -552,10 +552,18 @@ def record_width(source, n: int) -> int:
     return max(1, int(np.prod(one.shape[2:], dtype=np.int64)))
 
 
+def drawn_per_generation(spec: Spec) -> int:
+    """Records sampled per chain and generation: m, or m / (the product of the curation stages' keep shares)."""
+    m = spec.samples
+    if spec.curation:
+        m = math.ceil(m / math.prod(c.keep for c in spec.curation))
+    return m
+
+
 def estimated_bytes(spec: Spec, width: int = 1) -> int:
     """A lower bound of a cell's peak memory: its per-chain metrics for every generation, and the records of the
     pools it holds at once (``width`` numbers per record)."""
-    R, G, n, m = spec.replicates, spec.generations, spec.data.n, spec.samples
+    R, G, n, m = spec.replicates, spec.generations, spec.data.n, drawn_per_generation(spec)
     metrics = R * G * METRICS_FLOOR * 8
     pools = 3 if spec.policy.kind != "accumulate" else G + 1  # real, training set, synthetic; or every pool
     records = R * (n + m) * pools * 8 * width
@@ -567,6 +575,7 @@ def check_memory(spec: Spec, width: int = 1) -> None:
     if need > have:
         raise SpecError(
             f"this cell needs at least {need / 2**30:.2f} GiB (replicates = {spec.replicates}, generations = "
-            f"{spec.generations}, data.n = {spec.data.n}), more than the {have / 2**30:.2f} GiB available; lower "
-            f"replicates or generations, or set {MEMORY_ENV}"
+            f"{spec.generations}, data.n = {spec.data.n}, {drawn_per_generation(spec):,} records drawn per generation"
+            f"{', ' + str(width) + ' numbers each' if width > 1 else ''}), more than the {have / 2**30:.2f} GiB "
+            f"available; lower replicates, generations or the records drawn, or set {MEMORY_ENV}"
         )
