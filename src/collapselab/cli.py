@@ -520,11 +520,7 @@ def audit(
     out_console.print(f"[bold]verdict: {escape(str(report['verdict']))}[/]", markup=True)
     for r in report["reasons"]:
         out_console.print(f"  - {r}", highlight=False)
-    out_console.print(
-        f"synthetic share: {_fmt(s['share'])} (95% interval {_fmt(s['low'])}–{_fmt(s['high'])}), {s['method']}"
-        + (f"; detector TPR {_fmt(s['tpr'])}, FPR {_fmt(s['fpr'])}, AUC {_fmt(s['detector_auc'])}" if s["tpr"] is not None else "")
-        + (f" — {s['note']}" if s["note"] else ""), highlight=False,
-    )
+    _say(_share_line(s))
     m = report["measures"]
     out_console.print(f"tail retention {_fmt(m['tail_retention'])}, spread retention {_fmt(m['spread_retention'])}, "
                       f"MMD {_fmt(m['mmd'])} (permutation p = {_fmt(m['mmd_p_value'])})", highlight=False)
@@ -644,6 +640,21 @@ def presets():
         raw = read_toml(f"preset:{p}")
         table.add_row(f"preset:{p}", raw.get("name", ""), raw.get("description", ""))
     out_console.print(table)
+
+
+def _share_line(s: dict) -> str:
+    """The synthetic share as one sentence: never a point estimate alone."""
+    if s.get("bound") == "lower":
+        head = (f"synthetic share: at least {_fmt(s['share'])} (95% lower confidence bound {_fmt(s['low'])}; an upper "
+                f"bound needs --synthetic-examples), {s['method']}; flagged {_fmt(s['observed'])} at FPR {_fmt(s['fpr'])}")
+    else:
+        head = f"synthetic share: {_fmt(s['share'])} (95% interval {_fmt(s['low'])}–{_fmt(s['high'])}), {s['method']}"
+        if s["tpr"] is not None:
+            head += f"; detector TPR {_fmt(s['tpr'])}, FPR {_fmt(s['fpr'])}, AUC {_fmt(s['detector_auc'])}"
+        mix = s.get("mixture")
+        if mix and mix.get("share") is not None:
+            head += f"; mixture likelihood {_fmt(mix['share'])} ({_fmt(mix['low'])}–{_fmt(mix['high'])})"
+    return head + (f" — {s['note']}" if s["note"] else "")
 
 
 def _parse_gens(text: str | None, G: int, clip: bool = False) -> list[int]:

@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from .coverage import image_measures, table_measures, text_measures, verdict
-from .detect import FeatureDetector, PerplexityDetector, ShareEstimate, estimate_share, provenance_share
+from .detect import (
+    FeatureDetector,
+    PerplexityDetector,
+    ShareEstimate,
+    estimate_lower_bound,
+    estimate_share,
+    provenance_share,
+)
 from .inputs import read_pair
 from .ledger import Ledger, plan_mix
 
@@ -38,10 +45,10 @@ def audit(reference, candidate, *, synthetic_examples=None, provenance: str = "o
     else:
         measures = image_measures(ref.x, cand.x, rng)
     stage, reasons = verdict(measures["tail_retention"], measures["spread_retention"])
-    if stage != "healthy" and share.method.startswith("detector") and share.high < 0.1 and examples is None:
+    if stage != "healthy" and share.bound == "lower" and share.low < 0.1:
         share.note = "; ".join(x for x in (share.note, (
-            "the candidate looks collapsed but the built-in detector flags almost nothing: its synthetic part is "
-            "probably from a model it was not calibrated on — give --synthetic-examples")) if x)
+            "the candidate looks collapsed but the detector's lower bound is near 0: its synthetic part may come "
+            "from a model this detector does not separate from human text — give --synthetic-examples")) if x)
     report = {
         "reference": str(reference), "candidate": str(candidate), "kind": ref.kind,
         "records": {"reference": len(ref), "candidate": len(cand)},
@@ -60,9 +67,9 @@ def _share(ref, cand, examples, rng, seed) -> ShareEstimate:
     if cand.origins is not None:
         return provenance_share(cand.origins)
     if examples is None and ref.kind != "text":
-        return ShareEstimate("not estimated", float("nan"), 0.0, 1.0, n_candidate=len(cand),
-                             note="give --synthetic-examples (records known to be synthetic) or a provenance column")
-    note = ""
+        return ShareEstimate("not estimated", float("nan"), 0.0, 1.0, n_candidate=len(cand), bound="none",
+                             note="not identifiable without examples: give --synthetic-examples (records known to be "
+                                  "synthetic) or a provenance column")
     if ref.kind == "text":
         from ..families.base import Reference
         from ..families.ngram import NGramFamily
@@ -75,23 +82,18 @@ def _share(ref, cand, examples, rng, seed) -> ShareEstimate:
 
         scorer = NGramFamily(NGramFamily.Params(order=3, interpolation=0.4), Reference(_Truth, human[:1], len(human)))
         detector = PerplexityDetector(scorer.fit(lm_part[None], rng))
-        if examples is None:  # no examples: text from a trigram fitted on the reference stands in
-            generator = NGramFamily(NGramFamily.Params(order=3), Reference(_Truth, human[:1], len(human)))
-            synth = generator.fit(lm_part[None], rng).sample(min(2 * MAX_DETECTOR_RECORDS, 2 * len(human)), rng)[0]
-            note = ("no synthetic examples given: calibrated on text sampled from a trigram fitted on the reference; "
-                    "the estimate holds for synthetic text that is as predictable as that")
-        else:
-            synth = examples.x
-        cand_x = cand.x
+        human = human[rng.permutation(len(human))][: 2 * MAX_DETECTOR_RECORDS]
+        if examples is None:  # no generator to calibrate on: the false-positive rate gives a lower bound only
+            a = len(human) // 2
+            return estimate_lower_bound(detector, human[:a], human[a:], cand.x)
+        synth, cand_x = examples.x, cand.x
     else:
         human, synth, cand_x = _features(ref), _features(examples), _features(cand)
         detector = FeatureDetector(seed)
     human = human[rng.permutation(len(human))][: 2 * MAX_DETECTOR_RECORDS]
     synth = synth[rng.permutation(len(synth))][: 2 * MAX_DETECTOR_RECORDS]
     a, b = len(human) // 2, len(synth) // 2
-    est = estimate_share(detector, human[:a], synth[:b], human[a:], synth[b:], cand_x)
-    est.note = "; ".join(n for n in (est.note, note) if n)
-    return est
+    return estimate_share(detector, human[:a], synth[:b], human[a:], synth[b:], cand_x, rng, mixture_boot=200)
 
 
 def _features(records) -> np.ndarray:
