@@ -87,13 +87,9 @@ LONG_SPEC = {**TINY_SPEC, "name": "long", "generations": 40, "replicates": 64}
 
 def _interrupted_run(tmp_path, monkeypatch, stop_at=20) -> Path:
     """A run directory with checkpoints of generations 0..stop_at-1, as a killed run leaves it."""
-    import collapselab.loop as loop
-
     out = tmp_path / "run"
-    real_progress = []
 
     def stop(cell_id, done, total):
-        real_progress.append(done)
         if done == stop_at:
             raise KeyboardInterrupt
 
