@@ -177,8 +177,6 @@ def _run_or_fail(cells, seed: int, execution: dict, checkpoint_root: Path | None
         return run_cells(cells, seed, checkpoint_root=checkpoint_root, **execution)
     except CollapselabError:
         raise
-    except (KeyboardInterrupt, SystemExit):
-        raise
     except MemoryError:
         raise RunFailed("the run ran out of memory; lower replicates, generations or data.n") from None
     except Exception as e:  # noqa: BLE001 - the message names it; COLLAPSELAB_DEBUG=1 keeps the traceback
@@ -308,7 +306,6 @@ def samples(ref: "str | Path", cell: str | None = None, generation: int | None =
 
 def _decode_records(spec: Spec, cell: str, records):
     """(record kind, texts or None): text records back to words through their source's vocabulary."""
-    from .families import resolve_family  # noqa: F401 - registers the built-in families and sources
     from .rng import data_generator
     from .sources import get_source
 
