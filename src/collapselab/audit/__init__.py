@@ -36,15 +36,16 @@ def audit(reference, candidate, *, synthetic_examples=None, provenance: str = "o
           project: bool = True, out=None) -> dict:
     """The audit report as a dict; with ``out`` (a folder), also ``audit.json`` and ``audit.html``."""
     ref, cand, examples = read_pair(reference, candidate, provenance, synthetic_examples)
-    rng = np.random.default_rng(seed)
-    share = _share(ref, cand, examples, rng, seed)
+    # separate streams: the measures and the verdict do not depend on whether examples were given
+    share = _share(ref, cand, examples, np.random.default_rng([seed, 1]), seed)
+    rng = np.random.default_rng([seed, 2])
     if ref.kind == "table":
         measures = table_measures(ref.x, cand.x, rng)
     elif ref.kind == "text":
         measures = text_measures(ref.x, cand.x, ref.info["vocab"], rng)
     else:
         measures = image_measures(ref.x, cand.x, rng)
-    stage, reasons = verdict(measures["tail_retention"], measures["spread_retention"])
+    stage, reasons = verdict(measures["calibrated"])
     if stage != "healthy" and share.bound == "lower" and share.low < 0.1:
         share.note = "; ".join(x for x in (share.note, (
             "the candidate looks collapsed but the detector's lower bound is near 0: its synthetic part may come "

@@ -1,15 +1,19 @@
 """Tail coverage, diversity and distances of a candidate against a reference, and the stage verdict.
 
-Text and image statistics that depend on sample size (rare-word survival, distinct-n, PRDC) are compared with
-the same statistic of a reference subsample of the candidate's size, so a small but healthy candidate is not
-mistaken for a collapsed one. Two retentions (1 = as much as real data of that size) feed the verdict, with
-the loop's thresholds (metrics/stages.py): total when spread ≤ 0.05, late when spread < 0.5, early when
-tail < 0.5, healthy otherwise.
+Descriptive measures (KS, Wasserstein, TV, MMD with its permutation p-value, PRDC, distinct-n) are reported as
+they are. The verdict rests on *calibrated* retention measures only (:func:`calibrate`): each is set against its
+null distribution, the same measure between disjoint resamples of the reference at the candidate's size, and
+flagged only below what real-against-real variation gives (family-wise 5% over all measures, Westfall–Young
+min-p). Text: rare-word survival (tail), distinct-1 and distinct-2 (spread). Tables, per column: the share of
+values beyond the reference's 1st/99th percentiles (tail) and the standard deviation (spread) of numeric
+columns; category coverage, rare-category coverage (tail) and entropy (spread) of categorical ones. Images:
+PRDC recall and coverage (tail) and feature spread. Nothing here sees the synthetic examples.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from ..curation.features import record_features, standardise, tfidf
@@ -43,49 +47,83 @@ def mmd_test(a: np.ndarray, b: np.ndarray, rng, permutations: int = 200, cap: in
 def table_measures(ref, cand, rng) -> dict:
     from ..curation.tabular import column_kinds
 
-    columns, tails, spreads = {}, [], []
-    for col, kind in column_kinds(ref).items():
+    kinds = column_kinds(ref)
+    columns = {}
+    for col, kind in kinds.items():
         r, c = ref[col], cand[col]
         if kind == "numeric":
             r, c = r.to_numpy(float), c.to_numpy(float)
             sd = r.std() or 1.0
             lo, hi = np.quantile(r, [TAIL_Q, 1 - TAIL_Q])
             tail_ref = np.mean((r < lo) | (r > hi)) or 2 * TAIL_Q
-            tail = min(1.0, np.mean((c < lo) | (c > hi)) / tail_ref)
             span = r.max() - r.min()
             columns[col] = {
                 "kind": kind, "ks": float(stats.ks_2samp(r, c).statistic),
                 "wasserstein_sd": float(stats.wasserstein_distance(r, c) / sd),
                 "range_coverage": float(np.clip((min(c.max(), r.max()) - max(c.min(), r.min())) / span, 0, 1))
                 if span > 0 else 1.0,
-                "tail_coverage": float(tail), "std_ratio": float(c.std() / sd),
+                "tail_coverage": float(min(1.0, np.mean((c < lo) | (c > hi)) / tail_ref)),
+                "std_ratio": float(c.std() / sd),
             }
-            tails.append(tail)
-            spreads.append(min(1.0, c.std() / sd))
         else:
             pr, pc = r.value_counts(normalize=True), c.value_counts(normalize=True)
             cats = pr.index.union(pc.index)
             rare = pr[pr < RARE_SHARE].index
             ent_r = stats.entropy(pr.to_numpy())
-            ent_c = stats.entropy(pc.to_numpy())
             columns[col] = {
                 "kind": kind,
                 "tv": float(0.5 * np.abs(pr.reindex(cats, fill_value=0) - pc.reindex(cats, fill_value=0)).sum()),
                 "category_coverage": float(np.isin(pr.index, pc.index).mean()),
                 "rare_category_coverage": float(np.isin(rare, pc.index).mean()) if len(rare) else None,
-                "entropy_ratio": float(ent_c / ent_r) if ent_r > 0 else 1.0,
+                "entropy_ratio": float(stats.entropy(pc.to_numpy()) / ent_r) if ent_r > 0 else 1.0,
             }
-            if len(rare):
-                tails.append(columns[col]["rare_category_coverage"])
-            spreads.append(min(1.0, columns[col]["entropy_ratio"]))
     num = [c for c, v in columns.items() if v["kind"] == "numeric"]
     mmd, p = None, None
     if num:
         r, c = ref[num].to_numpy(float)[None], cand[num].to_numpy(float)[None]
         mmd, p = mmd_test(standardise(r, r)[0], standardise(c, r)[0], rng)
-    return {"columns": columns, "mmd": mmd, "mmd_p_value": p,
-            "tail_retention": float(np.mean(tails)) if tails else None,
-            "spread_retention": float(np.median(spreads)) if spreads else None}
+    # the calibrated measures work on one numeric array: categories as codes shared by reference and candidate
+    enc_r, enc_c = np.zeros((len(ref), len(kinds))), np.zeros((len(cand), len(kinds)))
+    for j, (col, kind) in enumerate(kinds.items()):
+        if kind == "numeric":
+            enc_r[:, j], enc_c[:, j] = ref[col].to_numpy(float), cand[col].to_numpy(float)
+        else:
+            codes, _ = pd.factorize(pd.concat([ref[col], cand[col]]).astype(str))
+            enc_r[:, j], enc_c[:, j] = codes[: len(ref)], codes[len(ref) :]
+    cal = calibrate(_table_measure(list(kinds.items())), enc_r, enc_c, rng)
+    return {"columns": columns, "mmd": mmd, "mmd_p_value": p, **_summary(cal), "calibrated": cal}
+
+
+def _table_measure(kinds):
+    def measure(a, b):
+        out = {}
+        for j, (col, kind) in enumerate(kinds):
+            x, y = a[:, j], b[:, j]
+            if kind == "numeric":
+                lo, hi = np.quantile(x, [TAIL_Q, 1 - TAIL_Q])
+                out[f"{col}: tail share"] = (float(np.mean((y < lo) | (y > hi))), "tail")
+                out[f"{col}: std"] = (float(y.std()), "spread")
+            else:
+                K = int(max(x.max(), y.max())) + 1
+                px, py = np.bincount(x.astype(int), minlength=K), np.bincount(y.astype(int), minlength=K)
+                share = px / px.sum()
+                out[f"{col}: category coverage"] = (float(((py > 0) & (px > 0)).sum() / (px > 0).sum()), "tail")
+                rare = (px > 0) & (share < RARE_SHARE)
+                if rare.any():
+                    out[f"{col}: rare category coverage"] = (float((py[rare] > 0).mean()), "tail")
+                out[f"{col}: entropy"] = (float(stats.entropy(py[py > 0])), "spread")
+        return out
+
+    return measure
+
+
+def _summary(cal: dict) -> dict:
+    """The smallest retention of each group (1 = as much as real data of that size keeps)."""
+    ms = cal["measures"].values()
+    tails = [v["retention"] for v in ms if v["group"] == "tail"]
+    spreads = [v["retention"] for v in ms if v["group"] == "spread"]
+    return {"tail_retention": float(min(tails)) if tails else None,
+            "spread_retention": float(min(spreads)) if spreads else None}
 
 
 def text_measures(ref, cand, vocab, rng) -> dict:
@@ -97,20 +135,26 @@ def text_measures(ref, cand, vocab, rng) -> dict:
     c = cand[rng.permutation(len(cand))[:n]]
     rare = rare_words(ref[None], V, 2)[0]  # words the reference holds once or twice
     present = lambda x: np.isin(np.arange(V), x)  # noqa: E731
-    survival_c = (present(c) & rare).sum() / max(rare.sum(), 1)
-    survival_r = (present(sub) & rare).sum() / max(rare.sum(), 1)
     d = {f"distinct_{j}": float(distinct_n(c[None], j)[0]) for j in (1, 2, 3)}
     d_ref = {f"distinct_{j}": float(distinct_n(sub[None], j)[0]) for j in (1, 2, 3)}
     fr, fc = tfidf(record_features(ref[None], "text"))[0], tfidf(record_features(cand[None], "text"))[0]
     mmd, p = mmd_test(fr, fc, rng)
+
+    def measure(a, b):
+        rare_a = rare_words(a[None], V, 2)[0]  # rare in A, looked for in B: B never defines its own tails
+        seen = np.zeros(V, bool)
+        seen[b.ravel()] = True
+        return {"rare-word survival": (float((seen & rare_a).sum() / max(rare_a.sum(), 1)), "tail"),
+                "distinct-1": (float(distinct_n(b[None], 1)[0]), "spread"),
+                "distinct-2": (float(distinct_n(b[None], 2)[0]), "spread")}
+
+    cal = calibrate(measure, ref, cand, rng)
     return {
-        "records_compared": int(n), "rare_word_survival": float(survival_c),
-        "rare_word_survival_reference": float(survival_r), **d,
+        "records_compared": int(n), "rare_word_survival": float((present(c) & rare).sum() / max(rare.sum(), 1)),
+        "rare_word_survival_reference": float((present(sub) & rare).sum() / max(rare.sum(), 1)), **d,
         **{f"{k}_reference": v for k, v in d_ref.items()},
         "vocabulary": int(present(c).sum()), "vocabulary_reference": int(present(sub).sum()),
-        "mmd": mmd, "mmd_p_value": p,
-        "tail_retention": float(survival_c / survival_r) if survival_r > 0 else None,
-        "spread_retention": float(d["distinct_2"] / d_ref["distinct_2"]) if d_ref["distinct_2"] > 0 else None,
+        "mmd": mmd, "mmd_p_value": p, **_summary(cal), "calibrated": cal,
     }
 
 
@@ -118,38 +162,97 @@ def image_measures(ref, cand, rng) -> dict:
     from ..metrics.images import frechet, prdc
 
     n = min(len(cand), len(ref), 2000)
-    fr = record_features(ref[rng.permutation(len(ref))[:n]][None], "image")[0]
-    fc = record_features(cand[rng.permutation(len(cand))[:n]][None], "image")[0]
+    fr_all = record_features(ref[None], "image")[0]
+    fc_all = record_features(cand[None], "image")[0]
+    fr = fr_all[rng.permutation(len(ref))[:n]]
+    fc = fc_all[rng.permutation(len(cand))[:n]]
     half = n // 2
     own = prdc(fr[:half], fr[half : 2 * half])  # real against real: what a healthy set of this size scores
     got = prdc(fr[:half], fc[:half])
     mmd, p = mmd_test(fr, fc, rng)
     spread = float(np.mean(fc.std(0)) / max(np.mean(fr.std(0)), 1e-12))
+
+    def measure(a, b):
+        a = a[: len(b)]  # prdc against a reference part of the same size
+        return {"recall": (prdc(a, b)["recall"], "tail"), "coverage": (prdc(a, b)["coverage"], "tail"),
+                "feature spread": (float(np.mean(b.std(0))), "spread")}
+
+    cal = calibrate(measure, fr_all, fc_all, rng, cap=300)
     return {
         "records_compared": int(n), **{k: float(v) for k, v in got.items()},
         **{f"{k}_reference": float(v) for k, v in own.items()},
         "frechet": float(frechet(fr, fc)), "mmd": mmd, "mmd_p_value": p, "feature_std_ratio": spread,
-        "tail_retention": float(got["recall"] / own["recall"]) if own["recall"] > 0 else None,
-        "spread_retention": min(1.0, spread),
+        **_summary(cal), "calibrated": cal,
     }
 
 
-def verdict(tail: float | None, spread: float | None, early=0.5, late=0.5, total=0.05) -> tuple[str, list[str]]:
+NULL_DRAWS = 200  # disjoint resamples of the reference per calibrated measure
+FAMILY_ALPHA = 0.05  # the chance that a candidate drawn like the reference has any measure flagged
+
+
+def calibrate(measure, ref, cand, rng, draws: int = NULL_DRAWS, cap: int | None = None) -> dict:
+    """Every retention measure set against its null distribution.
+
+    Each draw splits the reference into disjoint parts A and B, B at the candidate's size m (at most half the
+    reference; the candidate is then subsampled to m), and evaluates ``measure(A, B)`` (the null: real against
+    real) and ``measure(A, C)`` with a size-m subsample C of the candidate. Measures are oriented so that lower
+    means lost. The candidate's value is the mean over draws, its p-value the share of null draws at or below
+    it. A measure is flagged when its p-value is below the Westfall–Young min-p threshold: the 5% quantile of the
+    smallest per-measure null p-value of each draw, so that a candidate drawn like the reference has *any* measure
+    flagged with probability at most 5%, however many measures (columns) there are.
+
+    ``measure(a, b)`` returns {name: (value, group)} with group "tail" or "spread"."""
+    n_ref, n_cand = len(ref), len(cand)
+    m = min(n_cand, n_ref // 2) if cap is None else min(n_cand, n_ref // 2, cap)
+    null, obs, groups = {}, {}, {}
+    for _ in range(draws):
+        order = rng.permutation(n_ref)
+        a, b = _take(ref, order[m:]), _take(ref, order[:m])
+        c = _take(cand, rng.permutation(n_cand)[:m])
+        for name, (v, g) in measure(a, b).items():
+            null.setdefault(name, []).append(v)
+            groups[name] = g
+        for name, (v, _) in measure(a, c).items():
+            obs.setdefault(name, []).append(v)
+    names = [k for k in null if k in obs and np.all(np.isfinite(null[k]))]
+    if not names:
+        return {"measures": {}, "threshold": None, "draws": draws, "size": int(m)}
+    N = np.array([null[k] for k in names])  # (measures, draws)
+    # each null draw's p-value within its own measure's null (share of draws at or below it), the smallest per draw
+    null_p = (N[:, None, :] <= N[:, :, None]).mean(-1)
+    threshold = float(np.quantile(null_p.min(0), FAMILY_ALPHA))
+    out = {}
+    for j, k in enumerate(names):
+        value = float(np.mean(obs[k]))
+        med = float(np.median(N[j]))
+        p = float((1 + np.sum(N[j] <= value)) / (1 + draws))
+        out[k] = {"value": value, "group": groups[k], "null_median": med,
+                  "null_band": [float(np.quantile(N[j], 0.05)), float(np.quantile(N[j], 0.95))],
+                  "p_value": p, "retention": float(min(value / med, 1.0)) if med > 0 else (1.0 if value >= med else 0.0),
+                  "flagged": bool(p <= threshold)}
+    return {"measures": out, "threshold": threshold, "draws": draws, "size": int(m)}
+
+
+def _take(x, idx):
+    return x.iloc[idx] if hasattr(x, "iloc") else x[idx]
+
+
+def verdict(calibrated: dict, total=0.05, late=0.5) -> tuple[str, list[str]]:
+    """The stage from the calibrated measures: nothing flagged is healthy; a flagged tail measure, or a flagged
+    spread measure that keeps at least half the spread, is early; a flagged spread measure below half is late;
+    total when the spread measures' median retention is at most 0.05."""
+    ms = calibrated["measures"]
+    flagged = {k: v for k, v in ms.items() if v["flagged"]}
+    spread = [v["retention"] for v in ms.values() if v["group"] == "spread"]
     reasons = []
-    stage = STAGES[0]
-    if spread is not None and spread <= total:
-        stage = "total"
-        reasons.append(f"spread retention {spread:.3f} <= {total}: the variety is essentially gone")
-    elif spread is not None and spread < late:
-        stage = "late"
-        reasons.append(f"spread retention {spread:.3f} < {late}: more than half the spread is lost")
-    if tail is not None and tail < early:
-        if stage == STAGES[0]:
-            stage = "early"
-        reasons.append(f"tail retention {tail:.3f} < {early}: more than half of the reference's tails are missing")
-    if stage == STAGES[0]:
-        reasons.append(
-            f"tail retention {tail:.3f} and spread retention {spread:.3f} are above the thresholds ({early}, {late})"
-            if tail is not None and spread is not None else "no tail or spread signal fell below its threshold"
-        )
-    return stage, reasons
+    for k, v in sorted(flagged.items(), key=lambda kv: kv[1]["p_value"]):
+        reasons.append(f"{k} {v['value']:.3g} is below what real data of this size gives "
+                       f"(null 90% band {v['null_band'][0]:.3g}–{v['null_band'][1]:.3g}, p = {v['p_value']:.3g}; "
+                       f"retention {v['retention']:.2f})")
+    if not flagged:
+        return STAGES[0], [f"no measure is below the reference's own variation ({len(ms)} measures, "
+                           f"{calibrated['draws']} disjoint resamples of {calibrated['size']} records; family-wise 5%)"]
+    lost_spread = [v for v in flagged.values() if v["group"] == "spread" and v["retention"] < late]
+    if spread and flagged and np.median(spread) <= total and any(v["group"] == "spread" for v in flagged.values()):
+        return "total", reasons
+    return ("late" if lost_spread else "early"), reasons

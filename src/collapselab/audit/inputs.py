@@ -115,25 +115,33 @@ def _texts(reference, candidate, provenance, examples):
     tokens = [t for d in ref_docs for t in tokenize(d)]
     if len(tokens) < 2 * BLOCK:
         raise SpecError(f"--reference {reference}: {len(tokens)} words are too few (need at least {2 * BLOCK})")
-    vocab = Vocabulary.build(tokens)
+    read = {path: _read_text(path, provenance) for path in (candidate, examples) if path is not None}
+    # one vocabulary over every input: a candidate's words the reference lacks stay distinct words, not one <unk>
+    # (that would read as lost diversity)
+    vocab = Vocabulary.build(tokens + [t for docs, _ in read.values() for d in docs for t in tokenize(d)])
 
     def encode(docs, path):
+        """(records, their texts): a TXT file is cut into blocks, a JSONL line is one record cut to a block."""
         if Path(path).suffix.lower() == ".txt":
             out = blocks(vocab.ids(tokenize(docs[0])), BLOCK)
+            texts = [vocab.decode(r) for r in out]
         else:  # one record per JSONL line, cut or padded to a block
             out = np.stack([vocab.encode(d, BLOCK) for d in docs])
+            texts = list(docs)
         if len(out) == 0:
             raise SpecError(f"{path}: fewer than {BLOCK} words")
-        return out
+        return out, texts
 
-    ref = Records("text", encode(ref_docs, reference), info={"vocab": vocab})
+    x, texts = encode(ref_docs, reference)
+    ref = Records("text", x, info={"vocab": vocab, "texts": texts})
     out = []
     for path in (candidate, examples):
         if path is None:
             out.append(None)
             continue
-        docs, origins = _read_text(path, provenance)
-        out.append(Records("text", encode(docs, path), origins, {"vocab": vocab}))
+        docs, origins = read[path]
+        x, texts = encode(docs, path)
+        out.append(Records("text", x, origins, {"vocab": vocab, "texts": texts}))
     return ref, out[0], out[1]
 
 
