@@ -50,8 +50,9 @@ def austen_files(tmp_path_factory):
 
 
 def test_a_real_heldout_split_is_healthy_and_five_replace_generations_are_not(austen_files):
-    healthy = audit(austen_files / "reference.txt", austen_files / "heldout.txt", project=False)
-    collapsed = audit(austen_files / "reference.txt", austen_files / "gen5.txt", project=False)
+    # the verdict never depends on the share's detector: the cheap trigram one keeps this test fast
+    healthy = audit(austen_files / "reference.txt", austen_files / "heldout.txt", project=False, scoring_model=None)
+    collapsed = audit(austen_files / "reference.txt", austen_files / "gen5.txt", project=False, scoring_model=None)
     assert healthy["verdict"] == "healthy", healthy["reasons"]
     assert collapsed["verdict"] in ("early", "late"), collapsed["reasons"]
     assert collapsed["measures"]["rare_word_survival"] < 0.5 * healthy["measures"]["rare_word_survival"]
@@ -62,7 +63,7 @@ def test_projection_and_report_files_from_the_command_line(austen_files, tmp_pat
     env = {**os.environ, "COLUMNS": "200"}
     run = subprocess.run([sys.executable, "-m", "collapselab", "audit", "--reference", str(austen_files / "reference.txt"),
                           "--candidate", str(austen_files / "heldout.txt"), "--policy", "mix", "--real-fraction", "0.5",
-                          "--generations", "6", "--replicates", "2", "--out", "report"],
+                          "--generations", "6", "--replicates", "2", "--out", "report", "--scoring-model", "ngram"],
                          cwd=tmp_path, capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     assert "verdict: healthy" in run.stdout and "projection" in run.stdout
@@ -202,41 +203,33 @@ def test_mix_planner_meets_constraints_and_says_which_bound(tmp_path):
     assert max(capped.by_model.values()) <= 0.2 * capped.size + 1e-9
 
 
-LLM_TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "llm-text"
-
-
-def _llm_text_trial(tmp_path, domain: str, model: str, share: float, seed: int, n_ref=250, n_cand=100):
-    """Human passages as the reference; a candidate of other passages, ``share`` of them replaced by a language
-    model's continuations (of passages not in the reference: a pair never straddles the two)."""
-    data = json.loads((LLM_TEXT / f"{domain}_{model}.raw_data.json").read_text())
-    order = np.random.default_rng(seed).permutation(len(data["original"]))
-    k = int(round(share * n_cand))
-    rest = order[n_ref:]
-    cand = [data["sampled"][i] for i in rest[:k]] + [data["original"][i] for i in rest[k:n_cand]]
-    (tmp_path / "ref.jsonl").write_text("".join(json.dumps({"text": data["original"][i]}) + "\n" for i in order[:n_ref]))
-    (tmp_path / "cand.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in cand))
-    return audit(tmp_path / "ref.jsonl", tmp_path / "cand.jsonl", project=False, seed=seed)["synthetic_share"]
-
-
-@pytest.mark.parametrize("domain, model", [("xsum", "gpt2-xl"), ("writing", "gpt-neo-2.7B"), ("squad", "gpt-j-6B")])
-def test_without_examples_only_a_lower_bound_and_it_holds_on_real_llm_text(tmp_path, domain, model):
-    """Issue 16: 60 human news passages + 26 GPT-3.5 continuations once printed 0 (0–0.17), a confident wrong
-    answer. Without examples the audit now claims only a lower bound, and the bound holds."""
-    if not LLM_TEXT.is_dir():
-        pytest.skip("../shared/data/llm-text is not beside this checkout")
-    held = []
-    for share in (0.0, 0.3, 0.7):
-        for seed in range(4):
-            s = _llm_text_trial(tmp_path, domain, model, share, seed)
-            assert s["bound"] == "lower" and s["high"] == 1.0 and 0 <= s["low"] <= s["share"] <= 1
-            assert "lower bound" in s["note"] or "not identifiable" in s["note"]
-            held.append(s["low"] <= share + 1e-12)
-    assert np.mean(held) >= 0.95
-
-
 def test_a_wide_interval_says_the_share_is_not_identifiable():
     from collapselab.audit.detect import ShareEstimate, identifiability_note
 
     wide = ShareEstimate("detector: classifier", 0.4, 0.05, 0.9, detector_auc=0.6)
     assert "not identifiable" in identifiability_note(wide)
     assert identifiability_note(ShareEstimate("detector: classifier", 0.3, 0.2, 0.4, detector_auc=0.9)) == ""
+
+
+def test_a_categorical_column_collapsed_to_one_value_is_flagged_by_name(tmp_path):
+    """Issue 16: entropy ratio 0 once still got 'healthy' (the median over columns hid it)."""
+    rng = np.random.default_rng(0)
+    n = 400
+
+    def table(k):
+        return pd.DataFrame({"age": rng.normal(40, 10, k), "income": rng.lognormal(10, 0.5, k),
+                             "height": rng.normal(170, 8, k),
+                             "region": rng.choice(list("ABCDE"), k, p=[0.4, 0.3, 0.15, 0.1, 0.05])})
+
+    table(n).to_csv(tmp_path / "reference.csv", index=False)
+    table(200).to_csv(tmp_path / "same.csv", index=False)
+    table(200).assign(region="A").to_csv(tmp_path / "collapsed.csv", index=False)
+    same = audit(tmp_path / "reference.csv", tmp_path / "same.csv", project=False)
+    collapsed = audit(tmp_path / "reference.csv", tmp_path / "collapsed.csv", project=False)
+    assert same["verdict"] == "healthy", same["reasons"]
+    assert collapsed["verdict"] != "healthy"
+    flagged = [k for k, v in collapsed["measures"]["calibrated"]["measures"].items() if v["flagged"]]
+    assert flagged and all(k.startswith("region:") for k in flagged), flagged
+    assert any("region: entropy" in r for r in collapsed["reasons"])
+    m = collapsed["measures"]["calibrated"]["measures"]["region: entropy"]
+    assert m["value"] == 0 and m["p_value"] < 0.01 and m["null_band"][0] > 0

@@ -496,6 +496,10 @@ def audit(
     seed: int = typer.Option(0, "--seed", min=0),
     no_projection: bool = typer.Option(False, "--no-projection", help="Skip the simulated projection."),
     out: Path = typer.Option(Path("audit"), "--out", "-o", help="Folder for audit.json and audit.html."),
+    scoring_model: str = typer.Option(
+        "smollm2", "--scoring-model",
+        help="Text: the LM that scores passages (smollm2, a local Hugging Face folder or a .gguf file; "
+             "'ngram' for a word trigram on the reference)."),
     as_json: bool = JsonOpt,
 ):
     """Audit a data set for collapse risk: synthetic share, tails and diversity, a verdict and a projection."""
@@ -512,6 +516,7 @@ def audit(
         audit_mod.audit, reference, candidate, synthetic_examples=synthetic_examples, provenance=provenance,
         policy=policy, real_fraction=real_fraction if policy in ("mix", "fresh") else None, generations=generations,
         replicates=replicates, seed=seed, project=not no_projection, out=out,
+        scoring_model=None if scoring_model == "ngram" else scoring_model, progress=_ScoringProgress(as_json),
     )
     if as_json:
         _print_json(report)
@@ -642,19 +647,31 @@ def presets():
     out_console.print(table)
 
 
+class _ScoringProgress:
+    """'scoring texts: 320/800' on stderr while the language model works: rewritten in place on a terminal,
+    a line every 10 s in logs."""
+
+    def __init__(self, silent: bool):
+        self.silent, self.last, self.start = silent, 0.0, time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.silent:
+            return
+        now = time.monotonic()
+        if err_console.is_terminal:
+            end = "\n" if done == total else ""
+            err_console.file.write(f"\rscoring texts with the language model: {done}/{total}{end}")
+            err_console.file.flush()
+        elif now - self.last >= 10 or done == total:
+            self.last = now
+            err_console.print(f"scoring texts with the language model: {done}/{total} "
+                              f"({now - self.start:.0f} s)", highlight=False)
+
+
 def _share_line(s: dict) -> str:
-    """The synthetic share as one sentence: never a point estimate alone."""
-    if s.get("bound") == "lower":
-        head = (f"synthetic share: at least {_fmt(s['share'])} (95% lower confidence bound {_fmt(s['low'])}; an upper "
-                f"bound needs --synthetic-examples), {s['method']}; flagged {_fmt(s['observed'])} at FPR {_fmt(s['fpr'])}")
-    else:
-        head = f"synthetic share: {_fmt(s['share'])} (95% interval {_fmt(s['low'])}–{_fmt(s['high'])}), {s['method']}"
-        if s["tpr"] is not None:
-            head += f"; detector TPR {_fmt(s['tpr'])}, FPR {_fmt(s['fpr'])}, AUC {_fmt(s['detector_auc'])}"
-        mix = s.get("mixture")
-        if mix and mix.get("share") is not None:
-            head += f"; mixture likelihood {_fmt(mix['share'])} ({_fmt(mix['low'])}–{_fmt(mix['high'])})"
-    return head + (f" — {s['note']}" if s["note"] else "")
+    from .audit import share_sentence
+
+    return share_sentence(s)
 
 
 def _parse_gens(text: str | None, G: int, clip: bool = False) -> list[int]:

@@ -22,6 +22,8 @@ from .detect import (
     estimate_lower_bound,
     estimate_share,
     provenance_share,
+    share_from_scores,
+    youden_threshold,
 )
 from .inputs import read_pair
 from .ledger import Ledger, plan_mix
@@ -29,15 +31,24 @@ from .ledger import Ledger, plan_mix
 __all__ = ["Ledger", "audit", "plan_mix"]
 
 MAX_DETECTOR_RECORDS = 2000  # per class and split
+# texts the language model scores (a random subsample beyond these; the interval counts what was scored): the
+# LM forward pass is the audit's cost, ~600 tokens a second on 2 CPU cores
+MAX_LM_REFERENCE = 300
+MAX_LM_EXAMPLES = 300
+MAX_LM_CANDIDATE = 500
 
 
 def audit(reference, candidate, *, synthetic_examples=None, provenance: str = "origin", policy: str = "replace",
           real_fraction: float | None = None, generations: int = 10, replicates: int = 8, seed: int = 0,
-          project: bool = True, out=None) -> dict:
-    """The audit report as a dict; with ``out`` (a folder), also ``audit.json`` and ``audit.html``."""
+          project: bool = True, out=None, scoring_model: str | None = "smollm2", progress=None) -> dict:
+    """The audit report as a dict; with ``out`` (a folder), also ``audit.json`` and ``audit.html``.
+
+    Text is scored by ``scoring_model`` (the packaged SmolLM2-135M, a local Hugging Face folder or a GGUF file);
+    ``None`` uses a word trigram fitted on half of the reference instead. ``progress(done, total)`` is called
+    while the language model scores texts."""
     ref, cand, examples = read_pair(reference, candidate, provenance, synthetic_examples)
     # separate streams: the measures and the verdict do not depend on whether examples were given
-    share = _share(ref, cand, examples, np.random.default_rng([seed, 1]), seed)
+    share = _share(ref, cand, examples, np.random.default_rng([seed, 1]), seed, scoring_model, progress)
     rng = np.random.default_rng([seed, 2])
     if ref.kind == "table":
         measures = table_measures(ref.x, cand.x, rng)
@@ -64,9 +75,11 @@ def audit(reference, candidate, *, synthetic_examples=None, provenance: str = "o
     return report
 
 
-def _share(ref, cand, examples, rng, seed) -> ShareEstimate:
+def _share(ref, cand, examples, rng, seed, scoring_model=None, progress=None) -> ShareEstimate:
     if cand.origins is not None:
         return provenance_share(cand.origins)
+    if ref.kind == "text" and scoring_model is not None:
+        return _lm_share(ref, cand, examples, rng, seed, scoring_model, progress)
     if examples is None and ref.kind != "text":
         return ShareEstimate("not estimated", float("nan"), 0.0, 1.0, n_candidate=len(cand), bound="none",
                              note="not identifiable without examples: give --synthetic-examples (records known to be "
@@ -95,6 +108,32 @@ def _share(ref, cand, examples, rng, seed) -> ShareEstimate:
     synth = synth[rng.permutation(len(synth))][: 2 * MAX_DETECTOR_RECORDS]
     a, b = len(human) // 2, len(synth) // 2
     return estimate_share(detector, human[:a], synth[:b], human[a:], synth[b:], cand_x, rng, mixture_boot=200)
+
+
+def _lm_share(ref, cand, examples, rng, seed, scoring_model, progress) -> ShareEstimate:
+    """The text share with the language-model detectors: zero-shot Fast-DetectGPT curvature and the lower bound
+    without examples; the supervised detector, cross-fitted by prompt group, with them."""
+    from .lmscore import LMScorer
+    from .textdetect import SupervisedTextDetector, ZeroShotDetector, crossfit
+
+    pick = lambda texts, k: [texts[i] for i in np.sort(rng.permutation(len(texts))[:k])]  # noqa: E731
+    human = pick(ref.info["texts"], MAX_LM_REFERENCE)
+    cand_x = pick(cand.info["texts"], MAX_LM_CANDIDATE)
+    scorer = LMScorer(scoring_model, progress=progress)
+    sampled = len(cand_x) < len(cand)
+    if examples is None:
+        a = len(human) // 2
+        est = estimate_lower_bound(ZeroShotDetector(scorer), human[:a], human[a:], cand_x)
+    else:
+        synth = pick(examples.info["texts"], MAX_LM_EXAMPLES)
+        s_h, s_s, s_c = crossfit(lambda: SupervisedTextDetector(scorer, seed=seed), human, synth, cand_x, rng)
+        est = share_from_scores(SupervisedTextDetector(scorer).name + f" ({scorer.name})", s_h, s_s, s_c,
+                                youden_threshold(s_h, s_s), rng, mixture_boot=200)
+        est.method += ", cross-fitted by prompt group"
+    if sampled:
+        est.note = "; ".join(x for x in (est.note, f"{len(cand_x)} of the candidate's {len(cand)} records scored "
+                                         "(a random subsample; the interval counts it)") if x)
+    return est
 
 
 def _features(records) -> np.ndarray:
@@ -176,42 +215,32 @@ def _plain(o):
 
 
 def render_html(report: dict) -> str:
-    from html import escape
+    from ..report.audit import render
 
-    s = report["synthetic_share"]
+    return render(report, share_sentence(report["synthetic_share"]))
 
-    def fmt(v):
-        if v is None or (isinstance(v, float) and not np.isfinite(v)):
-            return "–"
-        return f"{v:.4g}" if isinstance(v, float) else escape(str(v))
 
-    rows = "".join(f"<tr><td>{escape(k)}</td><td>{fmt(v)}</td></tr>" for k, v in report["measures"].items()
-                   if not isinstance(v, dict))
-    cols = ""
-    if "columns" in report["measures"]:
-        cols = "<h2>Columns</h2><table><tr><th>column</th><th>measures</th></tr>" + "".join(
-            f"<tr><td>{escape(c)}</td><td>{escape(', '.join(f'{k} {fmt(v)}' for k, v in m.items()))}</td></tr>"
-            for c, m in report["measures"]["columns"].items()) + "</table>"
-    proj = report.get("projection", {})
-    proj_rows = "".join(
-        f"<tr><td>{st}</td><td>{fmt(proj[st]['median']) if proj[st]['median'] is not None else 'not within the run'}"
-        f"</td><td>[{fmt(proj[st]['ci'][0])}, {fmt(proj[st]['ci'][1])}]</td><td>{proj[st]['reached']:.0%}</td></tr>"
-        for st in ("early", "late", "total") if st in proj)
-    colour = {"healthy": "#1a7f37", "early": "#bf8700", "late": "#cf222e", "total": "#82071e"}[report["verdict"]]
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>collapselab audit</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.25rem .6rem;text-align:left}}
-.verdict{{font-size:1.6rem;color:{colour}}}</style></head><body>
-<h1>Collapse-risk audit</h1>
-<p>{escape(report['candidate'])} against {escape(report['reference'])} ({report['kind']};
-{report['records']['candidate']} and {report['records']['reference']} records)</p>
-<p class="verdict">verdict: {report['verdict']}</p><ul>{''.join(f'<li>{escape(r)}</li>' for r in report['reasons'])}</ul>
-<h2>Synthetic share</h2><p>{fmt(s['share'])} (95% interval {fmt(s['low'])}–{fmt(s['high'])}) — {escape(s['method'])};
-flagged {fmt(s['observed'])}, detector TPR {fmt(s['tpr'])}, FPR {fmt(s['fpr'])}, AUC {fmt(s['detector_auc'])}
-on {s['n_calibration_human']} + {s['n_calibration_synthetic']} calibration records. {escape(s['note'])}</p>
-<h2>Tails, diversity and distances</h2><table>{rows}</table>{cols}
-<h2>Projection</h2><p>{escape(str(proj.get('surrogate', proj.get('skipped', ''))))};
-policy {escape(json.dumps(proj.get('policy', {})))}, {proj.get('generations', '')} generations.</p>
-<table><tr><th>stage</th><th>generations to it (median)</th><th>95% interval</th><th>chains reaching it</th></tr>
-{proj_rows}</table></body></html>
-"""
+def share_sentence(s: dict) -> str:
+    """The synthetic share as one sentence: never a point estimate alone."""
+    f = _fmt
+    if s.get("bound") == "lower":
+        head = (f"synthetic share: at least {f(s['share'])} (95% lower confidence bound {f(s['low'])}; an upper "
+                f"bound needs --synthetic-examples), {s['method']}; flagged {f(s['observed'])} at FPR {f(s['fpr'])}")
+    elif s.get("bound") == "none":
+        head = f"synthetic share: not estimated, {s['method']}"
+    else:
+        head = f"synthetic share: {f(s['share'])} (95% interval {f(s['low'])}–{f(s['high'])}), {s['method']}"
+        if s["tpr"] is not None:
+            head += f"; detector TPR {f(s['tpr'])}, FPR {f(s['fpr'])}, AUC {f(s['detector_auc'])}"
+            if s.get("tpr_at_1_fpr") is not None:
+                head += f", TPR at 1% FPR {f(s['tpr_at_1_fpr'])}"
+        mix = s.get("mixture")
+        if mix and mix.get("share") is not None:
+            head += f"; mixture likelihood {f(mix['share'])} ({f(mix['low'])}–{f(mix['high'])})"
+    return head + (f" — {s['note']}" if s["note"] else "")
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    return f"{v:.3g}" if isinstance(v, float) else str(v)

@@ -52,6 +52,9 @@ class ShareEstimate:
     note: str = ""
     bound: str = "two-sided"  # or "lower": no examples of the generator, only a lower bound is supported
     mixture: dict | None = None  # the mixture-likelihood estimate {share, low, high}, with examples
+    tpr_at_1_fpr: float | None = None  # the detector measured on the calibration split
+    tpr_at_5_fpr: float | None = None
+    curves: dict | None = None  # score histograms and the ROC curve, for the report
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -198,9 +201,7 @@ class PerplexityDetector:
         if _auc(s_s, s_h) < 0.5:
             self.sign = -1.0
             s_h, s_s = -s_h, -s_s
-        cuts = np.unique(np.r_[s_h, s_s])
-        j = [(s_s >= c).mean() - (s_h >= c).mean() for c in cuts]
-        self.threshold = float(cuts[int(np.argmax(j))])
+        self.threshold = youden_threshold(s_h, s_s)
         return self
 
 
@@ -221,19 +222,54 @@ def estimate_share(detector, train_human, train_synth, cal_human, cal_synth, can
     rng = np.random.default_rng(0) if rng is None else rng
     detector.fit(train_human, train_synth)  # both detectors weigh the two classes alike (class weights, Youden's J)
     s_h, s_s, s_c = detector.score(cal_human), detector.score(cal_synth), detector.score(candidate)
-    t = float((s_s >= detector.threshold).mean())
-    f = float((s_h >= detector.threshold).mean())
-    p = float((s_c >= detector.threshold).mean())
-    share, low, high = rogan_gladen(p, len(candidate), t, len(cal_synth), f, len(cal_human))
+    return share_from_scores(detector.name, s_h, s_s, s_c, detector.threshold, rng, mixture_boot)
+
+
+def youden_threshold(s_h: np.ndarray, s_s: np.ndarray) -> float:
+    """The cut that maximises TPR − FPR (flagged: score >= cut), which weighs both classes alike."""
+    cuts = np.unique(np.r_[s_h, s_s])
+    j = [(s_s >= c).mean() - (s_h >= c).mean() for c in cuts]
+    return float(cuts[int(np.argmax(j))])
+
+
+def tpr_at_fpr(s_h: np.ndarray, s_s: np.ndarray, fpr: float) -> float:
+    """The share of synthetic scores above the human scores' (1 − fpr) quantile."""
+    return float((s_s > np.quantile(s_h, 1 - fpr)).mean())
+
+
+def share_from_scores(name: str, s_h, s_s, s_c, threshold: float, rng=None, mixture_boot: int = 0) -> ShareEstimate:
+    """Rogan–Gladen (and, with ``mixture_boot``, the mixture likelihood) from calibration scores of human and
+    synthetic records measured out of sample, and the candidate's scores."""
+    s_h, s_s, s_c = (np.asarray(v, float) for v in (s_h, s_s, s_c))
+    t = float((s_s >= threshold).mean())
+    f = float((s_h >= threshold).mean())
+    p = float((s_c >= threshold).mean())
+    share, low, high = rogan_gladen(p, len(s_c), t, len(s_s), f, len(s_h))
     note = "" if np.isfinite(share) else "the detector is no better than chance on the calibration split"
-    est = ShareEstimate(
-        f"detector: {detector.name}", share, low, high, p, t, f, _auc(s_s, s_h), len(candidate), len(cal_human),
-        len(cal_synth), note,
-    )
+    est = ShareEstimate(f"detector: {name}", share, low, high, p, t, f, _auc(s_s, s_h), len(s_c), len(s_h),
+                        len(s_s), note)
+    est.tpr_at_1_fpr, est.tpr_at_5_fpr = tpr_at_fpr(s_h, s_s, 0.01), tpr_at_fpr(s_h, s_s, 0.05)
+    est.curves = score_curves(s_h, s_s, s_c, threshold)
     if mixture_boot:
-        est.mixture = mixture_share(s_h, s_s, s_c, rng, mixture_boot)
+        est.mixture = mixture_share(s_h, s_s, s_c, np.random.default_rng(0) if rng is None else rng, mixture_boot)
     est.note = "; ".join(x for x in (est.note, identifiability_note(est)) if x)
     return est
+
+
+def score_curves(s_h, s_s, s_c, threshold: float | None, bins: int = 30) -> dict:
+    """What the report draws: score histograms on shared bins and the ROC curve (at most ~100 points)."""
+    parts = [np.asarray(v, float) for v in (s_h, s_s, s_c) if v is not None and len(v)]
+    allv = np.concatenate(parts)
+    allv = allv[np.isfinite(allv)]
+    edges = np.linspace(allv.min(), allv.max(), bins + 1) if allv.size and np.ptp(allv) > 0 else np.array([0.0, 1.0])
+    hist = lambda v: None if v is None or not len(v) else np.histogram(np.clip(v, edges[0], edges[-1]), edges)[0].tolist()  # noqa: E731
+    out = {"edges": edges.tolist(), "human": hist(s_h), "synthetic": hist(s_s), "candidate": hist(s_c),
+           "threshold": threshold}
+    if s_s is not None and len(s_s) and len(s_h):
+        cuts = np.quantile(np.r_[s_h, s_s], np.linspace(0, 1, 101))
+        out["roc"] = {"fpr": [1.0] + [float((s_h >= c).mean()) for c in cuts] + [0.0],
+                      "tpr": [1.0] + [float((s_s >= c).mean()) for c in cuts] + [0.0]}
+    return out
 
 
 def estimate_lower_bound(detector, train_human, cal_human, candidate, alpha: float = 0.05) -> ShareEstimate:
@@ -246,13 +282,15 @@ def estimate_lower_bound(detector, train_human, cal_human, candidate, alpha: flo
     s_t = detector.score(train_human)
     lo, hi = np.quantile(s_t, [alpha / 2, 1 - alpha / 2])
     flag = lambda s: (s < lo) | (s > hi)  # noqa: E731
-    f = float(flag(detector.score(cal_human)).mean())
-    p = float(flag(detector.score(candidate)).mean())
+    s_cal, s_cand = detector.score(cal_human), detector.score(candidate)
+    f = float(flag(s_cal).mean())
+    p = float(flag(s_cand).mean())
     point, low = fpr_lower_bound(p, len(candidate), f, len(cal_human))
     est = ShareEstimate(
         f"detector: {detector.name}, lower bound from its false-positive rate", point, low, 1.0, p, None, f, None,
         len(candidate), len(cal_human), 0, bound="lower",
     )
+    est.curves = {**score_curves(s_cal, None, s_cand, None), "band": [float(lo), float(hi)]}
     est.note = identifiability_note(est) or (
         "a lower bound only: without examples of the generator an upper bound is not supported")
     return est

@@ -55,9 +55,9 @@ class LMScorer:
 
     def _load(self):
         if self._model is None:
-            from ..families.lm import load_judge_model, torch
+            from ..families.lm import torch
 
-            self._model, self._tokenizer = load_judge_model(self.model_name)
+            self._model, self._tokenizer = _loaded(self.model_name)
             self._torch = torch()
             # what the cache keys on: the model's configuration and weights' shapes and a checksum of its values
             state = self._model.state_dict()
@@ -117,6 +117,18 @@ class LMScorer:
         return out
 
 
+_MODELS: dict = {}  # one loaded copy per model per process: an audit after another does not reload it
+
+
+def _loaded(name: str):
+    from ..families.lm import load_judge_model
+
+    if name not in _MODELS:
+        _MODELS.clear()  # keep one model in memory at a time
+        _MODELS[name] = load_judge_model(name)
+    return _MODELS[name]
+
+
 def _token_scores(t, logits, target) -> np.ndarray:
     lp = t.log_softmax(logits, dim=-1)  # (n, V)
     ll = lp.gather(1, target[:, None])[:, 0]
@@ -130,9 +142,15 @@ def _token_scores(t, logits, target) -> np.ndarray:
                      (rank <= 10).double().mean().item()])
 
 
-def _default_cache() -> Path:
+def _default_cache() -> "Path | None":
+    """COLLAPSELAB_SCORE_CACHE: a file path, or 'off'; by default a file in the data cache."""
+    import os
+
     from ..datasets import cache_dir
 
+    env = os.environ.get("COLLAPSELAB_SCORE_CACHE")
+    if env:
+        return None if env.lower() in ("off", "0", "none") else Path(env).expanduser()
     return cache_dir() / "lm-scores.sqlite"
 
 
