@@ -2,8 +2,8 @@
 
 Descriptive measures (KS, Wasserstein, TV, MMD with its permutation p-value, PRDC, distinct-n) are reported as
 they are. The verdict rests on *calibrated* retention measures only (:func:`calibrate`): each is set against its
-null distribution, the same measure between disjoint resamples of the reference at the candidate's size, and
-flagged only below what real-against-real variation gives (family-wise 5% over all measures, Westfall–Young
+null distribution, the same measure between disjoint resamples (at the two sets' sizes) of reference and
+candidate pooled, and flagged only below what two samples of one distribution give (family-wise 5% over all measures, Westfall–Young
 min-p). Text: rare-word survival (tail), distinct-1 and distinct-2 (spread). Tables, per column: the share of
 values beyond the reference's 1st/99th percentiles (tail) and the standard deviation (spread) of numeric
 columns; category coverage, rare-category coverage (tail) and entropy (spread) of categorical ones. Images:
@@ -173,8 +173,8 @@ def image_measures(ref, cand, rng) -> dict:
     spread = float(np.mean(fc.std(0)) / max(np.mean(fr.std(0)), 1e-12))
 
     def measure(a, b):
-        a = a[: len(b)]  # prdc against a reference part of the same size
-        return {"recall": (prdc(a, b)["recall"], "tail"), "coverage": (prdc(a, b)["coverage"], "tail"),
+        got = prdc(a, b)
+        return {"recall": (got["recall"], "tail"), "coverage": (got["coverage"], "tail"),
                 "feature spread": (float(np.mean(b.std(0))), "spread")}
 
     cal = calibrate(measure, fr_all, fc_all, rng, cap=300)
@@ -193,44 +193,50 @@ FAMILY_ALPHA = 0.05  # the chance that a candidate drawn like the reference has 
 def calibrate(measure, ref, cand, rng, draws: int = NULL_DRAWS, cap: int | None = None) -> dict:
     """Every retention measure set against its null distribution.
 
-    Each draw splits the reference into disjoint parts A and B, B at the candidate's size m (at most half the
-    reference; the candidate is then subsampled to m), and evaluates ``measure(A, B)`` (the null: real against
-    real) and ``measure(A, C)`` with a size-m subsample C of the candidate. Measures are oriented so that lower
-    means lost. The candidate's value is the mean over draws, its p-value the share of null draws at or below
-    it. A measure is flagged when its p-value is below the Westfall–Young min-p threshold: the 5% quantile of the
-    smallest per-measure null p-value of each draw, so that a candidate drawn like the reference has *any* measure
-    flagged with probability at most 5%, however many measures (columns) there are.
+    The candidate's value is ``measure(R, C)``: the reference R against the candidate C (subsampled to the
+    reference's size when larger, and both to ``cap`` when given). The null is the same measure between disjoint
+    resamples at those sizes drawn from R and C pooled: what two samples of these sizes give when they come from
+    one distribution (a permutation test, exact under that hypothesis). Measures are oriented so that lower means
+    lost; the p-value is the share of null draws at or below the candidate's value. A measure is flagged when its
+    p-value is at or below the Westfall–Young min-p threshold: the 5% quantile of the smallest per-measure null
+    p-value of each draw, so that a candidate drawn like the reference has *any* measure flagged with probability
+    at most 5%, however many measures (columns) there are.
+
+    Why pooled and not reference-only resamples: halves of one fixed reference vary less than independent samples
+    do (the finite-population correction, 1 − m/N), and a reference-only null called one in two human-only
+    candidates collapsed.
 
     ``measure(a, b)`` returns {name: (value, group)} with group "tail" or "spread"."""
-    n_ref, n_cand = len(ref), len(cand)
-    m = min(n_cand, n_ref // 2) if cap is None else min(n_cand, n_ref // 2, cap)
-    null, obs, groups = {}, {}, {}
+    m = min(len(cand), len(ref)) if cap is None else min(len(cand), len(ref), cap)
+    r = ref if cap is None or len(ref) <= cap else _take(ref, rng.permutation(len(ref))[:cap])
+    c = _take(cand, rng.permutation(len(cand))[:m])
+    observed = measure(r, c)
+    groups = {k: g for k, (_, g) in observed.items()}
+    pooled = np.concatenate([r, c])
+    null = {k: [] for k in observed}
     for _ in range(draws):
-        order = rng.permutation(n_ref)
-        a, b = _take(ref, order[m:]), _take(ref, order[:m])
-        c = _take(cand, rng.permutation(n_cand)[:m])
-        for name, (v, g) in measure(a, b).items():
-            null.setdefault(name, []).append(v)
-            groups[name] = g
-        for name, (v, _) in measure(a, c).items():
-            obs.setdefault(name, []).append(v)
-    names = [k for k in null if k in obs and np.all(np.isfinite(null[k]))]
+        order = rng.permutation(len(pooled))
+        for name, (v, _) in measure(pooled[order[: len(r)]], pooled[order[len(r) :]]).items():
+            if name in null:
+                null[name].append(v)
+    names = [k for k in observed if len(null[k]) == draws and np.all(np.isfinite(null[k]))
+             and np.isfinite(observed[k][0])]
     if not names:
-        return {"measures": {}, "threshold": None, "draws": draws, "size": int(m)}
+        return {"measures": {}, "threshold": None, "draws": draws, "size": int(m), "reference_size": len(r)}
     N = np.array([null[k] for k in names])  # (measures, draws)
     # each null draw's p-value within its own measure's null (share of draws at or below it), the smallest per draw
     null_p = (N[:, None, :] <= N[:, :, None]).mean(-1)
     threshold = float(np.quantile(null_p.min(0), FAMILY_ALPHA))
     out = {}
     for j, k in enumerate(names):
-        value = float(np.mean(obs[k]))
+        value = float(observed[k][0])
         med = float(np.median(N[j]))
         p = float((1 + np.sum(N[j] <= value)) / (1 + draws))
         out[k] = {"value": value, "group": groups[k], "null_median": med,
                   "null_band": [float(np.quantile(N[j], 0.05)), float(np.quantile(N[j], 0.95))],
                   "p_value": p, "retention": float(min(value / med, 1.0)) if med > 0 else (1.0 if value >= med else 0.0),
                   "flagged": bool(p <= threshold)}
-    return {"measures": out, "threshold": threshold, "draws": draws, "size": int(m)}
+    return {"measures": out, "threshold": threshold, "draws": draws, "size": int(m), "reference_size": len(r)}
 
 
 def _take(x, idx):
@@ -250,8 +256,9 @@ def verdict(calibrated: dict, total=0.05, late=0.5) -> tuple[str, list[str]]:
                        f"(null 90% band {v['null_band'][0]:.3g}–{v['null_band'][1]:.3g}, p = {v['p_value']:.3g}; "
                        f"retention {v['retention']:.2f})")
     if not flagged:
-        return STAGES[0], [f"no measure is below the reference's own variation ({len(ms)} measures, "
-                           f"{calibrated['draws']} disjoint resamples of {calibrated['size']} records; family-wise 5%)"]
+        return STAGES[0], [f"no measure is below what two samples of one distribution give ({len(ms)} measures "
+                           f"against {calibrated['draws']} disjoint resamples of {calibrated['reference_size']} and "
+                           f"{calibrated['size']} records; family-wise 5%)"]
     lost_spread = [v for v in flagged.values() if v["group"] == "spread" and v["retention"] < late]
     if spread and flagged and np.median(spread) <= total and any(v["group"] == "spread" for v in flagged.values()):
         return "total", reasons
