@@ -37,7 +37,7 @@ def tpr_at(neg, pos, fpr=0.01) -> float:
 
 def sets():
     for f in sorted(DATA.glob("*.raw_data.json")):
-        yield f.name.split(".")[0], json.loads(f.read_text())
+        yield f.name.removesuffix(".raw_data.json"), json.loads(f.read_text())
 
 
 def detectors(scorer) -> dict:

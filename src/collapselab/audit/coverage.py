@@ -188,6 +188,8 @@ def image_measures(ref, cand, rng) -> dict:
 
 NULL_DRAWS = 200  # disjoint resamples of the reference per calibrated measure
 FAMILY_ALPHA = 0.05  # the chance that a candidate drawn like the reference has any measure flagged
+MATERIAL = 0.95  # and a flagged measure has lost at least 5% against the null median: large samples make tiny,
+# harmless differences significant (human-only candidates were flagged at retentions of 0.97-0.99)
 
 
 def calibrate(measure, ref, cand, rng, draws: int = NULL_DRAWS, cap: int | None = None) -> dict:
@@ -197,8 +199,9 @@ def calibrate(measure, ref, cand, rng, draws: int = NULL_DRAWS, cap: int | None 
     reference's size when larger, and both to ``cap`` when given). The null is the same measure between disjoint
     resamples at those sizes drawn from R and C pooled: what two samples of these sizes give when they come from
     one distribution (a permutation test, exact under that hypothesis). Measures are oriented so that lower means
-    lost; the p-value is the share of null draws at or below the candidate's value. A measure is flagged when its
-    p-value is at or below the Westfall–Young min-p threshold: the 5% quantile of the smallest per-measure null
+    lost; the p-value is the share of null draws at or below the candidate's value. A measure is flagged when it is
+    at least 5% below the null median (:data:`MATERIAL`) and its p-value is at or below the Westfall–Young min-p
+    threshold: the 5% quantile of the smallest per-measure null
     p-value of each draw, so that a candidate drawn like the reference has *any* measure flagged with probability
     at most 5%, however many measures (columns) there are.
 
@@ -235,7 +238,7 @@ def calibrate(measure, ref, cand, rng, draws: int = NULL_DRAWS, cap: int | None 
         out[k] = {"value": value, "group": groups[k], "null_median": med,
                   "null_band": [float(np.quantile(N[j], 0.05)), float(np.quantile(N[j], 0.95))],
                   "p_value": p, "retention": float(min(value / med, 1.0)) if med > 0 else (1.0 if value >= med else 0.0),
-                  "flagged": bool(p <= threshold)}
+                  "flagged": bool(p <= threshold and value < MATERIAL * med)}
     return {"measures": out, "threshold": threshold, "draws": draws, "size": int(m), "reference_size": len(r)}
 
 
