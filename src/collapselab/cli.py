@@ -527,7 +527,7 @@ def audit(
         out_console.print(f"  - {r}", highlight=False)
     _say(_share_line(s))
     m = report["measures"]
-    out_console.print(f"tail retention {_fmt(m['tail_retention'])}, spread retention {_fmt(m['spread_retention'])}, "
+    out_console.print(f"median retention: tail {_fmt(m['tail_retention'])}, spread {_fmt(m['spread_retention'])}; "
                       f"MMD {_fmt(m['mmd'])} (permutation p = {_fmt(m['mmd_p_value'])})", highlight=False)
     proj = report.get("projection")
     if proj and "skipped" not in proj:
