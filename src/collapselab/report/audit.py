@@ -85,7 +85,7 @@ def null_figures(cal: dict) -> list[dict]:
     ax.invert_yaxis()
     ax.set_xlabel("candidate / null median (band: the null's 5–95%)")
     return [{"src": _png(fig), "caption": "Each calibrated measure of the candidate (dot; red when flagged) against "
-                                          "real-against-real variation at its size (band)"}]
+                                          "what two samples of one distribution give (band)"}]
 
 
 def render(report: dict, share_line: str) -> str:
