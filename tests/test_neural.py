@@ -1,6 +1,8 @@
 """Neural families on real data, on tiny settings: VAE (MNIST digits), GPT from scratch, and the pretrained-LM
 code path on a tiny random Llama saved as a Hugging Face folder. The real SmolLM2 run is opt-in (--runslow)."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -166,3 +168,29 @@ def test_neural_families_give_the_same_bytes_on_worker_processes_and_after_resum
     for name, values in whole.metrics.items():
         np.testing.assert_array_equal(values, resumed.metrics[name], err_msg=name)
     np.testing.assert_array_equal(whole.distributions[2]["ppl_gen0"], resumed.distributions[2]["ppl_gen0"])
+
+
+def test_audit_scores_text_with_a_local_model_folder(tiny_llama, tmp_path):
+    """--scoring-model takes any local Hugging Face folder: the same detector code path as the packaged SmolLM2."""
+    import json
+    import subprocess
+    import sys
+
+    from collapselab.sources import get_source
+
+    truth = get_source("kjv", {"max_tokens": 40_000, "block": 48}).truth(10, None)
+    texts = [truth.vocab.decode(r) for r in truth.train[:160]]
+    for name, part in (("ref", texts[:80]), ("cand", texts[80:120]), ("ex", [t.upper() for t in texts[120:160]])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in part))
+    env = {**os.environ, "COLLAPSELAB_SCORE_CACHE": str(tmp_path / "scores.sqlite")}
+    base = [sys.executable, "-m", "collapselab", "audit", "--reference", "ref.jsonl", "--candidate", "cand.jsonl",
+            "--no-projection", "--json"]
+    run = subprocess.run(base + ["--synthetic-examples", "ex.jsonl", "--scoring-model", str(tiny_llama)],
+                         cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    s = json.loads(run.stdout)["synthetic_share"]
+    assert tiny_llama.name in s["method"] and s["low"] <= 0.0 + 1e-9 and s["detector_auc"] > 0.9
+    bad = subprocess.run(base + ["--scoring-model", str(tmp_path / "nope"), "--out", "bad"], cwd=tmp_path,
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--scoring-model" in bad.stderr
+    assert not (tmp_path / "bad").exists()

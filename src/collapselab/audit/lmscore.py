@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, SpecError
 
 SCORES = ("loglik", "logrank", "entropy", "fast_detectgpt")  # the zero-shot scores
 # further per-text features a supervised detector uses beside them: the spread of token log-likelihoods and how
@@ -42,6 +42,11 @@ class LMScorer:
     def __init__(self, model: str = DEFAULT_MODEL, max_tokens: int = 128, batch_size: int = 16,
                  cache: "str | Path | None" = "default", progress=None):
         self.model_name, self.max_tokens, self.batch_size = str(model), int(max_tokens), int(batch_size)
+        if self.model_name != DEFAULT_MODEL:
+            path = Path(self.model_name).expanduser()
+            if not (path.suffix.lower() == ".gguf" and path.is_file()) and not (path / "config.json").is_file():
+                raise SpecError(f"--scoring-model {self.model_name}: not {DEFAULT_MODEL}, a .gguf file or a Hugging "
+                                "Face model folder (with config.json)")
         self.progress = progress  # called with (texts scored, texts to score)
         self._model = self._tokenizer = None
         self._memory: dict[str, np.ndarray] = {}
