@@ -280,7 +280,7 @@ def estimate_lower_bound(detector, train_human, cal_human, candidate, alpha: flo
         if len(part) < 10:
             raise SpecError(f"{name}: {len(part)} records are too few to measure a detector (need 10)")
     s_t = detector.score(train_human)
-    lo, hi = np.quantile(s_t, [alpha / 2, 1 - alpha / 2])
+    lo, hi = np.nanquantile(s_t, [alpha / 2, 1 - alpha / 2])  # a text too short to score has no score
     flag = lambda s: (s < lo) | (s > hi)  # noqa: E731
     s_cal, s_cand = detector.score(cal_human), detector.score(candidate)
     f = float(flag(s_cal).mean())
