@@ -214,8 +214,8 @@ def calibrate(measure, ref, cand, rng, draws: int = NULL_DRAWS, cap: int | None 
 
     ``measure(a, b)`` returns {name: (value, group)} with group "tail" or "spread"."""
     m = min(len(cand), len(ref)) if cap is None else min(len(cand), len(ref), cap)
-    r = ref if cap is None or len(ref) <= cap else _take(ref, rng.permutation(len(ref))[:cap])
-    c = _take(cand, rng.permutation(len(cand))[:m])
+    r = ref if cap is None or len(ref) <= cap else ref[rng.permutation(len(ref))[:cap]]
+    c = cand[rng.permutation(len(cand))[:m]]  # arrays: tables arrive encoded as numbers
     observed = measure(r, c)
     groups = {k: g for k, (_, g) in observed.items()}
     pooled = np.concatenate([r, c])
@@ -245,10 +245,6 @@ def calibrate(measure, ref, cand, rng, draws: int = NULL_DRAWS, cap: int | None 
     return {"measures": out, "threshold": threshold, "draws": draws, "size": int(m), "reference_size": len(r)}
 
 
-def _take(x, idx):
-    return x.iloc[idx] if hasattr(x, "iloc") else x[idx]
-
-
 def verdict(calibrated: dict, total=0.05, late=0.5) -> tuple[str, list[str]]:
     """The stage from the calibrated measures: nothing flagged is healthy; a flagged tail measure, or a flagged
     spread measure that keeps at least half the spread, is early; a flagged spread measure below half is late;
@@ -266,6 +262,6 @@ def verdict(calibrated: dict, total=0.05, late=0.5) -> tuple[str, list[str]]:
                            f"against {calibrated['draws']} disjoint resamples of {calibrated['reference_size']} and "
                            f"{calibrated['size']} records; family-wise 5%)"]
     lost_spread = [v for v in flagged.values() if v["group"] == "spread" and v["retention"] < late]
-    if spread and flagged and np.median(spread) <= total and any(v["group"] == "spread" for v in flagged.values()):
+    if spread and np.median(spread) <= total and any(v["group"] == "spread" for v in flagged.values()):
         return "total", reasons
     return ("late" if lost_spread else "early"), reasons
