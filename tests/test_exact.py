@@ -8,8 +8,9 @@ from scipy import stats
 
 import collapselab as cl
 from collapselab.families import FAMILIES
-from collapselab.loop import run_cell
-from collapselab.spec import expand, load_spec
+from collapselab.engine.loop import run_cell
+from collapselab.engine.plan import expand
+from collapselab.spec import load_spec
 
 CASES = {
     "gaussian-1d": ("gaussian", {"std": 2.0}, "gaussian", {}),

@@ -148,8 +148,9 @@ def test_smollm2_fine_tuned_on_its_own_text_drifts_from_real_text():
 
 def test_neural_families_give_the_same_bytes_on_worker_processes_and_after_resume(tmp_path, tiny_llama):
     """Determinism holds for torch-trained families too: another executor, and a run cut short then resumed."""
-    from collapselab.loop import run_cell
-    from collapselab.spec import expand, load_spec
+    from collapselab.engine.loop import run_cell
+    from collapselab.engine.plan import expand
+    from collapselab.spec import load_spec
 
     vae = {**VAE, "sweep": {"seed": [1, 2]}}
     inline = cl.run(vae, tmp_path / "inline", report=False)

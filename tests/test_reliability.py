@@ -121,7 +121,7 @@ def test_resume_survives_hostile_checkpoint_files(tmp_path, monkeypatch):
 
 
 def test_a_checkpoint_from_another_code_version_is_not_reused(tmp_path, monkeypatch):
-    import collapselab.checkpoints as ck
+    import collapselab.engine.checkpoints as ck
 
     out = _interrupted_run(tmp_path, monkeypatch)
     monkeypatch.setattr(ck, "code_version", lambda: "another version of collapselab")

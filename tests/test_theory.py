@@ -178,7 +178,8 @@ def test_gaussian_accumulate_and_fresh_moment_recursions(estimator, policy):
 
 def test_moment_recursion_reduces_to_the_replace_closed_form():
     # fresh with no real data and m = n is replace: the recursion must give ((n-1)/n)^(g+1) exactly
-    from collapselab.spec import expand, load_spec
+    from collapselab.engine.plan import expand
+    from collapselab.spec import load_spec
     from collapselab.theory import for_cell
 
     spec = {"generations": 12, "data": {"source": "gaussian", "n": 7}, "model": {"family": "gaussian"}}

@@ -4,7 +4,8 @@ from .api import RunResult, load_run, report, resume, run, runs, samples
 from .errors import CollapselabError, InputError, RunFailed, RunInterrupted, SpecError
 from .families import Family, Reference, register_family
 from .sources import Source, register_source
-from .spec import Spec, expand, load_spec
+from .engine.plan import expand
+from .spec import Spec, load_spec
 
 __version__ = "0.1.0"
 

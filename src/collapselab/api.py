@@ -12,8 +12,10 @@ import pandas as pd
 
 from .errors import CollapselabError, CollapseWarning, InputError, RunFailed, RunInterrupted
 from .executors import check_execution, run_cells
-from .loop import CellResult, Progress
-from .spec import Spec, expand, load_spec
+from .engine.loop import Progress
+from .engine.plan import expand
+from .engine.state import CellResult
+from .spec import Spec, load_spec
 from .spec import allow_plugins as allow_plugins_in
 from .store import (
     CHECKPOINTS,

@@ -504,17 +504,18 @@ def audit(
 ):
     """Audit a data set for collapse risk: synthetic share, tails and diversity, a verdict and a projection."""
     from . import audit as audit_mod
-    from .spec import POLICY_KINDS
+    from .plugins import POLICIES
 
-    if policy not in POLICY_KINDS:
-        _fail(f"--policy {policy!r}; allowed: {', '.join(POLICY_KINDS)}")
-    if policy in ("mix", "fresh") and real_fraction is None:
+    if policy not in POLICIES:
+        _fail(f"--policy {policy!r}; allowed: {', '.join(POLICIES.names())}")
+    uses_fraction = POLICIES[policy].uses_real_fraction
+    if uses_fraction and real_fraction is None:
         _fail(f"--policy {policy} needs --real-fraction (a number in [0, 1])")
     if real_fraction is not None and not 0 <= real_fraction <= 1:
         _fail(f"--real-fraction {real_fraction}: must be in [0, 1]")
     report = _or_fail(
         audit_mod.audit, reference, candidate, synthetic_examples=synthetic_examples, provenance=provenance,
-        policy=policy, real_fraction=real_fraction if policy in ("mix", "fresh") else None, generations=generations,
+        policy=policy, real_fraction=real_fraction if uses_fraction else None, generations=generations,
         replicates=replicates, seed=seed, project=not no_projection, out=out,
         scoring_model=None if scoring_model == "ngram" else scoring_model, progress=_ScoringProgress(as_json),
     )

@@ -26,9 +26,10 @@ import pandas as pd
 
 from .errors import SpecError
 from .families import resolve_family
-from .loop import run_cell
+from .engine.loop import run_cell
 from .sources import get_source
-from .spec import Spec, expand, load_spec, set_dotted
+from .engine.plan import expand
+from .spec import Spec, load_spec, set_dotted
 
 PARTS = ("total", "expressivity", "statistical", "approximation", "well_specified")
 

@@ -28,3 +28,7 @@ class RunInterrupted(RunFailed):
 
 class CollapseWarning(UserWarning):
     """Something a run's user must see: a curation judge measured no better than chance, ..."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was unusable (corrupt, truncated, from another spec) and was skipped."""

@@ -1,5 +1,8 @@
 """Executors run cells: in-process, on a local process pool, or on a Dask distributed cluster.
 
+An executor is a function ``(cells, seed, workers, scheduler, progress, folders) -> results in cell order``
+registered in ``plugins.EXECUTORS``; ``folders`` maps a cell id to its checkpoint folder (or None).
+
 Results never depend on which one ran them, or on how many workers it had: every random draw is addressed by
 (seed, cell, stream, generation) (see rng.py), and BLAS runs single-threaded in every executor so the
 floating-point operations are the same ones everywhere. Cells come back in cell order.
@@ -15,21 +18,19 @@ import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Literal
 
+from .engine.loop import Progress, run_cell
+from .engine.plan import CellPlan
+from .engine.state import CellResult
 from .errors import CollapselabError, InputError, RunInterrupted
-from .loop import CellResult, Progress, run_cell
-from .spec import Cell
-
-ExecutorName = Literal["inline", "processes", "dask"]
-EXECUTORS = ("inline", "processes", "dask")
+from .plugins import EXECUTORS
 
 
 def run_cells(
-    cells: list[Cell],
+    cells: list[CellPlan],
     seed: int,
     *,
-    executor: ExecutorName | None = None,
+    executor: str | None = None,
     workers: int = 1,
     scheduler: str | None = None,
     progress: Progress | None = None,
@@ -41,34 +42,27 @@ def run_cells(
     if executor is None:
         executor = "dask" if scheduler else ("processes" if workers > 1 else "inline")
     folders = {c.id: (checkpoint_root / f"cell-{c.id}" if checkpoint_root else None) for c in cells}
-    if executor == "inline":
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1):
-            return [run_cell(c, seed, progress, folders[c.id]) for c in cells]
-    if executor == "processes":
-        return _run_processes(cells, seed, max(1, workers), progress, folders)
-    return _run_dask(cells, seed, max(1, workers), scheduler, progress, folders)
+    return EXECUTORS[executor](cells, seed, max(1, workers), scheduler, progress, folders)
 
 
 def check_execution(executor: str | None, scheduler: str | None) -> None:
     """Refuse an unknown executor, or a scheduler without Dask, before anything is created."""
     if executor is not None and executor not in EXECUTORS:
-        raise InputError(f"--executor {executor!r}: allowed: {', '.join(EXECUTORS)}")
+        raise InputError(f"--executor {executor!r}: allowed: {', '.join(EXECUTORS.names())}")
     if scheduler and executor not in (None, "dask"):
         raise InputError(f"--scheduler needs --executor dask, not {executor!r}")
 
 
-def estimated_cost(cell: Cell) -> float:
+def estimated_cost(cell: CellPlan) -> float:
     """A rough relative cost of a cell, to start the longest first (results do not depend on the order)."""
     spec = cell.spec
     per_generation = max(spec.data.n, spec.samples)
-    if spec.policy.kind == "accumulate":  # the training set grows by m records each generation
+    if cell.policy.grows:  # the training set grows by m records each generation
         per_generation = spec.data.n + spec.samples * spec.generations / 2
     return float(spec.replicates * spec.generations * per_generation)
 
 
-def longest_first(cells: list[Cell]) -> list[Cell]:
+def longest_first(cells: list[CellPlan]) -> list[CellPlan]:
     return sorted(cells, key=lambda c: (-estimated_cost(c), c.index))
 
 
@@ -91,12 +85,21 @@ class _QueueProgress:
             self.q.put((cell_id, done, total))
 
 
-def _cell_task(cell: Cell, seed: int, progress, folder) -> CellResult:
+def _cell_task(cell: CellPlan, seed: int, progress, folder) -> CellResult:
     _single_thread()
     return run_cell(cell, seed, progress, folder)
 
 
-def _run_processes(cells, seed, workers, progress, folders) -> list[CellResult]:
+@EXECUTORS.register(name="inline")
+def _run_inline(cells, seed, workers, scheduler, progress, folders) -> list[CellResult]:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return [run_cell(c, seed, progress, folders[c.id]) for c in cells]
+
+
+@EXECUTORS.register(name="processes")
+def _run_processes(cells, seed, workers, scheduler, progress, folders) -> list[CellResult]:
     import multiprocessing as mp
 
     results: dict[str, CellResult] = {}
@@ -159,6 +162,7 @@ def local_cluster(workers: int):
     )
 
 
+@EXECUTORS.register(name="dask")
 def _run_dask(cells, seed, workers, scheduler, progress, folders) -> list[CellResult]:
     try:
         from distributed import Client

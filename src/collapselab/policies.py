@@ -18,8 +18,9 @@ from typing import Callable
 
 import numpy as np
 
+from ._numerics.batched import subsample_rows
 from .errors import SpecError
-from .families._batched import subsample_rows
+from .plugins import POLICIES
 from .pool import Pool
 from .spec import Spec
 
@@ -39,8 +40,16 @@ class Part:
 
 
 class Policy:
+    """A data policy. Subclasses set ``kind`` and their facts below, implement ``_build`` (and
+    ``_population_parts`` where the population differs from "the last model"), and register with
+    ``@POLICIES.register``."""
+
     kind: str
     keeps_all_pools = False  # whether older synthetic pools must be kept in memory
+    uses_real_fraction = False  # whether ``policy.real_fraction`` is required (and allowed)
+    grows = False  # whether the training set grows by m records each generation (its cost, for scheduling)
+    # the exact fast path (families/base.py) needs training sets built from whole pools
+    supports_stats = True
 
     def __init__(self, spec: Spec):
         self.n = spec.data.n
@@ -49,9 +58,6 @@ class Policy:
 
     def real_count(self) -> int:
         return int(round(self.real_fraction * self.n))
-
-    # the exact fast path (families/base.py) needs training sets built from whole pools
-    supports_stats = True
 
     def synthetic_used(self, m: int) -> int:
         """How many records of the newest synthetic pool the policy uses (all of them, unless mixed)."""
@@ -76,6 +82,7 @@ class Policy:
         raise NotImplementedError
 
 
+@POLICIES.register
 class Replace(Policy):
     kind = "replace"
 
@@ -83,9 +90,11 @@ class Replace(Policy):
         return synthetic[-1]
 
 
+@POLICIES.register
 class Accumulate(Policy):
     kind = "accumulate"
     keeps_all_pools = True
+    grows = True
 
     def _build(self, g, real, synthetic, draw_real, rng):
         return Pool.concat([real, *synthetic])
@@ -95,8 +104,10 @@ class Accumulate(Policy):
         return [Part(self.n / total, truth=truth), *(Part(self.samples / total, model=m) for m in models)]
 
 
+@POLICIES.register
 class AccumulateSubsample(Accumulate):
     kind = "accumulate-subsample"
+    grows = False
     supports_stats = False  # a random subset of records is not a function of the pools' statistics
 
     def _build(self, g, real, synthetic, draw_real, rng):
@@ -105,8 +116,10 @@ class AccumulateSubsample(Accumulate):
         return pool.take(subsample_rows(R, pool.size, self.n, rng))
 
 
+@POLICIES.register
 class Mix(Policy):
     kind = "mix"
+    uses_real_fraction = True
 
     def synthetic_used(self, m: int) -> int:
         return self.n - self.real_count()
@@ -127,6 +140,7 @@ class Mix(Policy):
         return Pool.concat(parts)
 
 
+@POLICIES.register
 class Fresh(Mix):
     kind = "fresh"
 
@@ -134,19 +148,22 @@ class Fresh(Mix):
         return draw_real(k, rng)
 
 
-POLICIES: dict[str, type[Policy]] = {
-    p.kind: p for p in (Replace, Accumulate, AccumulateSubsample, Mix, Fresh)
-}
+def policy_class(spec: Spec) -> type[Policy]:
+    """The policy a spec names, or a SpecError listing the registered ones."""
+    return POLICIES.resolve(spec.policy.kind, "policy.kind")
 
 
 def make_policy(spec: Spec) -> Policy:
-    return POLICIES[spec.policy.kind](spec)
+    return policy_class(spec)(spec)
 
 
 def check_policy(spec: Spec) -> None:
     """Settings a policy cannot run, caught before anything runs."""
-    if spec.policy.kind in ("mix", "fresh"):
-        policy = make_policy(spec)
+    cls = policy_class(spec)
+    if cls.uses_real_fraction:
+        if spec.policy.real_fraction is None:
+            raise SpecError(f"policy.kind = {spec.policy.kind!r} needs policy.real_fraction (a number in [0, 1])")
+        policy = cls(spec)
         need = spec.data.n - policy.real_count()
         if spec.samples < need:
             raise SpecError(
@@ -154,7 +171,8 @@ def check_policy(spec: Spec) -> None:
                 f"{spec.policy.real_fraction} needs at least {need} synthetic records per generation"
             )
     elif spec.policy.real_fraction is not None:
+        allowed = ", ".join(repr(k) for k, c in POLICIES.items() if c.uses_real_fraction)
         raise SpecError(
-            f"policy.real_fraction = {spec.policy.real_fraction}: only used by kind 'mix' or 'fresh', "
+            f"policy.real_fraction = {spec.policy.real_fraction}: only used by kind {allowed.replace(', ', ' or ')}, "
             f"not {spec.policy.kind!r}"
         )

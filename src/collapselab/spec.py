@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import contextvars
 import copy
-import itertools
 import math
 import os
 import sys
 import tomllib
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -29,9 +27,6 @@ from .errors import InputError, SpecError
 # ``[sweep] cases = [{...}, {...}]``: named variants, each a table of (dotted) keys set together; ``case`` labels one
 CASES = "cases"
 CASE_LABEL = "case"
-
-POLICY_KINDS = ("replace", "accumulate", "accumulate-subsample", "mix", "fresh")
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -50,7 +45,7 @@ class ModelSpec(_Strict):
 
 
 class PolicySpec(_Strict):
-    kind: Literal["replace", "accumulate", "accumulate-subsample", "mix", "fresh"] = "replace"
+    kind: str = Field(default="replace", description="a registered policy (collapselab.plugins.POLICIES)")
     real_fraction: float | None = Field(default=None, ge=0, le=1)
     samples: int | Literal["infinite"] | None = Field(
         default=None, description="synthetic records drawn per generation, or 'infinite' (population refits)"
@@ -63,8 +58,6 @@ class PolicySpec(_Strict):
     def _fraction_needed(self):
         if isinstance(self.samples, int) and self.samples <= 0:
             raise ValueError(f"policy.samples = {self.samples} must be a positive number of records or 'infinite'")
-        if self.kind in ("mix", "fresh") and self.real_fraction is None:
-            raise ValueError(f"policy.kind = {self.kind!r} needs policy.real_fraction (a number in [0, 1])")
         return self
 
 
@@ -102,7 +95,7 @@ class SynthesisSpec(_Strict):
 class CurationSpec(_Strict):
     """One curation stage, applied to each generation's synthetic records before they enter a training set."""
 
-    kind: Literal["likelihood", "discriminator", "llm-judge", "verifier"]
+    kind: str = Field(description="a registered curation stage (collapselab.plugins.CURATION_STAGES)")
     keep: float = Field(default=0.5, gt=0, le=1, description="share of the candidates the stage keeps")
     select: Literal["top", "sample"] | None = Field(
         default=None,
@@ -120,7 +113,7 @@ class CurationSpec(_Strict):
 class PoisonSpec(_Strict):
     """Records from an adversarial source injected at a rate (collapselab.curation.poison)."""
 
-    kind: Literal["shifted-cluster", "outliers", "label-flip", "trigger-phrase"]
+    kind: str = Field(description="a registered attack (collapselab.plugins.ATTACKS)")
     rate: float = Field(gt=0, lt=1, description="share of the target pool replaced by poisoned records")
     target: Literal["real", "synthetic"] = "real"
     params: dict[str, Any] = {}
@@ -129,7 +122,7 @@ class PoisonSpec(_Strict):
 class ScreenSpec(_Strict):
     """Poisoning screens run on every training set before fitting; flagged records are removed."""
 
-    methods: list[Literal["mahalanobis", "isolation-forest", "spectral", "loso"]] = Field(min_length=1)
+    methods: list[str] = Field(min_length=1, description="registered screens (collapselab.plugins.SCREENS)")
     combine: Literal["any", "all"] = Field(default="any", description="flag a record when any / all methods do")
     contamination: float = Field(default=0.05, gt=0, lt=0.5, description="isolation forest's expected share")
     isolation_samples: int = Field(
@@ -406,17 +399,6 @@ def require_plugins(what: str) -> None:
         )
 
 
-@dataclass
-class Cell:
-    """One point of the sweep grid: its id, the overrides that define it, and its resolved spec."""
-
-    id: str
-    index: int
-    overrides: dict[str, Any]
-    spec: Spec
-    resolved: dict[str, Any] = field(default_factory=dict)
-
-
 def flatten_overrides(overrides: dict, prefix: str = "") -> dict[str, Any]:
     """A cell's overrides as dotted keys: a table value of a sweep becomes one key per entry."""
     out: dict[str, Any] = {}
@@ -447,54 +429,6 @@ def set_dotted(raw: dict, key: str, value: Any) -> None:
         node[parts[-1]] = value
 
 
-def expand(spec: Spec) -> list[Cell]:
-    """The cells of a spec: its sweep grid, or the spec itself as cell "0". Each cell is validated."""
-    from .families import resolve_family  # late: families and policies import spec helpers
-    from .curation import check_pipeline
-    from .policies import check_policy
-    from .sources import get_source
-
-    import_plugins(spec)
-    base = spec.model_dump(exclude={"sweep"}, exclude_none=True)
-    keys = list(spec.sweep)
-    size = math.prod(len(spec.sweep[k]) for k in keys)
-    if size > MAX_CELLS:
-        raise SpecError(f"sweep: {size:,} cells, more than the {MAX_CELLS:,} allowed; sweep fewer values")
-    cells = []
-    for index, values in enumerate(itertools.product(*(spec.sweep[k] for k in keys))):
-        overrides: dict[str, Any] = {}
-        for k, v in zip(keys, values):
-            if k == CASES:  # a case sets several keys at once: they are the cell's overrides
-                overrides.update(v)
-            else:
-                overrides[k] = v
-        raw = copy.deepcopy(base)
-        for k, v in overrides.items():
-            if k != CASE_LABEL:
-                set_dotted(raw, k, v)
-        try:
-            cell_spec = parse_spec(raw)
-            source = get_source(cell_spec.data.source, cell_spec.data.params)
-            source.check_n(cell_spec.data.n)
-            family_cls, family_params = resolve_family(cell_spec.model, source)
-            family_cls.check_spec(cell_spec, family_params)
-            check_policy(cell_spec)
-            check_pipeline(cell_spec, source, family_cls)
-            check_memory(cell_spec, record_width(source, cell_spec.data.n))
-        except InputError as e:  # a file the spec names (data.params.path) is part of the spec
-            if not isinstance(e, SpecError):
-                e = SpecError(str(e))
-            if overrides:
-                where = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
-                raise SpecError(f"sweep cell {index} ({where}): {e}") from None
-            raise e from None
-        resolved = cell_spec.model_dump(exclude_none=True)
-        resolved["data"]["params"] = source.params.model_dump(exclude_none=True)
-        resolved["model"]["params"] = family_params.model_dump(exclude_none=True)
-        cells.append(Cell(str(index), index, overrides, cell_spec, resolved))
-    return cells
-
-
 def import_plugins(spec: Spec, check: bool = True) -> None:
     """Import a spec's plugin modules (they register families and sources); ``check``: only if allowed."""
     if not spec.plugins:
@@ -513,69 +447,3 @@ def import_plugins(spec: Spec, check: bool = True) -> None:
             raise SpecError(f"plugins: cannot import {m!r} ({e})") from None
         except Exception as e:  # noqa: BLE001 - a plugin that fails to import is the user's code failing
             raise SpecError(f"plugins: importing {m!r} failed ({type(e).__name__}: {e})") from None
-
-
-# --- memory: refuse a cell before it allocates what the machine does not have ------------------------------
-
-MEMORY_ENV = "COLLAPSELAB_MEMORY_LIMIT_MB"
-METRICS_FLOOR = 8  # every family records at least this many metrics per chain and generation
-
-
-def memory_limit() -> int:
-    """Bytes a cell may use: ``COLLAPSELAB_MEMORY_LIMIT_MB``, else the memory available now."""
-    raw = os.environ.get(MEMORY_ENV, "")
-    if raw:
-        try:
-            return int(float(raw) * 2**20)
-        except ValueError:
-            raise SpecError(f"{MEMORY_ENV} = {raw!r}: expected a number of megabytes") from None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 62  # unknown: no limit
-
-
-def record_width(source, n: int) -> int:
-    """Numbers per record of a source (a d-vector: d; a text block: its words; an image: its pixels), read off
-    one record of its truth (cheap: closed-form truths are parameters, real data sets are cached)."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    try:
-        one = np.asarray(source.truth(n, rng).sample((1, 1), rng))
-    except Exception:  # noqa: BLE001 - an estimate only: a source that cannot show a record counts as 1 value
-        return 1
-    return max(1, int(np.prod(one.shape[2:], dtype=np.int64)))
-
-
-def drawn_per_generation(spec: Spec) -> int:
-    """Records sampled per chain and generation: m, or m / (the product of the curation stages' keep shares)."""
-    m = spec.samples
-    if spec.curation:
-        m = math.ceil(m / math.prod(c.keep for c in spec.curation))
-    return m
-
-
-def estimated_bytes(spec: Spec, width: int = 1) -> int:
-    """A lower bound of a cell's peak memory: its per-chain metrics for every generation, and the records of the
-    pools it holds at once (``width`` numbers per record)."""
-    R, G, n, m = spec.replicates, spec.generations, spec.data.n, drawn_per_generation(spec)
-    metrics = R * G * METRICS_FLOOR * 8
-    pools = 3 if spec.policy.kind != "accumulate" else G + 1  # real, training set, synthetic; or every pool
-    records = R * (n + m) * pools * 8 * width
-    return metrics + records + spec.data.heldout * 8 * width
-
-
-def check_memory(spec: Spec, width: int = 1) -> None:
-    need, have = estimated_bytes(spec, width), memory_limit()
-    if need > have:
-        raise SpecError(
-            f"this cell needs at least {need / 2**30:.2f} GiB (replicates = {spec.replicates}, generations = "
-            f"{spec.generations}, data.n = {spec.data.n}, {drawn_per_generation(spec):,} records drawn per generation"
-            f"{', ' + str(width) + ' numbers each' if width > 1 else ''}), more than the {have / 2**30:.2f} GiB "
-            f"available; lower replicates, generations or the records drawn, or set {MEMORY_ENV}"
-        )

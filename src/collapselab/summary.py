@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .loop import CellResult
+from .engine.state import CellResult
 from .metrics.stages import generation_blocks, median_with_ci
 
 SUMMARY_COLUMNS = ("cell", "generation", "metric", "mean", "std", "se", "median", "q05", "q95", "count")

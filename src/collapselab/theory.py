@@ -36,27 +36,25 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from .rng import data_generator
 from .spec import Spec
 
 # exact Markov chains cost O(states² · G); beyond this many states the closed form is not computed
 _MAX_CHAIN_STATES = 2000
 
 
-def for_cell(cell, seed: int) -> dict[str, np.ndarray]:
-    """The closed forms of one cell of a spec, with the same ground truth its run draws."""
-    from .rng import data_generator
-    from .sources import get_source
-
-    spec = cell.spec
-    source = get_source(spec.data.source, spec.data.params)
-    truth = source.truth(spec.data.n, data_generator(spec, seed, cell.index))  # as loop.run_cell builds it
-    return closed_forms(spec, truth)
+def for_cell(plan, seed: int) -> dict[str, np.ndarray]:
+    """The closed forms of one cell (an engine.plan.CellPlan), with the same ground truth its run draws."""
+    spec = plan.spec
+    truth = plan.source.truth(spec.data.n, data_generator(spec, seed, plan.index))  # as the engine builds it
+    return closed_forms(plan, truth)
 
 
-def closed_forms(spec: Spec, truth) -> dict[str, np.ndarray]:
-    """Expected value of each metric per generation, shape (G,), where a closed form is known."""
-    family = spec.model.family
-    handler = _HANDLERS.get((family, spec.policy.kind))
+def closed_forms(plan, truth) -> dict[str, np.ndarray]:
+    """Expected value of each metric per generation, shape (G,), where a closed form is known for the plan's
+    family under its policy."""
+    spec = plan.spec
+    handler = _HANDLERS.get((plan.family.name, plan.policy.kind))
     if handler is None:
         return {}
     biased = spec.model.params.get("truncation", 1.0) != 1.0 or spec.model.params.get("temperature", 1.0) != 1.0

@@ -47,6 +47,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import CollapselabError, RunInterrupted, SpecError
+from ..plugins import CURATION_STAGES
+from ..spec import TRUSTED_MODULES, format_validation_error, require_plugins
 from .features import record_features, standardise
 
 
@@ -102,15 +104,7 @@ class Stage:
         raise NotImplementedError
 
 
-STAGES: dict[str, type[Stage]] = {}
-
-
-def _register(cls):
-    STAGES[cls.kind] = cls
-    return cls
-
-
-@_register
+@CURATION_STAGES.register
 class Likelihood(Stage):
     kind = "likelihood"
 
@@ -146,7 +140,7 @@ class Likelihood(Stage):
         return np.minimum(0.0, np.minimum(ll - self.lo, self.hi - ll))  # 0 in the band, below it by distance
 
 
-@_register
+@CURATION_STAGES.register
 class Discriminator(Stage):
     kind = "discriminator"
     select = "sample"
@@ -213,7 +207,7 @@ DEFAULT_RUBRIC = (
 )
 
 
-@_register
+@CURATION_STAGES.register
 class LLMJudge(Stage):
     kind = "llm-judge"
     kinds = ("text",)
@@ -265,7 +259,7 @@ _LOCAL: dict[str, tuple] = {}
 
 def local_judge(texts: list[str], p) -> list[float]:
     """logit P("Yes") − logit P("No") of a local chat model asked whether each text meets the rubric."""
-    from ..families._torch import torch
+    from .._numerics.neural import torch
     from ..families.lm import load_judge_model
 
     t = torch()
@@ -288,7 +282,7 @@ def local_judge(texts: list[str], p) -> list[float]:
 
 def _fluency(model, tok, texts: list[str], batch_size: int) -> list[float]:
     """Mean log-likelihood per token of each text under the model (right-padded, padding masked out)."""
-    from ..families._torch import torch
+    from .._numerics.neural import torch
 
     t = torch()
     start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
@@ -439,7 +433,7 @@ def _parse_ratings(reply: str, k: int) -> list[float]:
     return [float(v) for v in values]
 
 
-@_register
+@CURATION_STAGES.register
 class Verifier(Stage):
     kind = "verifier"
 
@@ -449,8 +443,6 @@ class Verifier(Stage):
 
     @classmethod
     def check(cls, spec, params, source_kind, family_cls):
-        from ..spec import TRUSTED_MODULES, require_plugins
-
         key = "curation.params.function"
         if params.function.partition(":")[0].split(".")[0] not in TRUSTED_MODULES:
             require_plugins(f"{key} = {params.function!r}")
@@ -534,7 +526,8 @@ class Curated:
 class Curator:
     def __init__(self, specs: list, context: Context, labels: dict[str, tuple[np.ndarray, np.ndarray]]):
         self.ctx = context
-        self.stages = [STAGES[s.kind](s, STAGES[s.kind].Params.model_validate(s.params), context) for s in specs]
+        classes = [CURATION_STAGES[s.kind] for s in specs]
+        self.stages = [cls(s, cls.Params.model_validate(s.params), context) for cls, s in zip(classes, specs)]
         self.names = stage_names(specs)
         self.labels = labels  # stage name -> (good records, bad records) supplied by the user
 
@@ -597,12 +590,10 @@ def stage_names(specs) -> list[str]:
 
 def check_curation(spec, source_kind: str, family_cls) -> None:
     for i, s in enumerate(spec.curation):
-        cls = STAGES[s.kind]
+        cls = CURATION_STAGES.resolve(s.kind, f"curation.{i}.kind")
         try:
             params = cls.Params.model_validate(s.params)
         except Exception as e:  # pydantic's ValidationError: one line naming the key
-            from ..spec import format_validation_error
-
             raise SpecError(format_validation_error(e, f"curation[{i}].params")) from None
         cls.check(spec, params, source_kind, family_cls)
         if s.labels is not None:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SpecError
-from ..families._batched import psd_factor
-from ..families.gmm import _sq_dist, fit_gmm
+from .._numerics.batched import psd_factor, sq_dist
+from ..families.gmm import fit_gmm
 
 LLOYD_STEPS = 5
 
@@ -97,7 +97,7 @@ class ClusterMirror:
 
     def assign(self, x: np.ndarray, centres: np.ndarray) -> np.ndarray:
         """Index of the nearest of a replicate's clusters for every record (R, N, d) → (R, N)."""
-        dist = _sq_dist(x, centres)
+        dist = sq_dist(x, centres)
         dist[~np.broadcast_to(self.active[:, None, :], dist.shape)] = np.inf
         return np.argmin(dist, axis=2)
 

@@ -18,7 +18,7 @@ from ..pool import Pool
 from ..rng import Stream, generator
 from .judges import Context, Curator, check_curation, load_labels, stage_names
 from .mirror import ClusterMirror
-from .poison import check_poison, make_attack, refill, screen_flags
+from .poison import check_poison, check_screens, make_attack, refill, screen_flags
 
 SCREEN_METRICS = ("screen_precision", "screen_recall", "screen_removed")
 
@@ -39,6 +39,7 @@ def check_pipeline(spec, source, family_cls) -> None:
                         f"not {source.kind}")
     check_curation(spec, source.kind, family_cls)
     check_poison(spec, source.kind)
+    check_screens(spec)
     if spec.screen is not None and "loso" in spec.screen.methods and not family_cls.scores_records:
         raise SpecError(f"screen.methods: 'loso' refits the family and scores the trusted anchor set; "
                         f"{family_cls.name!r} does not score records")

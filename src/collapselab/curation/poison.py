@@ -27,13 +27,15 @@ drawn); flagged records are removed and the pool is refilled by resampling its u
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
 from ..errors import SpecError
+from ..plugins import ATTACKS, SCREENS
+from ..spec import validate_params
 from .features import record_features, tfidf
 
 VECTOR_KINDS = ("continuous",)
@@ -62,32 +64,28 @@ class TriggerParams(_Params):
     repeats: int = Field(default=3, ge=1)
 
 
-ATTACKS = {
-    "shifted-cluster": (ShiftedParams, VECTOR_KINDS),
-    "outliers": (OutlierParams, VECTOR_KINDS),
-    "label-flip": (FlipParams, ("regression",)),
-    "trigger-phrase": (TriggerParams, ("text",)),
-}
-
-
 def check_poison(spec, source_kind: str) -> None:
     if spec.poison is not None:
-        cls, kinds = ATTACKS[spec.poison.kind]
-        from ..spec import validate_params
-
-        if source_kind not in kinds:
+        cls = ATTACKS.resolve(spec.poison.kind, "poison.kind")
+        if source_kind not in cls.attacks:
             raise SpecError(
-                f"poison.kind = {spec.poison.kind!r} attacks {', '.join(kinds)} records, not {source_kind}"
+                f"poison.kind = {spec.poison.kind!r} attacks {', '.join(cls.attacks)} records, not {source_kind}"
             )
-        validate_params(cls, spec.poison.params, "poison.params")
+        validate_params(cls.Params, spec.poison.params, "poison.params")
 
 
-@dataclass(eq=False)
 class Attack:
-    kind: str
-    params: BaseModel
-    rate: float
-    source: int  # the attacker's source id
+    """An attack: ``kind`` (its name in ``[poison]``), the record kinds it ``attacks``, its ``Params``, and
+    ``_records``: the poisoned records that replace those at positions ``idx`` (R, k). Register a new one with
+    ``@ATTACKS.register``."""
+
+    kind: ClassVar[str]
+    attacks: ClassVar[tuple[str, ...]] = VECTOR_KINDS
+    Params: ClassVar[type[BaseModel]] = _Params
+
+    def __init__(self, params: BaseModel, rate: float, source: int):
+        self.params, self.rate = params, rate
+        self.source = source  # the attacker's source id
 
     def inject(self, x: np.ndarray, reference: np.ndarray, rng, vocab=None) -> tuple[np.ndarray, np.ndarray]:
         """Records x (R, N, ...) with round(rate·N) replaced by poison; returns (records, poisoned mask).
@@ -106,24 +104,67 @@ class Attack:
         np.put_along_axis(out, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), poison, axis=1)
         return out, mask
 
+    def _records(self, x, reference, idx, rng, vocab) -> np.ndarray:
+        raise NotImplementedError
+
+    @staticmethod
+    def _taken(x, idx) -> np.ndarray:
+        """A copy of the records at positions ``idx``."""
+        return np.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1).copy()
+
+
+@ATTACKS.register
+class ShiftedCluster(Attack):
+    kind = "shifted-cluster"
+    Params = ShiftedParams
+
     def _records(self, x, reference, idx, rng, vocab):
         p = self.params
         R, k = idx.shape
-        if self.kind in ("shifted-cluster", "outliers"):
-            mean = reference.mean(axis=1, keepdims=True)  # (R, 1, d)
-            sd = reference.std(axis=1, keepdims=True)
-            d = x.shape[2]
-            if self.kind == "outliers":
-                return mean + p.scale * sd * rng.standard_normal((R, k, d))
-            u = np.zeros(d) if p.direction is None else np.asarray(p.direction, float)
-            if p.direction is None:
-                u[0] = 1.0
-            u = u / np.linalg.norm(u)
-            return mean + sd * (p.shift * u + p.spread * rng.standard_normal((R, k, d)))
-        taken = np.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1).copy()
-        if self.kind == "label-flip":
-            taken[..., -1] = -taken[..., -1]
-            return taken
+        mean = reference.mean(axis=1, keepdims=True)  # (R, 1, d)
+        sd = reference.std(axis=1, keepdims=True)
+        d = x.shape[2]
+        u = np.zeros(d) if p.direction is None else np.asarray(p.direction, float)
+        if p.direction is None:
+            u[0] = 1.0
+        u = u / np.linalg.norm(u)
+        return mean + sd * (p.shift * u + p.spread * rng.standard_normal((R, k, d)))
+
+
+@ATTACKS.register
+class Outliers(Attack):
+    kind = "outliers"
+    Params = OutlierParams
+
+    def _records(self, x, reference, idx, rng, vocab):
+        R, k = idx.shape
+        mean = reference.mean(axis=1, keepdims=True)  # (R, 1, d)
+        sd = reference.std(axis=1, keepdims=True)
+        return mean + self.params.scale * sd * rng.standard_normal((R, k, x.shape[2]))
+
+
+@ATTACKS.register
+class LabelFlip(Attack):
+    kind = "label-flip"
+    attacks = ("regression",)
+    Params = FlipParams
+
+    def _records(self, x, reference, idx, rng, vocab):
+        taken = self._taken(x, idx)
+        taken[..., -1] = -taken[..., -1]
+        return taken
+
+
+@ATTACKS.register
+class TriggerPhrase(Attack):
+    kind = "trigger-phrase"
+    attacks = ("text",)
+    Params = TriggerParams
+
+    def _records(self, x, reference, idx, rng, vocab):
+        p = self.params
+        R, k = idx.shape
+        taken = self._taken(x, idx)
         phrase = vocab.ids(p.phrase.split())
         if (phrase == 0).any():
             raise SpecError(f"poison.params.phrase = {p.phrase!r}: words not in the corpus vocabulary")
@@ -138,8 +179,8 @@ class Attack:
 def make_attack(spec, sources: int) -> Attack | None:
     if spec.poison is None:
         return None
-    cls, _ = ATTACKS[spec.poison.kind]
-    return Attack(spec.poison.kind, cls.model_validate(spec.poison.params), spec.poison.rate, sources)
+    cls = ATTACKS.resolve(spec.poison.kind, "poison.kind")
+    return cls(cls.Params.model_validate(spec.poison.params), spec.poison.rate, sources)
 
 
 # --- screens ---------------------------------------------------------------------------------------------------
@@ -215,21 +256,38 @@ def loso_flags(x, source, family, trusted, rng) -> np.ndarray:
     return ((source[..., None] == ids) & bad[:, None, :]).any(axis=2)
 
 
+# a screen: (features (R, N, d), records, screen spec, source ids, family, trusted records, rng) -> (R, N) flags
+@SCREENS.register(name="mahalanobis")
+def _mahalanobis_screen(f, x, spec, source, family, trusted, rng) -> np.ndarray:
+    return robust_mahalanobis(f) > stats.chi2.ppf(0.999, f.shape[2])
+
+
+@SCREENS.register(name="isolation-forest")
+def _isolation_screen(f, x, spec, source, family, trusted, rng) -> np.ndarray:
+    return isolation_flags(f, spec.contamination, spec.isolation_samples, rng)
+
+
+@SCREENS.register(name="spectral")
+def _spectral_screen(f, x, spec, source, family, trusted, rng) -> np.ndarray:
+    return spectral_scores(f) > 4.0
+
+
+@SCREENS.register(name="loso")
+def _loso_screen(f, x, spec, source, family, trusted, rng) -> np.ndarray:
+    return loso_flags(x, source, family, trusted, rng)
+
+
+def check_screens(spec) -> None:
+    for i, method in enumerate(spec.screen.methods if spec.screen is not None else []):
+        SCREENS.resolve(method, f"screen.methods.{i}")
+
+
 def screen_flags(spec, x, kind, source, family, trusted, rng) -> np.ndarray:
     """(R, N) records flagged by the screens of ``spec`` (combined by ``any`` or ``all``)."""
     f = record_features(x, kind) if kind != "regression" else np.asarray(x, float)
     if kind == "text":
         f = tfidf(f)
-    flags = []
-    for method in spec.methods:
-        if method == "mahalanobis":
-            flags.append(robust_mahalanobis(f) > stats.chi2.ppf(0.999, f.shape[2]))
-        elif method == "spectral":
-            flags.append(spectral_scores(f) > 4.0)
-        elif method == "isolation-forest":
-            flags.append(isolation_flags(f, spec.contamination, spec.isolation_samples, rng))
-        else:
-            flags.append(loso_flags(x, source, family, trusted, rng))
+    flags = [SCREENS[method](f, x, spec, source, family, trusted, rng) for method in spec.methods]
     combined = np.stack(flags)
     return combined.any(axis=0) if spec.combine == "any" else combined.all(axis=0)
 

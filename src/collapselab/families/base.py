@@ -11,15 +11,14 @@ returns one batched model holding R fitted models; ``metrics`` returns one value
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import SpecError
-
-FAMILIES: dict[str, type["Family"]] = {}
+from ..plugins import FAMILIES
+from ..spec import validate_params
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,8 +113,9 @@ class Family:
     # It declares ``supports_exact = True``, an ``exact: bool = True`` parameter, and the methods below.
     supports_exact: ClassVar[bool] = False
 
-    def exact_ok(self, spec) -> bool:
-        """Whether the exact path is exact for this cell (e.g. enough records for a Wishart draw)."""
+    def exact_ok(self, spec, used: int) -> bool:
+        """Whether the exact path is exact for this cell, whose policy uses ``used`` records of each synthetic
+        pool (e.g. a Wishart draw needs more records than dimensions)."""
         return self.supports_exact and bool(getattr(self.params, "exact", False))
 
     def stats_of(self, x: np.ndarray):
@@ -162,32 +162,13 @@ class Family:
 
 def register_family(cls_or_name: "type[Family] | str | None" = None):
     """Register a family under ``cls.name`` (or a given name). Use as ``@register_family``."""
-
-    def deco(cls):
-        name = cls_or_name if isinstance(cls_or_name, str) else cls.name
-        if not isinstance(name, str) or not name:
-            raise TypeError("a family needs a name: set cls.name or pass register_family('name')")
-        cls.name = name
-        FAMILIES[name] = cls
-        return cls
-
     if isinstance(cls_or_name, type):
-        return deco(cls_or_name)
-    return deco
-
-
-def _load_entry_points() -> None:
-    for ep in entry_points(group="collapselab.families"):
-        if ep.name not in FAMILIES:
-            cls = ep.load()
-            register_family(ep.name)(cls)
+        return FAMILIES.register(cls_or_name)
+    return FAMILIES.register(name=cls_or_name)
 
 
 def resolve_family(model_spec, source) -> tuple[type[Family], BaseModel]:
-    from ..spec import validate_params
-
-    if model_spec.family not in FAMILIES:
-        _load_entry_points()
+    """The family class a spec's ``model`` names, checked against the source's records, and its parameters."""
     cls = FAMILIES.get(model_spec.family)
     if cls is None:
         raise SpecError(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
-from ._batched import bincount_rows, categorical_sample
+from .._numerics.batched import bincount_rows, categorical_sample
 from .base import Family, Params, SumStats, register_family
 
 

@@ -10,7 +10,7 @@ from pydantic import Field
 from scipy import special
 
 from ..errors import SpecError
-from ._batched import bmm, gaussian_cross_entropy, gaussian_logpdf, psd_factor, psd_sqrt
+from .._numerics.batched import bmm, gaussian_cross_entropy, gaussian_logpdf, psd_factor, psd_sqrt
 from .base import Family, Params, register_family
 
 
@@ -72,7 +72,7 @@ def mean_scatter(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = x.mean(axis=1)
     cols = [np.ascontiguousarray(x[..., i]) - mean[:, i, None] for i in range(d)]
     scatter = np.empty((R, d, d))
-    for i in range(d):  # one row-wise dot per pair (einsum, not BLAS: see _batched.bmm)
+    for i in range(d):  # one row-wise dot per pair (einsum, not BLAS: see _numerics/batched.bmm)
         for j in range(i, d):
             scatter[:, i, j] = scatter[:, j, i] = np.einsum("rn,rn->r", cols[i], cols[j])
     return mean, scatter
@@ -120,12 +120,9 @@ class GaussianFamily(Family):
         return 1 if self.params.estimator == "unbiased" else 0
 
     # --- exact path: the sample mean is Normal and the scatter Wishart, independently ---------------------
-    def exact_ok(self, spec) -> bool:
-        from ..policies import make_policy
-
+    def exact_ok(self, spec, used: int) -> bool:
         d = self.reference.truth.dim
-        used = make_policy(spec).synthetic_used(spec.samples)
-        return super().exact_ok(spec) and (used == 0 or used > d)  # a Wishart draw needs more records than d
+        return super().exact_ok(spec, used) and (used == 0 or used > d)  # a Wishart draw needs more records than d
 
     def stats_of(self, x):
         return GaussianStats(x.shape[1], *mean_scatter(x))

@@ -14,8 +14,8 @@ import numpy as np
 from pydantic import Field
 
 from ..errors import SpecError
-from ._batched import (LOG_2PI, ROWS_MAX_D, bmm, categorical_sample, coordinate_rows, dot_rows, gaussian_logpdf,
-                       psd_factor)
+from .._numerics.batched import (LOG_2PI, ROWS_MAX_D, bmm, categorical_sample, coordinate_rows, dot_rows,
+                                 gaussian_logpdf, psd_factor, sq_dist_cols)
 from .base import Family, Params, register_family
 
 
@@ -75,35 +75,19 @@ def _kmeans_pp(x, cols, K, rng):
     rows = np.arange(R)
     centres = np.empty((R, K, x.shape[2]))
     centres[:, 0] = x[rows, rng.integers(0, N, size=R)]
-    d2 = _sq_dist_cols(cols, centres[:, :1])[0]
+    d2 = sq_dist_cols(cols, centres[:, :1])[0]
     for k in range(1, K):  # a loop over components, never over replicates
         total = d2.sum(axis=1, keepdims=True)
         probs = np.where(total > 0, d2 / np.where(total > 0, total, 1), 1.0 / N)
         pick = categorical_sample(probs, 1, rng)[:, 0]
         centres[:, k] = x[rows, pick]
-        d2 = np.minimum(d2, _sq_dist_cols(cols, centres[:, k : k + 1])[0])
+        d2 = np.minimum(d2, sq_dist_cols(cols, centres[:, k : k + 1])[0])
     return centres
-
-
-def _sq_dist(x, centres):
-    """Squared distances (R, N, K) of records (R, N, d) to centres (R, K, d), coordinate by coordinate."""
-    return np.stack(_sq_dist_cols([x[..., j] for j in range(x.shape[2])], centres), axis=-1)
-
-
-def _sq_dist_cols(cols, centres) -> list[np.ndarray]:
-    """Squared distances of records given as coordinate rows (R, N) to centres (R, K, d): one (R, N) per centre."""
-    out = []
-    for k in range(centres.shape[1]):
-        dist = np.zeros(cols[0].shape)
-        for j, col in enumerate(cols):
-            dist += (col - centres[:, k, j, None]) ** 2
-        out.append(dist)
-    return out
 
 
 def _nearest(cols, centres):
     """Index of the nearest centre for every record, (R, N): elementwise over the few centres."""
-    dist = _sq_dist_cols(cols, centres)
+    dist = sq_dist_cols(cols, centres)
     if len(dist) == 2:  # the common case, in one comparison
         return (dist[1] < dist[0]).astype(np.intp)
     labels = np.zeros(dist[0].shape, dtype=np.intp)

@@ -22,7 +22,7 @@ class LinearModel:
     def sample(self, m, rng):
         R = self.weights.shape[0]
         rows = np.resize(np.arange(self.truth.design.shape[0]), m)
-        labels = np.einsum("rd,md->rm", self.weights, self.truth.design[rows])  # not BLAS: see _batched.bmm
+        labels = np.einsum("rd,md->rm", self.weights, self.truth.design[rows])  # not BLAS: see _numerics/batched.bmm
         labels = labels + self.truth.noise * rng.standard_normal((R, m))
         return self.truth.records(labels)
 

@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 from .. import datasets
 from ..errors import SpecError
 from ..metrics.text import rare_words, text_metrics
-from ._torch import seed_of, torch
+from .._numerics.neural import seed_of, torch
 from .base import Family, Params, register_family
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub: everything is on disk (DATA.md)

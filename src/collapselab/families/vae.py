@@ -5,7 +5,7 @@ Each generation trains a fresh VAE on its training images; its synthetic images 
 trains on those. Shumailov et al. (2024) show the result: samples blur and classes merge.
 
 The network is an MLP (784 → hidden → 2·latent; latent → hidden → 784, Bernoulli likelihood on pixel
-intensities); R replicates train as one network with a replicate axis on every weight (see _torch.py).
+intensities); R replicates train as one network with a replicate axis on every weight (see _numerics/neural.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from ..metrics.images import MAX_EVAL, ImageJudge, image_metrics
-from ._torch import BatchedMLP, seed_of, torch
+from .._numerics.neural import BatchedMLP, seed_of, torch
 from .base import Family, Params, register_family
 
 _JUDGES: dict[tuple, tuple[ImageJudge, np.ndarray]] = {}

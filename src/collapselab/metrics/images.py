@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..families._torch import BatchedMLP, torch
+from .._numerics.neural import BatchedMLP, torch
 
 CLASSIFIER_SEED = 20240724  # fixed: every run of a data set measures with the same classifier
 K_NEIGHBOURS = 5

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..families._batched import bincount_rows
+from .._numerics.batched import bincount_rows
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant: a multiplicative hash of n-grams
 
@@ -86,7 +86,7 @@ def embedding_diversity(texts_per_replicate: list[list[str]], max_records: int =
     which distinct-n (surface n-grams) can miss.
     """
     from .. import datasets
-    from ..families._torch import torch
+    from .._numerics.neural import torch
 
     t = torch()
     if not _EMBEDDER:

@@ -6,8 +6,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import SpecError
-
-SOURCES: dict[str, type["Source"]] = {}
+from ..plugins import SOURCES
+from ..spec import validate_params
 
 
 class NoParams(BaseModel):
@@ -37,15 +37,11 @@ class Source:
 
 
 def register_source(cls: type[Source]) -> type[Source]:
-    SOURCES[cls.name] = cls
-    return cls
+    return SOURCES.register(cls)
 
 
 def get_source(name: str, params: dict[str, Any]) -> Source:
-    from ..spec import validate_params
-
-    try:
-        cls = SOURCES[name]
-    except KeyError:
-        raise SpecError(f"data.source: unknown source {name!r}; allowed: {', '.join(sorted(SOURCES))}") from None
+    cls = SOURCES.get(name)
+    if cls is None:
+        raise SpecError(f"data.source: unknown source {name!r}; allowed: {', '.join(sorted(SOURCES))}")
     return cls(validate_params(cls.Params, params, "data.params"))

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import datasets
 from ..errors import SpecError
-from ..families._batched import subsample_rows
+from .._numerics.batched import subsample_rows
 from ..text import Vocabulary, blocks, tokenize
 from .base import Source, register_source
 

@@ -139,3 +139,19 @@ def subsample_rows(R: int, N: int, k: int, rng: np.random.Generator) -> np.ndarr
     if k == N:
         return np.broadcast_to(np.arange(N), (R, N))
     return np.argpartition(rng.random((R, N)), k - 1, axis=1)[:, :k]
+
+
+def sq_dist(x, centres):
+    """Squared distances (R, N, K) of records (R, N, d) to centres (R, K, d), coordinate by coordinate."""
+    return np.stack(sq_dist_cols([x[..., j] for j in range(x.shape[2])], centres), axis=-1)
+
+
+def sq_dist_cols(cols, centres) -> list[np.ndarray]:
+    """Squared distances of records given as coordinate rows (R, N) to centres (R, K, d): one (R, N) per centre."""
+    out = []
+    for k in range(centres.shape[1]):
+        dist = np.zeros(cols[0].shape)
+        for j, col in enumerate(cols):
+            dist += (col - centres[:, k, j, None]) ** 2
+        out.append(dist)
+    return out

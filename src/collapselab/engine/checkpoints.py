@@ -11,7 +11,7 @@ Files, per cell folder (plain arrays, read with ``allow_pickle=False``: never a 
     pool-000012.npz   the synthetic pool generation 12 sampled: kept as long as the policy needs it
     manifest-000012.json  {"generation": 12, "sha256": {...both files...}, "fingerprint": ...}, written last
 
-Files are written atomically (store.write_atomic: temporary name, then rename), so a killed process leaves
+Files are written atomically (io.write_atomic: temporary name, then rename), so a killed process leaves
 either the old file or the new one; there is no fsync, and the checksums catch what a lost disk write would
 leave behind. A generation counts only if its manifest exists, its fingerprint matches the cell (spec
 and seed) and every file hashes to the manifest's sha256; a corrupt or truncated one is skipped with a
@@ -27,28 +27,16 @@ import io
 import json
 import warnings
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .pool import Pool, StatsPool, pool_from_arrays
-from .io import is_regular_file, remove_stale_tmp, write_atomic
+from ..errors import CheckpointWarning
+from ..io import is_regular_file, remove_stale_tmp, write_atomic
+from ..pool import Pool, StatsPool, pool_from_arrays
+from .state import CellState, GenerationRecord
 
 MAX_CHECKPOINT_BYTES = 8 << 30
-
-
-class CheckpointWarning(UserWarning):
-    """A checkpoint was unusable (corrupt, truncated, from another spec) and was skipped."""
-
-
-@dataclass
-class CellState:
-    generation: int  # the last generation completed
-    metrics: dict[str, np.ndarray]  # name -> (generation + 1, R)
-    pools: list[Pool]  # the synthetic pools the policy keeps, oldest first
-    snapshots: dict[int, np.ndarray]
-    distributions: dict[int, dict[str, np.ndarray]]
 
 
 FORMAT_VERSION = 2  # the layout of checkpoint files; bump it when it changes
@@ -58,7 +46,7 @@ FORMAT_VERSION = 2  # the layout of checkpoint files; bump it when it changes
 def code_version() -> str:
     """A digest of collapselab's own source files: a checkpoint written by other code is never reused, since
     the same spec can give other numbers there."""
-    root = Path(__file__).resolve().parent
+    root = Path(__file__).resolve().parent.parent  # the package, not this folder
     h = hashlib.sha256()
     for f in sorted(root.rglob("*.py")):
         h.update(f.relative_to(root).as_posix().encode())
@@ -84,16 +72,15 @@ class CellCheckpoints:
     def _path(self, kind: str, g: int) -> Path:
         return self.folder / f"{kind}-{g:06d}.{'json' if kind == 'manifest' else 'npz'}"
 
-    def save(
-        self, g: int, metrics: dict[str, np.ndarray], pool: "Pool | StatsPool | None", snapshot: np.ndarray | None,
-        distributions: dict[str, np.ndarray] | None = None,
-    ) -> None:
-        """Checkpoint generation g: its metrics (name -> (R,)), the pool it sampled, its snapshot and distributions."""
+    def save(self, record: GenerationRecord) -> None:
+        """Checkpoint one generation: its metrics (name -> (R,)), the pool it sampled, its snapshot and
+        distributions."""
+        g, pool = record.generation, record.pool
         self.folder.mkdir(parents=True, exist_ok=True)
-        arrays = {f"metric:{k}": v for k, v in metrics.items()}
-        arrays.update({f"dist:{k}": v for k, v in (distributions or {}).items()})
-        if snapshot is not None:
-            arrays["snapshot"] = snapshot
+        arrays = {f"metric:{k}": v for k, v in record.values.items()}
+        arrays.update({f"dist:{k}": v for k, v in (record.distribution or {}).items()})
+        if record.snapshot is not None:
+            arrays["snapshot"] = record.snapshot
         digests = {"gen": _write_npz(self._path("gen", g), arrays)}
         if pool is not None:
             digests["pool"] = _write_npz(self._path("pool", g), pool.to_arrays())
@@ -175,9 +162,12 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _state(gens: list[dict], pools: list[Pool]) -> CellState:
+def _state(gens: list[dict], pools: list[Pool | StatsPool]) -> CellState:
+    """The state after the checkpointed generations (``generation``: the next one to run)."""
     names = [k for k in gens[0] if k.startswith("metric:")]
     metrics = {k.removeprefix("metric:"): np.stack([a[k] for a in gens]) for k in names}
     snapshots = {g: a["snapshot"] for g, a in enumerate(gens) if "snapshot" in a}
     distributions = {g: {k[5:]: a[k] for k in a if k.startswith("dist:")} for g, a in enumerate(gens)}
-    return CellState(len(gens) - 1, metrics, pools, snapshots, {g: d for g, d in distributions.items() if d})
+    return CellState(
+        len(gens), metrics, pools, snapshots=snapshots, distributions={g: d for g, d in distributions.items() if d}
+    )

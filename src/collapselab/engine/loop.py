@@ -1,0 +1,295 @@
+"""The self-consuming training loop for one cell, all R replicate chains at once.
+
+    real pool (provenance "real")
+    for g in 0 .. G-1:
+        train_g = policy.build(real, synthetic pools of generations < g, g)
+        model_g = family.fit(train_g)              # batched over the R replicates
+        metrics_g = family.metrics(model_g) + synthetic_share(train_g)
+        synth_g = model_g.sample(m)                # provenance "synthetic", generation g
+
+As a kernel (after BlackJAX's ``init`` / ``step``): :class:`CellKernel` holds what a cell fixes once (its truth,
+real pool, family, policy and mitigation pipeline); ``init`` gives the :class:`CellState` before generation 0,
+or after the last checkpointed generation; ``step(state)`` runs one generation and returns the next state and a
+:class:`GenerationRecord`. Population refits, the exact path and the pipeline are variants inside ``step``'s
+three parts (train, measure, next pool), not branches of one long function.
+
+The loop knows no family and no storage: it wires the plan's source, policy and family together and hands
+back one value per replicate, generation and metric.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..theory import closed_forms
+from ..curation.pipeline import Pipeline
+from ..errors import CollapselabError
+from ..families import Reference
+from ..metrics.stages import first_reached, stage_codes, stage_shares
+from ..pool import Pool, StatsPool
+from ..rng import Stream, data_generator, generator
+from .checkpoints import CellCheckpoints, fingerprint
+from .plan import CellPlan
+from .state import CellResult, CellState, GenerationRecord
+
+# progress callback: (cell id, generation just finished, generations in the cell)
+Progress = Callable[[str, int, int], None]
+
+SNAPSHOT_RECORDS = 2000
+
+
+def snapshot_generations(G: int) -> list[int]:
+    """Generations whose training data the report shows: the first, the last and three between."""
+    return sorted({0, G // 4, G // 2, (3 * G) // 4, G - 1})
+
+
+def run_cell(
+    cell: CellPlan, seed: int, progress: Progress | None = None, checkpoints: "str | Path | None" = None
+) -> CellResult:
+    """Run one cell; with ``checkpoints`` (a folder), save after every generation and resume from it."""
+    with _small_pages():
+        kernel = CellKernel(cell, seed)
+        saver = kernel.checkpoints(checkpoints)
+        state = kernel.init(saver)
+        if state.generation and progress is not None:
+            progress(cell.id, state.generation, kernel.G)
+        while state.generation < kernel.G:
+            state, record = kernel.step(state)
+            if saver is not None:
+                saver.save(record)
+            if progress is not None:
+                progress(cell.id, state.generation, kernel.G)
+        return kernel.finish(state)
+
+
+@contextmanager
+def _small_pages():
+    """No transparent huge pages for the arrays of a run. NumPy asks the kernel for huge pages on every large
+    array; where the kernel compacts memory to find them when a page is first touched (THP defrag "madvise", a
+    common default), the first touch of a big run's (generations x chains) metric arrays stalled for 0.2 to 2 s,
+    differently each run. Ordinary pages cost a steady ~0.5 s for 1.4 GB. NumPy's switch is process-wide: it is
+    put back afterwards."""
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage as switch
+    except ImportError:  # another NumPy: leave the memory policy alone
+        yield
+        return
+    before = switch(False)
+    try:
+        yield
+    finally:
+        switch(before)
+
+
+class CellKernel:
+    """One cell's fixed parts, and the ``init`` / ``step`` / ``finish`` that move its state."""
+
+    def __init__(self, plan: CellPlan, seed: int):
+        self.plan, self.seed = plan, seed
+        spec = self.spec = plan.spec
+        self.G, self.R, self.m = spec.generations, spec.replicates, spec.samples
+        n = spec.data.n
+        data_rng = data_generator(spec, seed, plan.index)
+        truth = self.truth = plan.source.truth(n, data_rng)
+        real = Pool.real(truth.sample((self.R, n), data_rng))
+        # real data sets hold out a fixed split; closed-form truths draw fresh held-out records
+        sample_heldout = getattr(truth, "sample_heldout", lambda k, rng: truth.sample((k,), rng))
+        heldout = sample_heldout(spec.data.heldout, data_rng)
+        self.family = plan.family(plan.family_params, Reference(truth=truth, heldout=heldout, n=n))
+        self.policy = plan.policy(spec)
+        # synthesis, curation, poisoning and screens between models and training sets (curation/pipeline.py)
+        self.pipeline = (
+            Pipeline(spec, self.family, truth, heldout, seed, plan.index, plan.kind) if plan.pipeline else None
+        )
+        self.real = self.pipeline.real_pool(real) if self.pipeline is not None else real
+        # population refits (samples = "infinite"): each generation is fitted to the previous one's distribution
+        self.population = spec.population
+        # the exact path draws the sufficient statistics of synthetic pools instead of their records
+        self.used = self.policy.synthetic_used(self.m)
+        self.exact = self.policy.supports_stats and self.family.exact_ok(spec, self.used) and self.pipeline is None
+        self.snapshot_at = snapshot_generations(self.G)
+
+    def _rng(self, stream: Stream, g: int) -> np.random.Generator:
+        return generator(self.seed, self.plan.index, stream, g)
+
+    def _draw_real(self, k: int, rng: np.random.Generator) -> Pool:
+        return Pool.real(self.truth.sample((self.R, k), rng))
+
+    @property
+    def needs_anchor(self) -> bool:
+        return self.family.uses_anchor or (self.pipeline is not None and self.pipeline.needs_anchor)
+
+    # --- init -------------------------------------------------------------------------------------------------
+    def checkpoints(self, folder: "str | Path | None") -> CellCheckpoints | None:
+        """The cell's checkpoint folder; population chains have no pools, so they rerun in full instead."""
+        if folder is None or self.population:
+            return None
+        key = fingerprint(self.plan.resolved, self.seed, self.plan.index)
+        return CellCheckpoints(folder, key, self.policy.keeps_all_pools, self.family)
+
+    def init(self, saver: CellCheckpoints | None = None) -> CellState:
+        """The state before generation 0, or after the last good checkpoint in ``saver``'s folder."""
+        loaded = saver.load(self.G - 1) if saver is not None else None
+        if loaded is None:
+            return CellState(0)
+        metrics = {}
+        for name, done in loaded.metrics.items():
+            metrics[name] = np.empty((self.G, self.R))
+            metrics[name][: loaded.generation] = done
+        state = dataclasses.replace(loaded, metrics=metrics)
+        if self.needs_anchor:  # generation 0 trained on the real pool: refit it, same stream, same model
+            self._set_anchor(state, self.family.fit(self.real.x, self._rng(Stream.FIT, 0)))
+        return state
+
+    def _set_anchor(self, state: CellState, model: Any) -> None:
+        state.anchor = model
+        if self.family.uses_anchor:
+            self.family.set_anchor(model, self.real.x)
+        if self.pipeline is not None:
+            self.pipeline.set_anchor(model)
+
+    # --- step -------------------------------------------------------------------------------------------------
+    def step(self, state: CellState) -> tuple[CellState, GenerationRecord]:
+        """Run generation ``state.generation``: train, measure, sample the next pool, keep the snapshot."""
+        g = state.generation
+        model, train, share = self._train(state, g)
+        if g == 0 and (self.family.uses_anchor or self.pipeline is not None):
+            self._set_anchor(state, model)
+        values, samples = self._measure(model, g)
+        values["synthetic_share"] = share
+        pool = None
+        if g < self.G - 1 and self.used > 0 and not self.population:
+            pool = self._next_pool(g, model, train, samples, values)
+        if self.pipeline is not None:
+            values.update(self.pipeline.screen_values())
+            for name in self.pipeline.metric_names:  # NaN where a stage did not run this generation
+                values.setdefault(name, np.full(self.R, np.nan))
+        self._record(state.metrics, values, g)
+        record = GenerationRecord(g, values, pool)
+        if g in self.snapshot_at:  # its own stream: snapshots never change the chains' draws
+            record.snapshot, record.distribution = self._snapshot(model, samples, g)
+        pools, models = state.pools, state.models
+        if pool is not None:
+            pools = [*pools, pool] if self.policy.keeps_all_pools else [pool]
+        if self.population:
+            models = [*models, model] if self.policy.keeps_all_pools else [model]
+        snapshots, distributions = dict(state.snapshots), dict(state.distributions)
+        if record.snapshot is not None:
+            snapshots[g] = record.snapshot
+        if record.distribution is not None:
+            distributions[g] = record.distribution
+        nxt = CellState(g + 1, state.metrics, pools, models, state.anchor, snapshots, distributions)
+        return nxt, record
+
+    def _train(self, state: CellState, g: int) -> tuple[Any, Pool | StatsPool | None, np.ndarray]:
+        """Generation g's model, its training set (None under population refits) and its synthetic share."""
+        if self.population:
+            parts = self.policy.population_parts(g, self.truth, state.models)
+            model = fit_population(self.family, parts, self.spec, self._rng(Stream.FIT, g))
+            share = 1.0 - sum(p.weight for p in parts if p.truth is not None)
+            return model, None, np.full(self.R, share)
+        train = self.policy.build(g, self.real, state.pools, self._draw_real, self._rng(Stream.POLICY, g))
+        if isinstance(train, StatsPool):
+            model = self.family.fit_stats(train.stats)
+        else:
+            model = self.family.fit(train.x, self._rng(Stream.FIT, g))
+        return model, train, train.synthetic_share()
+
+    def _measure(self, model: Any, g: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """The family's metrics of model g, and its samples where it is measured on what it generates (those
+        records then feed the next generation)."""
+        samples = None
+        if self.family.measures_samples:
+            drawn = self.m if self.pipeline is None else self.pipeline.candidates(self.m)  # curation filters
+            samples = model.sample(drawn, self._rng(Stream.SAMPLE, g))
+            values = self.family.metrics(model, samples[:, : self.m])
+        else:
+            values = self.family.metrics(model)
+        return {k: np.asarray(v, dtype=float) for k, v in values.items()}, samples
+
+    def _next_pool(self, g, model, train, samples, values) -> Pool | StatsPool:
+        """The synthetic pool of generation g, for the policy to build later training sets from."""
+        rng = self._rng(Stream.SAMPLE, g)
+        if self.pipeline is not None:
+            pool, piped = self.pipeline.synthetic_pool(g, model, train, samples, self.m)
+            values.update(piped)
+            return pool
+        if samples is not None:
+            return Pool.synthetic(samples, g)
+        if self.exact:  # the statistics of exactly the records the policy will use: exact in distribution
+            return StatsPool(self.family.sample_stats(model, self.used, rng), 0, self.used, self.R, self.family)
+        return Pool.synthetic(model.sample(self.m, rng), g)
+
+    def _record(self, metrics: dict[str, np.ndarray], values: dict[str, np.ndarray], g: int) -> None:
+        """Write generation g's values into the (G, R) metric arrays, checking the family kept its promise."""
+        name_of = self.plan.family.name
+        for name, v in values.items():
+            if v.shape != (self.R,):
+                raise CollapselabError(f"family {name_of!r}: metric {name!r} has shape {v.shape}, expected ({self.R},)")
+        if set(values) != set(metrics) and metrics:
+            raise CollapselabError(f"family {name_of!r}: generation {g} returned other metrics than before")
+        for name, v in values.items():
+            if name not in metrics:  # not setdefault: it would allocate a (G, R) array every generation
+                metrics[name] = np.empty((self.G, self.R))
+            metrics[name][g] = v
+
+    def _snapshot(self, model, samples, g) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        """Replicate 0's records of generation g and, where the family keeps them, their per-record values."""
+        dist = None
+        if self.family.record_metrics:
+            dist = {k: np.asarray(v, dtype=float) for k, v in self.family.record_metrics.items()}
+        if samples is not None:
+            return samples[0, :SNAPSHOT_RECORDS], dist
+        one = first_replicate(model, self.R)
+        size = SNAPSHOT_RECORDS if one is not model else max(1, min(SNAPSHOT_RECORDS, 2_000_000 // self.R))
+        return one.sample(size, self._rng(Stream.SNAPSHOT, g))[0], dist
+
+    # --- finish -----------------------------------------------------------------------------------------------
+    def finish(self, state: CellState) -> CellResult:
+        """The cell's result: its metrics, stages, closed forms (where they apply) and notes."""
+        metrics, family = state.metrics, self.family
+        codes = stage_codes(
+            metrics, family.tail_metrics, family.spread_metrics, family.signal_references(), self.spec.stages
+        )
+        first = {}
+        if codes is not None:
+            metrics.update(stage_shares(codes))
+            first = first_reached(codes)
+        # the closed forms are for finite samples of the model itself, without anything between generations
+        theory = {} if self.population or self.pipeline is not None else closed_forms(self.plan, self.truth)
+        notes = self.pipeline.warnings() if self.pipeline is not None else []
+        plan = self.plan
+        return CellResult(plan.id, plan.overrides, metrics, theory, first, state.snapshots, state.distributions, notes)
+
+
+def fit_population(family, parts, spec, rng: np.random.Generator):
+    """Fit a family to a distribution: exactly where it can, else to population_multiple x n records of it."""
+    R = spec.replicates
+    model = family.fit_population(parts, R)
+    if model is not None:
+        return model
+    size = spec.policy.population_multiple * spec.data.n
+    records = [p.sample(R, max(1, int(round(p.weight * size))), rng) for p in parts]
+    return family.fit(np.concatenate(records, axis=1), rng)
+
+
+def first_replicate(model, R: int):
+    """Replicate 0's model alone: the model's own ``replicate(0)`` where it has one, else, for a model that is a
+    dataclass of replicate-leading arrays (the parametric families), those arrays cut to their first row; a
+    snapshot then samples one chain, not R. Other models are returned as they are."""
+    if hasattr(model, "replicate"):
+        return model.replicate(0)
+    if not dataclasses.is_dataclass(model):
+        return model
+    parts = {
+        f.name: v[:1]
+        for f in dataclasses.fields(model)
+        if isinstance(v := getattr(model, f.name), np.ndarray) and v.ndim >= 1 and v.shape[0] == R
+    }
+    return dataclasses.replace(model, **parts)
