@@ -30,7 +30,7 @@ class TabularCase(Case):
     def __init__(self):
         from sklearn.datasets import load_breast_cancer
 
-        from collapselab.curation.tabular import synthesize
+        from collapselab.synthesize import synthesize
         from collapselab.spec import SynthesisSpec
 
         df = load_breast_cancer(as_frame=True).data

@@ -76,7 +76,7 @@ def test_projection_and_report_files_from_the_command_line(austen_files, tmp_pat
 def _tables(tmp_path):
     from sklearn.datasets import load_breast_cancer
 
-    from collapselab.curation.tabular import synthesize
+    from collapselab.synthesize import synthesize
     from collapselab.spec import SynthesisSpec
 
     # shuffled: the file's row order is not random, and rows 300-500 alone differ from rows 0-300 beyond what two

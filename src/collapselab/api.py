@@ -10,11 +10,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import CollapselabError, CollapseWarning, InputError, RunFailed, RunInterrupted
-from .executors import check_execution, run_cells
 from .engine.loop import Progress
 from .engine.plan import expand
 from .engine.state import CellResult
+from .errors import (
+    CollapselabError,
+    CollapseWarning,
+    InputError,
+    RunFailed,
+    RunInterrupted,
+)
+from .executors import check_execution, run_cells
+from .report import write_report
+from .rng import data_generator
 from .spec import Spec, load_spec
 from .spec import allow_plugins as allow_plugins_in
 from .store import (
@@ -22,11 +30,11 @@ from .store import (
     DEFAULT_WORKSPACE,
     Store,
     clear_checkpoints,
+    distributions_npz,
     finish_run_dir,
     is_finished,
     read_run,
     remove_run_files,
-    distributions_npz,
     snapshots_npz,
     start_run_dir,
     write_cells,
@@ -202,7 +210,6 @@ def _execute(spec, cells, path: Path, store, run_id, report: bool, execution: di
     clear_checkpoints(path)
     result.path, result.run_id = path, run_id
     if report:  # the results are complete and kept whatever happens to their report
-        from .report import write_report
 
         try:
             write_report([path])
@@ -261,8 +268,6 @@ def _files(results: list[CellResult], tables: _Tables) -> dict[str, str | bytes]
 
 def report(run_dirs: "list[str | Path]", out: "str | Path | None" = None, workspace=DEFAULT_WORKSPACE) -> Path:
     """Write the HTML report of one or several runs (ids, names or directories); returns its path."""
-    from .report import write_report
-
     store = Store(workspace)
     return write_report([store.resolve(str(r)) for r in run_dirs], out)
 
@@ -308,13 +313,10 @@ def samples(ref: "str | Path", cell: str | None = None, generation: int | None =
 
 def _decode_records(spec: Spec, cell: str, records):
     """(record kind, texts or None): text records back to words through their source's vocabulary."""
-    from .rng import data_generator
-    from .sources import get_source
-
     plan = {c.id: c for c in expand(spec)}.get(cell)
     if plan is None:
         return "unknown", None
-    source = get_source(plan.spec.data.source, plan.spec.data.params)
+    source = plan.source
     if source.kind != "text":
         return source.kind, None
     truth = source.truth(plan.spec.data.n, data_generator(plan.spec, spec.seed, plan.index))

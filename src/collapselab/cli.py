@@ -423,7 +423,9 @@ def decompose(
                 _fail(f"--converged {item!r}: {value!r} is not a number; expected KEY=VALUE, e.g. epochs=100")
     with allow_plugins_in(allow_plugins):
         result = _or_fail(dec.decompose, spec, conv, progress=lambda name: err_console.print(f"variant {name}: done"))
-    files = _or_fail(dec.write, result, out, Path(spec).stem if not spec.startswith("preset:") else spec[7:])
+    from .report.decompose import write as write_decomposition
+
+    files = _or_fail(write_decomposition, result, out, Path(spec).stem if not spec.startswith("preset:") else spec[7:])
     wide = result.table.pivot(index="generation", columns="part", values="mean")
     wide = wide[[p for p in dec.PARTS if p in wide.columns]]
     G = len(wide)
@@ -449,7 +451,7 @@ def synthesize(
     """Cluster-mirrored synthetic rows for a real table, and a fidelity report."""
     from pydantic import ValidationError
 
-    from .curation.tabular import synthesize_file
+    from .synthesize import synthesize_file
     from .spec import SynthesisSpec, format_validation_error
 
     try:

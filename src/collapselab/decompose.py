@@ -24,11 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import SpecError
-from .families import resolve_family
 from .engine.loop import run_cell
-from .sources import get_source
 from .engine.plan import expand
+from .errors import SpecError
 from .spec import Spec, load_spec, set_dotted
 
 PARTS = ("total", "expressivity", "statistical", "approximation", "well_specified")
@@ -73,14 +71,14 @@ def decompose(spec, converged: dict | None = None, progress=None) -> Decompositi
     spec = load_spec(spec) if not isinstance(spec, Spec) else spec
     if spec.sweep:
         raise SpecError("decompose: the spec has a sweep; give a single-cell spec (decompose one cell at a time)")
-    family = spec.model.family
+    plan = expand(spec)[0]  # resolved and checked once; the variants are planned below
+    family = plan.family.name
     metric = DISTANCE.get(family)
     if metric is None:
         raise SpecError(f"decompose: no distance defined for family {family!r}; supported: {', '.join(DISTANCE)}")
-    source = get_source(spec.data.source, spec.data.params)
-    truth = source.truth(spec.data.n, np.random.default_rng(0))
-    well = WELL_SPECIFIED.get(spec.data.source)
-    if well is None and spec.data.source == "blobs":
+    truth = plan.source.truth(spec.data.n, np.random.default_rng(0))
+    well = WELL_SPECIFIED.get(plan.source.name)
+    if well is None and plan.source.name == "blobs":
         well = ("gmm", {"components": int(np.asarray(truth.weights).size)})
     conv = converged if converged is not None else CONVERGED.get(family)
     conv_changes = {f"model.params.{k}": v for k, v in (conv or {}).items()}
@@ -92,11 +90,9 @@ def decompose(spec, converged: dict | None = None, progress=None) -> Decompositi
         variants["well_specified"] = {"model": {"family": well[0], "params": well[1]}}  # params replaced whole
     dist = {}
     for name, changes in variants.items():
-        vspec = _variant(spec, changes)
-        resolve_family(vspec.model, source)  # a bad variant fails here, before anything runs
-        cell = expand(vspec)[0]
-        result = run_cell(cell, vspec.seed)
-        fam = vspec.model.family
+        cell = expand(_variant(spec, changes))[0]  # a bad variant fails here, before it runs
+        result = run_cell(cell, cell.spec.seed)
+        fam = cell.family.name
         dist[name] = _distance(result, fam, DISTANCE.get(fam, metric) if name == "well_specified" else metric, truth)
         if progress is not None:
             progress(name)
@@ -115,60 +111,3 @@ def decompose(spec, converged: dict | None = None, progress=None) -> Decompositi
             rows.append((g, part, float(mean[g]), float(mean[g] - half[g]), float(mean[g] + half[g])))
     table = pd.DataFrame(rows, columns=["generation", "part", "mean", "ci_low", "ci_high"])
     return Decomposition(table, metric, variants, parts)
-
-
-def figure(dec: Decomposition, title: str = "") -> str:
-    """The parts over generations with their intervals, as an inline PNG data URL."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .report.build import _png
-
-    colours = {"total": "black", "expressivity": "#c4a000", "statistical": "#3465a4", "approximation": "#cc0000",
-               "well_specified": "#888888"}
-    with matplotlib.rc_context({"text.parse_math": False}):  # the title is a user's file name, not TeX
-        fig, ax = plt.subplots(figsize=(7, 3.6))
-        _draw(ax, dec, colours, title)
-        return _png(fig)
-
-
-def _draw(ax, dec: Decomposition, colours: dict, title: str) -> None:
-    for part, df in dec.table.groupby("part", sort=False):
-        style = "--" if part == "well_specified" else "-"
-        label = "statistical alone (well-specified family)" if part == "well_specified" else part
-        ax.plot(df["generation"], df["mean"], style, color=colours[part], lw=1.8, label=label)
-        ax.fill_between(df["generation"], df["ci_low"], df["ci_high"], color=colours[part], alpha=0.15, lw=0)
-    ax.set_xlabel("generation")
-    ax.set_ylabel(f"distance to the truth ({dec.metric})")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, frameon=False, loc="upper left")
-
-
-def write(dec: Decomposition, out, title: str) -> dict[str, str]:
-    """decomposition.csv and decomposition.html (one self-contained page) in folder ``out``."""
-    import html
-    from pathlib import Path
-
-    from .store import write_atomic
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    csv = out / "decomposition.csv"
-    write_atomic(csv, dec.table.to_csv(index=False, float_format=lambda v: repr(float(v))).encode())
-    variants = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v) or 'the spec as given')}</li>"
-                       for k, v in dec.variants.items())
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
-img{{max-width:100%}}td,th{{padding:.2rem .6rem;text-align:right}}</style></head><body>
-<h1>Error sources: {html.escape(title)}</h1>
-<p>Distance to the truth: <code>{dec.metric}</code>. total = expressivity + statistical + approximation, chain by
-chain (see <code>collapselab.decompose</code>). Bands: 95% intervals across replicate chains.</p>
-<figure><img src="{figure(dec, title)}" alt="error sources over generations"></figure>
-<h2>Variants</h2><ul>{variants}</ul>
-<h2>Table</h2>{dec.table.pivot(index="generation", columns="part", values="mean").to_html(float_format="%.4g")}
-</body></html>"""
-    page_path = out / "decomposition.html"
-    write_atomic(page_path, page.encode())
-    return {"csv": str(csv), "html": str(page_path)}

@@ -14,6 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..curation.features import record_features
+from ..curation.mirror import bic_choice
+from ..engine.plan import expand
+from ..executors import run_cells
+from ..families.base import Reference
+from ..families.ngram import NGramFamily
+from ..io import write_atomic
+from ..report.audit import render
+from ..spec import load_spec
+from ..summary import STAGE_COLUMNS, stage_rows, to_frame
+from ..synthesize import column_kinds
 from .coverage import image_measures, table_measures, text_measures, verdict
 from .detect import (
     FeatureDetector,
@@ -27,6 +38,8 @@ from .detect import (
 )
 from .inputs import read_pair
 from .ledger import Ledger, plan_mix
+from .lmscore import LMScorer
+from .textdetect import SupervisedTextDetector, ZeroShotDetector, crossfit
 
 __all__ = ["Ledger", "audit", "plan_mix"]
 
@@ -85,8 +98,6 @@ def _share(ref, cand, examples, rng, seed, scoring_model=None, progress=None) ->
                              note="not identifiable without examples: give --synthetic-examples (records known to be "
                                   "synthetic) or a provenance column")
     if ref.kind == "text":
-        from ..families.base import Reference
-        from ..families.ngram import NGramFamily
 
         order = rng.permutation(len(ref))
         lm_part, human = ref.x[order[: len(ref) // 2]], ref.x[order[len(ref) // 2 :]]
@@ -113,8 +124,6 @@ def _share(ref, cand, examples, rng, seed, scoring_model=None, progress=None) ->
 def _lm_share(ref, cand, examples, rng, seed, scoring_model, progress) -> ShareEstimate:
     """The text share with the language-model detectors: zero-shot Fast-DetectGPT curvature and the lower bound
     without examples; the supervised detector, cross-fitted by prompt group, with them."""
-    from .lmscore import LMScorer
-    from .textdetect import SupervisedTextDetector, ZeroShotDetector, crossfit
 
     pick = lambda texts, k: [texts[i] for i in np.sort(rng.permutation(len(texts))[:k])]  # noqa: E731
     human = pick(ref.info["texts"], MAX_LM_REFERENCE)
@@ -137,12 +146,10 @@ def _lm_share(ref, cand, examples, rng, seed, scoring_model, progress) -> ShareE
 
 
 def _features(records) -> np.ndarray:
-    from ..curation.features import record_features
 
     if records.kind == "image":
         return record_features(records.x[None], "image")[0]
     df = records.x
-    from ..curation.tabular import column_kinds
 
     parts = []
     for col, k in column_kinds(df).items():
@@ -156,13 +163,10 @@ def _features(records) -> np.ndarray:
 def projection(kind, path, cand, policy, real_fraction, generations, replicates, seed) -> dict:
     """The loop run on a surrogate of the candidate under the planned policy: generations to early and late
     collapse, median over replicate chains with 95% intervals."""
-    from .. import api
-
     policy_spec = {"kind": policy}
     if real_fraction is not None:
         policy_spec["real_fraction"] = real_fraction
     if kind == "table":
-        from ..curation.mirror import bic_choice
 
         num = cand.x.select_dtypes("number").to_numpy(float)
         if num.shape[1] == 0:
@@ -188,9 +192,10 @@ def projection(kind, path, cand, policy, real_fraction, generations, replicates,
         return {"skipped": "projection for images is not built in yet: run a vae spec on --candidate as image-file"}
     spec = {"name": "audit-projection", "generations": generations, "replicates": replicates, "seed": seed,
             "data": data, "model": model, "policy": policy_spec}
-    result = api.run(spec, save=False)
+    planned = load_spec(spec)
+    stages = to_frame(STAGE_COLUMNS, stage_rows(run_cells(expand(planned), planned.seed)))
     out = {"surrogate": surrogate, "policy": policy_spec, "generations": generations, "replicates": replicates}
-    for _, row in result.stages.iterrows():
+    for _, row in stages.iterrows():
         med = row["first_median"]
         out[row["stage"]] = {
             "median": None if not np.isfinite(med) else float(med),
@@ -201,8 +206,6 @@ def projection(kind, path, cand, policy, real_fraction, generations, replicates,
 
 
 def write_report(report: dict, folder: Path) -> None:
-    from ..store import write_atomic
-
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / "audit.json", json.dumps(report, indent=2, default=_plain) + "\n")
     write_atomic(folder / "audit.html", render_html(report))
@@ -215,7 +218,6 @@ def _plain(o):
 
 
 def render_html(report: dict) -> str:
-    from ..report.audit import render
 
     return render(report, share_sentence(report["synthetic_share"]))
 

@@ -17,7 +17,10 @@ import pandas as pd
 from scipy import stats
 
 from ..curation.features import record_features, standardise, tfidf
+from ..metrics.images import frechet, prdc
 from ..metrics.stages import STAGES
+from ..metrics.text import distinct_n, rare_words
+from ..synthesize import column_kinds
 
 TAIL_Q = 0.01  # a value is in a column's tail beyond the reference's 1st or 99th percentile
 RARE_SHARE = 0.02  # a category is rare below this share of the reference
@@ -45,8 +48,6 @@ def mmd_test(a: np.ndarray, b: np.ndarray, rng, permutations: int = 200, cap: in
 
 
 def table_measures(ref, cand, rng) -> dict:
-    from ..curation.tabular import column_kinds
-
     kinds = column_kinds(ref)
     columns = {}
     for col, kind in kinds.items():
@@ -129,8 +130,6 @@ def _summary(cal: dict) -> dict:
 
 
 def text_measures(ref, cand, vocab, rng) -> dict:
-    from ..metrics.text import distinct_n, rare_words
-
     V = len(vocab)
     n = min(len(cand), len(ref))
     sub = ref[rng.permutation(len(ref))[:n]]
@@ -162,8 +161,6 @@ def text_measures(ref, cand, vocab, rng) -> dict:
 
 
 def image_measures(ref, cand, rng) -> dict:
-    from ..metrics.images import frechet, prdc
-
     n = min(len(cand), len(ref), 2000)
     fr_all = record_features(ref[None], "image")[0]
     fc_all = record_features(cand[None], "image")[0]

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..curation.judges import auc
 from ..errors import SpecError
 
 Z95 = 1.959963984540054
@@ -158,7 +159,6 @@ class FeatureDetector:
 
     def fit(self, human: np.ndarray, synthetic: np.ndarray) -> "FeatureDetector":
         from sklearn.ensemble import HistGradientBoostingClassifier
-
         from threadpoolctl import threadpool_limits
 
         X = np.concatenate([human, synthetic])
@@ -206,8 +206,6 @@ class PerplexityDetector:
 
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    from ..curation.judges import auc
-
     return float(auc(pos[None], neg[None])[0])
 
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..datasets import jsonl_objects
 from ..errors import SpecError
 from ..io import check_input_file
+from ..synthesize import column_kinds, read_table
 from ..text import Vocabulary, blocks, tokenize
 
 KINDS = {".csv": "table", ".tsv": "table", ".parquet": "table", ".txt": "text", ".jsonl": "text", ".npy": "image"}
@@ -66,8 +68,6 @@ def read_pair(reference, candidate, provenance: str = "origin", examples=None):
 
 
 def _tables(reference, candidate, provenance, examples):
-    from ..curation.tabular import column_kinds, read_table
-
     ref = read_table(reference, "--reference").drop(columns=[provenance], errors="ignore")
     out = []
     for path, what in ((candidate, "--candidate"), (examples, "--synthetic-examples")):
@@ -97,7 +97,6 @@ def _read_text(path, provenance) -> tuple[list[str], list | None]:
             return [p.read_text(encoding="utf-8")], None
         except UnicodeDecodeError as e:
             raise SpecError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    from ..datasets import jsonl_objects
 
     texts, origins = [], []
     for i, row in jsonl_objects(p, str(path)):

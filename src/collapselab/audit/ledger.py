@@ -20,6 +20,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..datasets import jsonl_objects
 from ..errors import SpecError
 from ..io import connect_sqlite, sqlite_error, write_atomic
 from ..spec import short_repr
@@ -204,7 +205,6 @@ def _validate(row: dict, where: str) -> dict:
 
 def read_jsonl(path: "str | Path") -> list[dict]:
     p = Path(path)
-    from ..datasets import jsonl_objects
 
     rows = [obj for _, obj in jsonl_objects(p, str(path))]
     if not rows:

@@ -26,7 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datasets import cache_dir
 from ..errors import InputError, SpecError
+from ..families.lm import load_judge_model
+from ..io import connect_sqlite
 
 SCORES = ("loglik", "logrank", "entropy", "fast_detectgpt")  # the zero-shot scores
 # further per-text features a supervised detector uses beside them: the spread of token log-likelihoods and how
@@ -126,8 +129,6 @@ _MODELS: dict = {}  # one loaded copy per model per process: an audit after anot
 
 
 def _loaded(name: str):
-    from ..families.lm import load_judge_model
-
     if name not in _MODELS:
         _MODELS.clear()  # keep one model in memory at a time
         _MODELS[name] = load_judge_model(name)
@@ -151,7 +152,6 @@ def _default_cache() -> "Path | None":
     """COLLAPSELAB_SCORE_CACHE: a file path, or 'off'; by default a file in the data cache."""
     import os
 
-    from ..datasets import cache_dir
 
     env = os.environ.get("COLLAPSELAB_SCORE_CACHE")
     if env:
@@ -162,7 +162,6 @@ def _default_cache() -> "Path | None":
 def _read_cache(path: Path, keys: "list[str]") -> "dict[str, np.ndarray]":
     import sqlite3
 
-    from ..io import connect_sqlite
 
     if not path.is_file():
         return {}
@@ -187,7 +186,6 @@ def _read_cache(path: Path, keys: "list[str]") -> "dict[str, np.ndarray]":
 def _write_cache(path: Path, rows: "dict[str, np.ndarray]") -> None:
     import sqlite3
 
-    from ..io import connect_sqlite
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ import zlib
 import numpy as np
 
 from ..errors import SpecError
+from .lmscore import SCORES
 
 PROMPT_WORDS = 8  # passages that share their first words share a prompt: one group
 _SENT = re.compile(r"(?<=[.!?])\s+")
@@ -56,8 +57,6 @@ class ZeroShotDetector:
     """One zero-shot LM score (higher = more machine-like), thresholded by the caller."""
 
     def __init__(self, scorer, score: str = "fast_detectgpt"):
-        from .lmscore import SCORES
-
         if score not in SCORES:
             raise SpecError(f"zero-shot score {score!r}: allowed {', '.join(SCORES)}")
         self.scorer, self.column = scorer, SCORES.index(score)

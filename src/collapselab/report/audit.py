@@ -11,6 +11,8 @@ import json
 
 import numpy as np
 
+from .build import figure_data_url
+
 COLOURS = {"healthy": "#1a7f37", "early": "#bf8700", "late": "#cf222e", "total": "#82071e"}
 MAX_NULL_ROWS = 40  # measures drawn in the null-band figure (flagged first); the table lists them all
 
@@ -25,8 +27,6 @@ def fmt(v) -> str:
 
 def share_figures(s: dict) -> list[dict]:
     import matplotlib.pyplot as plt
-
-    from .build import _png
 
     curves = s.get("curves") or {}
     out = []
@@ -52,7 +52,7 @@ def share_figures(s: dict) -> list[dict]:
                    "candidate" if curves.get("synthetic") else
                    "Detector scores of human calibration records and the candidate; dotted: the human band beyond "
                    "which a record is flagged")
-        out.append({"src": _png(fig), "caption": caption})
+        out.append({"src": figure_data_url(fig), "caption": caption})
     roc = curves.get("roc")
     if roc:
         fig, ax = plt.subplots(figsize=(3.4, 3.2))
@@ -61,14 +61,12 @@ def share_figures(s: dict) -> list[dict]:
         ax.set_xlabel("false-positive rate")
         ax.set_ylabel("true-positive rate")
         ax.set_title(f"ROC, AUROC {fmt(s.get('detector_auc'))}", fontsize=10)
-        out.append({"src": _png(fig), "caption": "ROC curve of the detector on its calibration records"})
+        out.append({"src": figure_data_url(fig), "caption": "ROC curve of the detector on its calibration records"})
     return out
 
 
 def null_figures(cal: dict) -> list[dict]:
     import matplotlib.pyplot as plt
-
-    from .build import _png
 
     ms = sorted(cal.get("measures", {}).items(), key=lambda kv: (not kv[1]["flagged"], kv[1]["p_value"]))
     ms = ms[:MAX_NULL_ROWS]
@@ -84,7 +82,7 @@ def null_figures(cal: dict) -> list[dict]:
     ax.set_yticks(range(len(ms)), [name for name, _ in ms], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("candidate / null median (band: the null's 5–95%)")
-    return [{"src": _png(fig), "caption": "Each calibrated measure of the candidate (dot; red when flagged) against "
+    return [{"src": figure_data_url(fig), "caption": "Each calibrated measure of the candidate (dot; red when flagged) against "
                                           "what two samples of one distribution give (band)"}]
 
 

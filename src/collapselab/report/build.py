@@ -18,8 +18,10 @@ import pandas as pd
 
 from ..errors import CollapselabError
 from ..metrics.stages import STAGES
+from ..sources import SOURCES
 from ..spec import describe_overrides
 from ..store import read_run, write_atomic
+from .phase import FRACTION_KEY, HEALTHY_SHARE, frontier, grids, quantities
 
 STAGE_COLOURS = {"healthy": "#4c9a2a", "early": "#e3b505", "late": "#e07020", "total": "#b3001b"}
 
@@ -40,8 +42,6 @@ class Series:
 
 
 def _source_kind(spec: dict, overrides: dict) -> str:
-    from ..sources import SOURCES
-
     source = spec.get("data", {}).get("source")
     for k, v in overrides.items():  # a sweep may change the source
         if k == "data.source":
@@ -79,7 +79,7 @@ def load_series(run_dirs: list[Path]) -> tuple[list[Series], list[dict]]:
     return series, runs
 
 
-def _png(fig) -> str:
+def figure_data_url(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
     import matplotlib.pyplot as plt
@@ -118,7 +118,7 @@ def metric_figure(metric: str, series: list[Series]) -> str:
         ax.legend(fontsize=7, loc="best", frameon=False)
     ax.set_title(f"{metric}: mean across chains" + ("" if many else ", 5–95% band") + ("; dashed: closed form" if any(
         len(s.theory) and (s.theory["metric"] == metric).any() for s in series) else ""), fontsize=9)
-    return _png(fig)
+    return figure_data_url(fig)
 
 
 def stage_figure(s: Series) -> str | None:
@@ -140,7 +140,7 @@ def stage_figure(s: Series) -> str | None:
     ax.set_xlabel("generation")
     ax.set_ylabel("share of chains")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    return _png(fig)
+    return figure_data_url(fig)
 
 
 def snapshot_figure(s: Series) -> str | None:
@@ -193,7 +193,7 @@ def snapshot_figure(s: Series) -> str | None:
         ax.set_title(f"generation {g}", fontsize=8)
         ax.tick_params(labelsize=6)
     fig.suptitle(f"{first.shape[0]} samples from the model of chain 0", fontsize=8, y=1.04)
-    return _png(fig)
+    return figure_data_url(fig)
 
 
 def distribution_figure(s: Series) -> str | None:
@@ -226,7 +226,7 @@ def distribution_figure(s: Series) -> str | None:
         ax.set_ylabel("density", fontsize=8)
         ax.legend(fontsize=7, frameon=False)
         ax.tick_params(labelsize=7)
-    return _png(fig)
+    return figure_data_url(fig)
 
 
 def final_table(series: list[Series], metrics: list[str]) -> list[dict]:
@@ -291,12 +291,10 @@ def phase_figure(grid, label: str, values: np.ndarray, front: dict) -> str:
     ax.set_ylabel(grid.y_key, fontsize=8)
     ax.set_title(label, fontsize=8)
     fig.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=6)
-    return _png(fig)
+    return figure_data_url(fig)
 
 
 def phase_sections(run_dirs: list[Path]) -> list[dict]:
-    from .phase import FRACTION_KEY, HEALTHY_SHARE, frontier, grids, quantities
-
     sections = []
     for d in run_dirs:
         tables = read_run(d)

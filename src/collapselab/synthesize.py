@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..errors import SpecError
-from ..spec import SynthesisSpec
-from ..io import check_input_file, write_atomic
-from .mirror import ClusterMirror, largest_remainder
+from .errors import SpecError
+from .spec import SynthesisSpec
+from .io import check_input_file, write_atomic
+from .curation.mirror import ClusterMirror, largest_remainder
 
 def read_table(path: "str | Path", what: str = "--data") -> pd.DataFrame:
     p = check_input_file(path, what)
