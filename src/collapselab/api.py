@@ -1,4 +1,10 @@
-"""The Python API. The CLI is a thin layer over :func:`run`, :func:`runs` and :func:`load_run`."""
+"""The Python API: every verb of the command line is one function here (the CLI only parses and prints).
+
+    run, resume, runs, load_run, samples, report      experiments and their results
+    theory, decompose                                 closed forms, and where a collapse comes from
+    synthesize, audit, ledger, plan_mix               products for real data sets
+    families, presets, prepare_data                   what is installed
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from pydantic import ValidationError
 
+from . import datasets
+from .audit import audit
+from .audit.ledger import Ledger, plan_mix
+from .decompose import Decomposition
+from .decompose import decompose as _decompose
 from .engine.loop import Progress
-from .engine.plan import expand
+from .engine.plan import CellPlan, RunPlan, expand
 from .engine.state import CellResult
 from .errors import (
     CollapselabError,
@@ -21,9 +33,11 @@ from .errors import (
     RunInterrupted,
 )
 from .executors import check_execution, run_cells
+from .plugins import FAMILIES
 from .report import write_report
+from .report.decompose import write as write_decomposition
 from .rng import data_generator
-from .spec import Spec, load_spec
+from .spec import Spec, SynthesisSpec, format_validation_error, list_presets, load_spec, read_toml
 from .spec import allow_plugins as allow_plugins_in
 from .store import (
     CHECKPOINTS,
@@ -39,6 +53,8 @@ from .store import (
     start_run_dir,
     write_cells,
 )
+from .synthesize import synthesize_file
+from .theory import for_cell
 from .summary import (
     STAGE_COLUMNS,
     SUMMARY_COLUMNS,
@@ -79,8 +95,29 @@ class RunResult:
         return df.pivot_table(index=["cell", "generation"], columns="metric", values=stat, sort=False)
 
 
+def plan(
+    spec: "str | Path | dict | Spec", executor: str | None = None, scheduler: str | None = None, *,
+    allow_plugins: bool = False,
+) -> RunPlan:
+    """A spec loaded, expanded into its cells and checked together with its execution settings: every error a
+    run can find before it starts. :func:`run` takes the plan in place of the spec (nothing is planned twice)."""
+    with allow_plugins_in(allow_plugins):
+        spec = load_spec(spec)
+        cells = expand(spec)
+    check_execution(executor, scheduler)
+    return RunPlan(spec, cells)
+
+
+def unfinished(ref: "str | Path", workspace: "str | Path" = DEFAULT_WORKSPACE) -> Path:
+    """The folder of a run that has not finished (an id, a name or a directory), for :func:`resume`."""
+    return Store(workspace).resolve(str(ref), finished=False)
+
+
+cache_dir = datasets.cache_dir
+
+
 def run(
-    spec: "str | Path | dict | Spec",
+    spec: "str | Path | dict | Spec | RunPlan",
     out: "str | Path | None" = None,
     *,
     executor: str | None = None,
@@ -111,8 +148,8 @@ def run(
     0.7
     """
     with allow_plugins_in(allow_plugins):
-        spec = load_spec(spec)
-        cells = expand(spec)
+        planned = spec if isinstance(spec, RunPlan) else plan(spec, executor, scheduler)
+        spec, cells = planned.spec, planned.cells
         check_execution(executor, scheduler)
         execution = dict(executor=executor, workers=workers, scheduler=scheduler, progress=progress)
         if not save and out is None:
@@ -321,3 +358,77 @@ def _decode_records(spec: Spec, cell: str, records):
         return source.kind, None
     truth = source.truth(plan.spec.data.n, data_generator(plan.spec, spec.seed, plan.index))
     return "text", [truth.vocab.decode(r) for r in records]
+
+
+# --- analysis ---------------------------------------------------------------------------------------------------
+
+
+def theory(spec, *, allow_plugins: bool = False) -> list[tuple[CellPlan, dict]]:
+    """The closed-form expectations the literature gives for each cell of a spec (no simulation): a list of
+    (cell plan, {metric: (G,) expected values}); the dict is empty where no closed form is known."""
+    with allow_plugins_in(allow_plugins):
+        spec = load_spec(spec)
+        cells = expand(spec)
+    return [(c, for_cell(c, spec.seed)) for c in cells]
+
+
+def decompose(
+    spec, converged: dict | None = None, *, out: "str | Path | None" = None, title: str | None = None,
+    progress=None, allow_plugins: bool = False,
+) -> tuple[Decomposition, dict[str, str]]:
+    """Split a single-cell spec's distance to the truth into its error sources (see collapselab.decompose);
+    with ``out``, also write decomposition.csv and decomposition.html there. Returns (decomposition, files)."""
+    with allow_plugins_in(allow_plugins):
+        dec = _decompose(spec, converged, progress=progress)
+    files = write_decomposition(dec, out, title or "decomposition") if out is not None else {}
+    return dec, files
+
+
+# --- products -----------------------------------------------------------------------------------------------------
+
+
+def synthesize(
+    data: "str | Path", rows: int, out: "str | Path", *, clusters: "int | str" = "bic", max_clusters: int = 8,
+    floor: float = 0.01, seed: int = 0, report: "str | Path | None" = None,
+) -> dict:
+    """Cluster-mirrored synthetic rows of a real table written to ``out`` (.csv or .parquet), and its fidelity
+    report (JSON, default: OUT with .fidelity.json); returns the report as a dict."""
+    try:
+        spec = SynthesisSpec(kind="cluster-mirrored", clusters=clusters, max_clusters=max_clusters, floor=floor)
+    except ValidationError as e:
+        raise InputError(format_validation_error(e, "synthesis")) from None
+    return synthesize_file(data, rows, out, spec, seed, report)
+
+
+def ledger(db: "str | Path") -> Ledger:
+    """The record-level provenance ledger in SQLite file ``db`` (a context manager)."""
+    return Ledger(db)
+
+
+# --- what is installed ------------------------------------------------------------------------------------------
+
+
+def families() -> list[tuple[str, type]]:
+    """The registered model families (built in, from plugins and entry points), by name."""
+    return sorted(FAMILIES.items())
+
+
+def presets() -> list[dict[str, str]]:
+    """The specs that ship with collapselab: {"preset": "preset:NAME", "name": ..., "description": ...}."""
+    out = []
+    for p in list_presets():
+        raw = read_toml(f"preset:{p}")
+        out.append({"preset": f"preset:{p}", "name": raw.get("name", ""), "description": raw.get("description", "")})
+    return out
+
+
+def prepare_data(prepare: bool = True) -> dict[str, str]:
+    """Convert the real data sets and packaged models once into the cache folder (``prepare``), or only say
+    what is installed; returns {data set: status}."""
+    return datasets.prepare(log=lambda *_: None) if prepare else datasets.status()
+
+
+__all__ = [
+    "Decomposition", "Ledger", "RunPlan", "RunResult", "audit", "cache_dir", "plan", "unfinished", "decompose", "families", "ledger", "load_run", "plan_mix",
+    "prepare_data", "presets", "report", "resume", "run", "runs", "samples", "synthesize", "theory",
+]

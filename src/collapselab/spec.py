@@ -22,7 +22,7 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import InputError, SpecError
+from .errors import SpecError
 
 # ``[sweep] cases = [{...}, {...}]``: named variants, each a table of (dotted) keys set together; ``case`` labels one
 CASES = "cases"

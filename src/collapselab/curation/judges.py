@@ -121,7 +121,7 @@ class Likelihood(Stage):
         lo, hi = params.band
         if not 0 <= lo < hi <= 1:
             raise SpecError(f"curation.params.band = {list(params.band)}: need 0 <= low < high <= 1")
-        if not family_cls.scores_records:
+        if not family_cls.tags.scores_records:
             raise SpecError(
                 f"curation kind 'likelihood' needs a family that scores records; {family_cls.name!r} does not"
             )

@@ -40,7 +40,7 @@ def check_pipeline(spec, source, family_cls) -> None:
     check_curation(spec, source.kind, family_cls)
     check_poison(spec, source.kind)
     check_screens(spec)
-    if spec.screen is not None and "loso" in spec.screen.methods and not family_cls.scores_records:
+    if spec.screen is not None and "loso" in spec.screen.methods and not family_cls.tags.scores_records:
         raise SpecError(f"screen.methods: 'loso' refits the family and scores the trusted anchor set; "
                         f"{family_cls.name!r} does not score records")
 

@@ -123,7 +123,7 @@ class CellKernel:
 
     @property
     def needs_anchor(self) -> bool:
-        return self.family.uses_anchor or (self.pipeline is not None and self.pipeline.needs_anchor)
+        return self.family.tags.uses_anchor or (self.pipeline is not None and self.pipeline.needs_anchor)
 
     # --- init -------------------------------------------------------------------------------------------------
     def checkpoints(self, folder: "str | Path | None") -> CellCheckpoints | None:
@@ -149,7 +149,7 @@ class CellKernel:
 
     def _set_anchor(self, state: CellState, model: Any) -> None:
         state.anchor = model
-        if self.family.uses_anchor:
+        if self.family.tags.uses_anchor:
             self.family.set_anchor(model, self.real.x)
         if self.pipeline is not None:
             self.pipeline.set_anchor(model)
@@ -159,9 +159,9 @@ class CellKernel:
         """Run generation ``state.generation``: train, measure, sample the next pool, keep the snapshot."""
         g = state.generation
         model, train, share = self._train(state, g)
-        if g == 0 and (self.family.uses_anchor or self.pipeline is not None):
+        if g == 0 and (self.family.tags.uses_anchor or self.pipeline is not None):
             self._set_anchor(state, model)
-        values, samples = self._measure(model, g)
+        values, samples, per_record = self._measure(model, g)
         values["synthetic_share"] = share
         pool = None
         if g < self.G - 1 and self.used > 0 and not self.population:
@@ -173,7 +173,9 @@ class CellKernel:
         self._record(state.metrics, values, g)
         record = GenerationRecord(g, values, pool)
         if g in self.snapshot_at:  # its own stream: snapshots never change the chains' draws
-            record.snapshot, record.distribution = self._snapshot(model, samples, g)
+            record.snapshot = self._snapshot(model, samples, g)
+            if per_record:
+                record.distribution = {k: np.asarray(v, dtype=float) for k, v in per_record.items()}
         pools, models = state.pools, state.models
         if pool is not None:
             pools = [*pools, pool] if self.policy.keeps_all_pools else [pool]
@@ -201,17 +203,18 @@ class CellKernel:
             model = self.family.fit(train.x, self._rng(Stream.FIT, g))
         return model, train, train.synthetic_share()
 
-    def _measure(self, model: Any, g: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-        """The family's metrics of model g, and its samples where it is measured on what it generates (those
-        records then feed the next generation)."""
+    def _measure(self, model: Any, g: int) -> tuple[dict[str, np.ndarray], np.ndarray | None, dict | None]:
+        """The family's metrics of model g, its samples where it is measured on what it generates (those
+        records then feed the next generation), and the per-record values it keeps (family.Metrics)."""
         samples = None
-        if self.family.measures_samples:
+        if self.family.tags.measures_samples:
             drawn = self.m if self.pipeline is None else self.pipeline.candidates(self.m)  # curation filters
             samples = model.sample(drawn, self._rng(Stream.SAMPLE, g))
             values = self.family.metrics(model, samples[:, : self.m])
         else:
             values = self.family.metrics(model)
-        return {k: np.asarray(v, dtype=float) for k, v in values.items()}, samples
+        per_record = getattr(values, "per_record", None)
+        return {k: np.asarray(v, dtype=float) for k, v in values.items()}, samples, per_record
 
     def _next_pool(self, g, model, train, samples, values) -> Pool | StatsPool:
         """The synthetic pool of generation g, for the policy to build later training sets from."""
@@ -239,16 +242,13 @@ class CellKernel:
                 metrics[name] = np.empty((self.G, self.R))
             metrics[name][g] = v
 
-    def _snapshot(self, model, samples, g) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
-        """Replicate 0's records of generation g and, where the family keeps them, their per-record values."""
-        dist = None
-        if self.family.record_metrics:
-            dist = {k: np.asarray(v, dtype=float) for k, v in self.family.record_metrics.items()}
+    def _snapshot(self, model, samples, g) -> np.ndarray:
+        """Replicate 0's records of generation g."""
         if samples is not None:
-            return samples[0, :SNAPSHOT_RECORDS], dist
+            return samples[0, :SNAPSHOT_RECORDS]
         one = first_replicate(model, self.R)
         size = SNAPSHOT_RECORDS if one is not model else max(1, min(SNAPSHOT_RECORDS, 2_000_000 // self.R))
-        return one.sample(size, self._rng(Stream.SNAPSHOT, g))[0], dist
+        return one.sample(size, self._rng(Stream.SNAPSHOT, g))[0]
 
     # --- finish -----------------------------------------------------------------------------------------------
     def finish(self, state: CellState) -> CellResult:

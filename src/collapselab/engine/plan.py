@@ -85,6 +85,14 @@ class CellPlan:
         self._resolve()
 
 
+@dataclass(eq=False)
+class RunPlan:
+    """A spec and its cells, planned: what ``api.run`` runs (planning once, checking before anything exists)."""
+
+    spec: Spec
+    cells: list[CellPlan]
+
+
 def expand(spec: Spec) -> list[CellPlan]:
     """The cells of a spec: its sweep grid, or the spec itself as cell "0". Each cell is resolved and checked."""
     import_plugins(spec)

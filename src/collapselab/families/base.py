@@ -60,31 +60,65 @@ class SumStats:
         return SumStats(int(a["count"]), a["sums"])
 
 
+@dataclass(frozen=True)
+class FamilyTags:
+    """What a family can do, in one place (after scikit-learn's estimator tags); the engine, the plan's checks and
+    the contract tests read these, never a family's name.
+
+    - ``accepts``: the record kinds it fits (continuous, categorical, binary, count, regression, text, image).
+    - ``measures_samples``: measured on what it generates (text, images): the engine draws each generation's
+      synthetic records before measuring, calls ``metrics(model, samples)`` and reuses those records as the
+      synthetic pool and the snapshot (a language model samples once per generation, not three times).
+    - ``uses_anchor``: compares each generation with the chain's first model (perplexity under generation 0, rare
+      words of the real data): the engine hands it generation 0's model and the real records through
+      ``set_anchor`` (refitting generation 0 on resume).
+    - ``scores_records``: scores single records (``record_loglik``), so it can anchor likelihood curation and
+      leave-one-source-out screens.
+    - ``exact``: has the exact fast path over sufficient statistics (see ``Family.stats_of``).
+    """
+
+    accepts: tuple[str, ...] = ()
+    measures_samples: bool = False
+    uses_anchor: bool = False
+    scores_records: bool = False
+    exact: bool = False
+
+
+class Metrics(dict):
+    """A family's metrics of one generation (name -> one value per replicate), with, optionally, the per-record
+    values behind some of them for the report's histograms (``per_record``: name -> (m,) values of replicate 0,
+    e.g. each synthetic record's perplexity under generation 0, Shumailov et al.'s Fig. 4)."""
+
+    def __init__(self, values=(), per_record: dict[str, np.ndarray] | None = None):
+        super().__init__(values)
+        self.per_record = per_record
+
+
+# class attributes that were capabilities before FamilyTags; a family that still sets one is told where it went
+_FORMER_FLAGS = ("accepts", "measures_samples", "uses_anchor", "scores_records", "supports_exact", "record_metrics")
+
+
 class Family:
+    """A class of generative models, batched over R replicate chains.
+
+    Subclasses set ``name``, ``tags`` (a :class:`FamilyTags`), a pydantic ``Params`` model, the metrics that feed
+    the stage signals, and implement ``fit`` and ``metrics``; register with ``@register_family``.
+    """
+
     name: ClassVar[str]
-    accepts: ClassVar[tuple[str, ...]]  # record kinds this family can fit
+    tags: ClassVar[FamilyTags] = FamilyTags()
     Params: ClassVar[type[BaseModel]] = Params
     # which metrics feed the two stage signals (metrics/stages.py): how much of the distribution's
     # tails, and how much of its spread, a fitted model retains. Larger = more retained.
     tail_metrics: ClassVar[tuple[str, ...]] = ()
     spread_metrics: ClassVar[tuple[str, ...]] = ()
 
-    # Families measured on what they generate (text, images) set ``measures_samples``: the loop then draws each
-    # generation's synthetic records before measuring, calls ``metrics(model, samples)``, and reuses those
-    # records as the synthetic pool and the snapshot (a language model samples once per generation, not three
-    # times). Families that compare each generation with the chain's first model (perplexity under
-    # generation 0, rare words of the real data) set ``uses_anchor``: the loop hands them generation 0's model
-    # and real records through ``set_anchor`` (refitting generation 0 on resume).
-    measures_samples: ClassVar[bool] = False
-    uses_anchor: ClassVar[bool] = False
-
-    # Per-record values behind a metric, for the report's histograms (e.g. each synthetic record's perplexity
-    # under generation 0, Shumailov et al.'s Fig. 4): ``metrics`` may set name -> (m,) values of replicate 0.
-    record_metrics: dict[str, np.ndarray] | None = None
-
-    # Families that score single records (``record_loglik``) can anchor likelihood curation and leave-one-source-out
-    # screens; the default reads ``model.log_prob``.
-    scores_records: ClassVar[bool] = False
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for flag in _FORMER_FLAGS:
+            if flag in cls.__dict__:
+                where = "tags = FamilyTags(...)" if flag != "record_metrics" else "Metrics(..., per_record=...)"
+                raise TypeError(f"family {cls.__name__}: {flag!r} is now set in {where} (collapselab.FamilyTags)")
 
     def record_loglik(self, model: Model, x: np.ndarray) -> np.ndarray:
         """Log-likelihood of each record (R, N, ...) under its own replicate's model: (R, N)."""
@@ -110,13 +144,11 @@ class Family:
     # A family whose fit depends on its training records only through sufficient statistics that merge
     # across pools (counts, sums, means and scatters) can skip the records: it draws the statistics of m
     # sampled records directly (O(1) per chain and generation instead of O(m)), exact in distribution.
-    # It declares ``supports_exact = True``, an ``exact: bool = True`` parameter, and the methods below.
-    supports_exact: ClassVar[bool] = False
-
+    # It declares ``FamilyTags(exact=True)``, an ``exact: bool = True`` parameter, and the methods below.
     def exact_ok(self, spec, used: int) -> bool:
         """Whether the exact path is exact for this cell, whose policy uses ``used`` records of each synthetic
         pool (e.g. a Wishart draw needs more records than dimensions)."""
-        return self.supports_exact and bool(getattr(self.params, "exact", False))
+        return self.tags.exact and bool(getattr(self.params, "exact", False))
 
     def stats_of(self, x: np.ndarray):
         """Sufficient statistics of records (R, N, ...)."""
@@ -174,8 +206,8 @@ def resolve_family(model_spec, source) -> tuple[type[Family], BaseModel]:
         raise SpecError(
             f"model.family: unknown family {model_spec.family!r}; allowed: {', '.join(sorted(FAMILIES))}"
         )
-    if source.kind not in cls.accepts:
-        fits = [n for n, c in sorted(FAMILIES.items()) if source.kind in c.accepts]
+    if source.kind not in cls.tags.accepts:
+        fits = [n for n, c in sorted(FAMILIES.items()) if source.kind in c.tags.accepts]
         raise SpecError(
             f"model.family: {cls.name!r} cannot fit data.source {source.name!r} ({source.kind} records); "
             f"families for {source.kind} records: {', '.join(fits)}"

@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from .._numerics.batched import bincount_rows, categorical_sample
-from .base import Family, Params, SumStats, register_family
+from .base import Family, FamilyTags, Params, SumStats, register_family
 
 
 @dataclass(eq=False)
@@ -32,7 +32,7 @@ class CategoricalModel:
 @register_family
 class CategoricalFamily(Family):
     name = "categorical"
-    accepts = ("categorical",)
+    tags = FamilyTags(accepts=("categorical",), exact=True)
     tail_metrics = ("rare_mass", "support")
     spread_metrics = ("entropy",)
 
@@ -41,7 +41,6 @@ class CategoricalFamily(Family):
         nz = p[p > 0]
         return {"rare_mass": 1.0, "support": float(nz.size), "entropy": float(-(nz * np.log(nz)).sum())}
 
-    supports_exact = True
 
     class Params(Params):
         exact: bool = True

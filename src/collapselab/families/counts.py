@@ -10,13 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Family, Params, SumStats, register_family
+from .base import Family, FamilyTags, Params, SumStats, register_family
 
 
 class _SumFamily(Family):
     """Bernoulli and Poisson fitted by the sample mean: the sufficient statistic is the sum of the records."""
 
-    supports_exact = True
 
     class Params(Params):
         exact: bool = True
@@ -61,7 +60,7 @@ class BernoulliFamily(_SumFamily):
     name = "bernoulli"
     parameter = "p"
     Model = BernoulliModel
-    accepts = ("binary",)
+    tags = FamilyTags(accepts=("binary",), exact=True)
     tail_metrics = ("alive",)
     spread_metrics = ("alive",)
 
@@ -83,7 +82,7 @@ class PoissonFamily(_SumFamily):
     name = "poisson"
     parameter = "rate"
     Model = PoissonModel
-    accepts = ("count",)
+    tags = FamilyTags(accepts=("count",), exact=True)
     tail_metrics = ("alive",)
     spread_metrics = ("alive",)
 

@@ -11,7 +11,7 @@ from scipy import special
 
 from ..errors import SpecError
 from .._numerics.batched import bmm, gaussian_cross_entropy, gaussian_logpdf, psd_factor, psd_sqrt
-from .base import Family, Params, register_family
+from .base import Family, FamilyTags, Params, register_family
 
 
 @dataclass(eq=False)
@@ -81,12 +81,10 @@ def mean_scatter(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @register_family
 class GaussianFamily(Family):
     name = "gaussian"
-    accepts = ("continuous",)
+    tags = FamilyTags(accepts=("continuous",), scores_records=True, exact=True)
     tail_metrics = ("tail_mass",)
-    scores_records = True
     spread_metrics = ("std_ratio",)
 
-    supports_exact = True
 
     class Params(Params):
         estimator: Literal["mle", "unbiased"] = "mle"

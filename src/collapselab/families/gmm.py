@@ -16,7 +16,7 @@ from pydantic import Field
 from ..errors import SpecError
 from .._numerics.batched import (LOG_2PI, ROWS_MAX_D, bmm, categorical_sample, coordinate_rows, dot_rows,
                                  gaussian_logpdf, psd_factor, sq_dist_cols)
-from .base import Family, Params, register_family
+from .base import Family, FamilyTags, Params, register_family
 
 
 @dataclass(eq=False)
@@ -204,9 +204,8 @@ RARE_POINTS = 256
 @register_family
 class GMMFamily(Family):
     name = "gmm"
-    accepts = ("continuous",)
+    tags = FamilyTags(accepts=("continuous",), scores_records=True)
     spread_metrics = ("component_std_max",)
-    scores_records = True
 
     def __init__(self, params, reference):
         super().__init__(params, reference)

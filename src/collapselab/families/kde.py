@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
-from .base import Family, Params, register_family
+from .base import Family, FamilyTags, Params, register_family
 from .gaussian import fit_moments
 
 
@@ -35,7 +35,7 @@ class KDEModel:
 @register_family
 class KDEFamily(Family):
     name = "kde"
-    accepts = ("continuous",)
+    tags = FamilyTags(accepts=("continuous",))
     spread_metrics = ("trace_ratio",)
 
     class Params(Params):

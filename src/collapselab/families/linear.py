@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..sources.truth import LinearTruth
-from .base import Family, register_family
+from .base import Family, FamilyTags, register_family
 
 
 @dataclass(eq=False)
@@ -30,7 +30,7 @@ class LinearModel:
 @register_family
 class LinearFamily(Family):
     name = "linear"
-    accepts = ("regression",)
+    tags = FamilyTags(accepts=("regression",))
 
     def fit(self, x, rng):
         X, y = x[..., :-1], x[..., -1]

@@ -31,7 +31,7 @@ from .. import datasets
 from ..errors import SpecError
 from ..metrics.text import rare_words, text_metrics
 from .._numerics.neural import seed_of, torch
-from .base import Family, Params, register_family
+from .base import Family, FamilyTags, Metrics, Params, register_family
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub: everything is on disk (DATA.md)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -168,11 +168,9 @@ def _train(model, tokenizer, texts: list[str], p: _LMParams, rng: np.random.Gene
 
 
 class _LMFamily(Family):
-    accepts = ("text",)
+    tags = FamilyTags(accepts=("text",), measures_samples=True, uses_anchor=True, scores_records=True)
     tail_metrics = ("rare_word_survival",)
     spread_metrics = ("distinct_2",)
-    measures_samples = True
-    uses_anchor = True
     fused_optimizer = False
 
     def __init__(self, params, reference):
@@ -208,7 +206,6 @@ class _LMFamily(Family):
         self.anchor = model
         self.rare = rare_words(real, len(self.vocab), self.params.rare_count)
 
-    scores_records = True
 
     def record_loglik(self, model, x):
         return -model.record_nll(x)[0]  # per token
@@ -219,8 +216,7 @@ class _LMFamily(Family):
         out["ppl_real"] = model.ppl(self.reference.heldout)
         nll, count = self.anchor.record_nll(samples)
         out["ppl_gen0"] = np.exp((nll * count).sum(axis=1) / np.maximum(count.sum(axis=1), 1))
-        self.record_metrics = {"ppl_gen0": np.exp(nll[0])}
-        return out
+        return Metrics(out, per_record={"ppl_gen0": np.exp(nll[0])})
 
 
 @register_family

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from ..errors import SpecError
 from ..metrics.text import rare_words, text_metrics
-from .base import Family, Params, register_family
+from .base import Family, FamilyTags, Metrics, Params, register_family
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _ONE = np.uint64(1)
@@ -171,11 +171,9 @@ class NGramModel:
 @register_family
 class NGramFamily(Family):
     name = "ngram"
-    accepts = ("text",)
+    tags = FamilyTags(accepts=("text",), measures_samples=True, uses_anchor=True, scores_records=True)
     tail_metrics = ("rare_word_survival",)
     spread_metrics = ("distinct_2",)
-    measures_samples = True
-    uses_anchor = True
 
     class Params(Params):
         order: int = Field(default=3, ge=1, le=6, description="n: words of context + 1")
@@ -207,7 +205,6 @@ class NGramFamily(Family):
         self.anchor = model
         self.rare = rare_words(real, self.V, self.params.rare_count)
 
-    scores_records = True
 
     def record_loglik(self, model, x):
         return -model.record_nll(x)  # per word: records have equal lengths
@@ -218,5 +215,4 @@ class NGramFamily(Family):
         out["ppl_real"] = np.exp(model.nll(self.reference.heldout))
         per_record = self.anchor.record_nll(samples)
         out["ppl_gen0"] = np.exp(per_record.mean(axis=1))
-        self.record_metrics = {"ppl_gen0": np.exp(per_record[0])}
-        return out
+        return Metrics(out, per_record={"ppl_gen0": np.exp(per_record[0])})

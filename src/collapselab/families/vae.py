@@ -18,7 +18,7 @@ from pydantic import Field
 
 from ..metrics.images import MAX_EVAL, ImageJudge, image_metrics
 from .._numerics.neural import BatchedMLP, seed_of, torch
-from .base import Family, Params, register_family
+from .base import Family, FamilyTags, Params, register_family
 
 _JUDGES: dict[tuple, tuple[ImageJudge, np.ndarray]] = {}
 
@@ -54,11 +54,9 @@ class VAEModel:
 @register_family
 class VAEFamily(Family):
     name = "vae"
-    accepts = ("image",)
+    tags = FamilyTags(accepts=("image",), measures_samples=True, uses_anchor=True)
     tail_metrics = ("minority_class_share", "recall")
     spread_metrics = ("latent_std",)
-    measures_samples = True
-    uses_anchor = True
 
     class Params(Params):
         latent: int = Field(default=16, ge=1, le=256)
