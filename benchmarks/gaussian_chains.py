@@ -31,8 +31,12 @@ def baseline(chains: int, generations: int, n: int, seed: int = 0) -> np.ndarray
 
 
 def run() -> dict:
-    spec = {"generations": GENERATIONS, "replicates": CHAINS, "data": {"source": "gaussian", "n": N},
-            "model": {"family": "gaussian"}}
+    spec = {
+        "generations": GENERATIONS,
+        "replicates": CHAINS,
+        "data": {"source": "gaussian", "n": N},
+        "model": {"family": "gaussian"},
+    }
     t = time.perf_counter()
     result = cl.run(spec, save=False)
     ours = time.perf_counter() - t
@@ -43,7 +47,8 @@ def run() -> dict:
     per_base = base_s / (BASELINE_CHAINS * GENERATIONS)
     ours_var = result.raw[0].metrics["var_ratio"][-1].mean()
     record = {
-        "ours_s": round(ours, 2), "target_s": 5.0,
+        "ours_s": round(ours, 2),
+        "target_s": 5.0,
         "baseline_s_for_10000_chains (extrapolated)": round(per_base * CHAINS * GENERATIONS, 1),
         "speedup_per_chain_generation": round(per_base / per_ours, 1),
         "final_var_ratio_ours": round(float(ours_var), 4),

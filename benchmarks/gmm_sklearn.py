@@ -38,9 +38,12 @@ def baseline(chains: int, generations: int, n: int, seed: int = 0) -> np.ndarray
 
 
 def run() -> dict:
-    spec = {"generations": GENERATIONS, "replicates": CHAINS,
-            "data": {"source": "blobs", "n": N, "params": {"means": [[0.0, 0.0]], "stds": 1.0}},
-            "model": {"family": "gmm", "params": {"components": 2}}}
+    spec = {
+        "generations": GENERATIONS,
+        "replicates": CHAINS,
+        "data": {"source": "blobs", "n": N, "params": {"means": [[0.0, 0.0]], "stds": 1.0}},
+        "model": {"family": "gmm", "params": {"components": 2}},
+    }
     t = time.perf_counter()
     result = cl.run(spec, save=False)
     ours = time.perf_counter() - t

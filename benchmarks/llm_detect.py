@@ -93,8 +93,13 @@ def audit_time() -> dict:
         dt = time.perf_counter() - t
         os.environ.pop("COLLAPSELAB_SCORE_CACHE")
     words = np.mean([len(x.split()) for x in cand])
-    return {"passages": len(cand), "mean_words": round(float(words), 1), "seconds": round(dt, 1),
-            "under_3_minutes": dt < 180, "verdict": r["verdict"]}
+    return {
+        "passages": len(cand),
+        "mean_words": round(float(words), 1),
+        "seconds": round(dt, 1),
+        "under_3_minutes": dt < 180,
+        "verdict": r["verdict"],
+    }
 
 
 def run() -> dict:
@@ -107,17 +112,24 @@ def run() -> dict:
         return {"skipped": f"{DATA} is not beside this checkout"}
     rows = detectors(LMScorer())
     first = next(iter(sets()))[1]
-    out = {"sets": rows, "published": PUBLISHED,
-           "tokens_per_second": round(throughput(first["original"][:68]), 1), "audit_1000": audit_time()}
+    out = {
+        "sets": rows,
+        "published": PUBLISHED,
+        "tokens_per_second": round(throughput(first["original"][:68]), 1),
+        "audit_1000": audit_time(),
+    }
     means = {k: float(np.mean([r[k]["auroc"] for r in rows.values()])) for k in (*SCORES, "supervised_60")}
     out["mean_auroc"] = {k: round(v, 4) for k, v in means.items()}
     out["min_auroc_supervised_60"] = round(min(r["supervised_60"]["auroc"] for r in rows.values()), 4)
     Path(__file__).with_name("llm_detect.json").write_text(json.dumps(out, indent=2) + "\n")
-    return {"mean AUROC supervised@60": out["mean_auroc"]["supervised_60"],
-            "min supervised": out["min_auroc_supervised_60"],
-            "best zero-shot": max((v, k) for k, v in means.items() if k != "supervised_60")[1],
-            "best zero-shot mean AUROC": round(max(v for k, v in means.items() if k != "supervised_60"), 4),
-            "tokens/s": out["tokens_per_second"], "audit 1000 passages s": out["audit_1000"]["seconds"]}
+    return {
+        "mean AUROC supervised@60": out["mean_auroc"]["supervised_60"],
+        "min supervised": out["min_auroc_supervised_60"],
+        "best zero-shot": max((v, k) for k, v in means.items() if k != "supervised_60")[1],
+        "best zero-shot mean AUROC": round(max(v for k, v in means.items() if k != "supervised_60"), 4),
+        "tokens/s": out["tokens_per_second"],
+        "audit 1000 passages s": out["audit_1000"]["seconds"],
+    }
 
 
 if __name__ == "__main__":

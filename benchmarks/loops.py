@@ -46,7 +46,7 @@ def kde_loop(chains, n, bandwidth, seed=0):
     from sklearn.neighbors import KernelDensity
 
     rng = np.random.default_rng(seed)
-    for c in range(chains):
+    for _chain in range(chains):
         x = rng.standard_normal((n, 1))
         for _ in range(GENERATIONS):
             x = KernelDensity(bandwidth=bandwidth).fit(x).sample(n, random_state=int(rng.integers(2**31)))
@@ -55,12 +55,24 @@ def kde_loop(chains, n, bandwidth, seed=0):
 def run() -> dict:
     record = {}
     cases = [
-        ("categorical", {"source": "zipf", "n": 1000, "params": {"categories": 100}}, {"family": "categorical"},
-         lambda c: categorical_loop(c, 1000, 100)),
-        ("poisson", {"source": "poisson", "n": 1000, "params": {"rate": 2.0}}, {"family": "poisson"},
-         lambda c: poisson_loop(c, 1000, 2.0)),
-        ("kde", {"source": "gaussian", "n": 500}, {"family": "kde", "params": {"bandwidth": 0.2}},
-         lambda c: kde_loop(c, 500, 0.2)),
+        (
+            "categorical",
+            {"source": "zipf", "n": 1000, "params": {"categories": 100}},
+            {"family": "categorical"},
+            lambda c: categorical_loop(c, 1000, 100),
+        ),
+        (
+            "poisson",
+            {"source": "poisson", "n": 1000, "params": {"rate": 2.0}},
+            {"family": "poisson"},
+            lambda c: poisson_loop(c, 1000, 2.0),
+        ),
+        (
+            "kde",
+            {"source": "gaussian", "n": 500},
+            {"family": "kde", "params": {"bandwidth": 0.2}},
+            lambda c: kde_loop(c, 500, 0.2),
+        ),
     ]
     for name, data, model, loop in cases:
         chains = 2000 if name != "kde" else 200

@@ -17,8 +17,12 @@ def main(names: list[str]) -> None:
 
     table = Table("case", "result")
     for name in names or CASES:
-        out = subprocess.run([sys.executable, "-c", f"import json, benchmarks.{name} as b; print(json.dumps(b.run()))"],
-                             check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-c", f"import json, benchmarks.{name} as b; print(json.dumps(b.run()))"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         record = json.loads(out.stdout.strip().splitlines()[-1])
         table.add_row(name, ", ".join(f"{k} = {v}" for k, v in record.items()))
     Console().print(table)

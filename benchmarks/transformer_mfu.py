@@ -46,8 +46,16 @@ def _model(cfg):
 def _hf_default_config(tok):
     from transformers import GPT2Config
 
-    return GPT2Config(vocab_size=len(tok), n_positions=2 * BLOCK, n_embd=WIDTH, n_layer=LAYERS, n_head=HEADS,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return GPT2Config(
+        vocab_size=len(tok),
+        n_positions=2 * BLOCK,
+        n_embd=WIDTH,
+        n_layer=LAYERS,
+        n_head=HEADS,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
 
 
 def flops_per_token(model) -> float:
@@ -88,8 +96,9 @@ def run() -> dict:
     texts = [truth.vocab.decode(r) for r in truth.train[:RECORDS]]
     tok = train_bpe(texts, 4000)
     peak = matmul_peak()
-    params = TransformerFamily.Params(layers=LAYERS, width=WIDTH, heads=HEADS, block=BLOCK, batch_size=BATCH,
-                                      epochs=EPOCHS)
+    params = TransformerFamily.Params(
+        layers=LAYERS, width=WIDTH, heads=HEADS, block=BLOCK, batch_size=BATCH, epochs=EPOCHS
+    )
     ours_model = _model(gpt_config(params, tok))
     tokens = EPOCHS * _blocks(tok, texts, BLOCK).numel()
     t = time.perf_counter()

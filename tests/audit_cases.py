@@ -20,8 +20,14 @@ class Case:
         a, b, c = self.sizes
         k = int(round(share * c))
         candidate = np.concatenate([h[2 * a : 2 * a + c - k], s[2 * a : 2 * a + k]])
-        return estimate_share(self.detector(seed), self.feat(h[:a]), self.feat(s[:a]), self.feat(h[a : 2 * a]),
-                              self.feat(s[a : 2 * a]), self.feat(candidate))
+        return estimate_share(
+            self.detector(seed),
+            self.feat(h[:a]),
+            self.feat(s[:a]),
+            self.feat(h[a : 2 * a]),
+            self.feat(s[a : 2 * a]),
+            self.feat(candidate),
+        )
 
 
 class TabularCase(Case):
@@ -30,8 +36,8 @@ class TabularCase(Case):
     def __init__(self):
         from sklearn.datasets import load_breast_cancer
 
-        from collapselab.synthesize import synthesize
         from collapselab.spec import SynthesisSpec
+        from collapselab.synthesize import synthesize
 
         df = load_breast_cancer(as_frame=True).data
         synth, _ = synthesize(df, 4000, SynthesisSpec(kind="cluster-mirrored"), seed=0)
@@ -85,7 +91,9 @@ class TextCase(Case):
         family = NGramFamily(NGramFamily.Params(order=3), Reference(truth, truth.heldout_records, half))
         generator = family.fit(blocks[None, :half], np.random.default_rng(0))
         self.synthetic = generator.sample(3000, np.random.default_rng(1))[0]
-        scorer = NGramFamily(NGramFamily.Params(order=3, interpolation=0.4), Reference(truth, truth.heldout_records, half))
+        scorer = NGramFamily(
+            NGramFamily.Params(order=3, interpolation=0.4), Reference(truth, truth.heldout_records, half)
+        )
         self.lm = scorer.fit(blocks[None, :half], np.random.default_rng(0))  # the data the generator learnt from
         self.human = blocks[half:]
         self.sizes = (200, 200, 300)

@@ -33,8 +33,13 @@ def test_run_result_tables_and_raw_values(tmp_path):
 
 
 def test_workspace_api(tmp_path):
-    spec = {"name": "w", "generations": 2, "replicates": 10, "data": {"source": "poisson", "n": 5,
-            "params": {"rate": 1.0}}, "model": {"family": "poisson"}}
+    spec = {
+        "name": "w",
+        "generations": 2,
+        "replicates": 10,
+        "data": {"source": "poisson", "n": 5, "params": {"rate": 1.0}},
+        "model": {"family": "poisson"},
+    }
     r = cl.run(spec, workspace=tmp_path)
     assert r.run_id == 1 and r.path.parent == tmp_path
     assert list(cl.runs(tmp_path)["name"]) == ["w"]
@@ -43,6 +48,7 @@ def test_workspace_api(tmp_path):
 
 def test_a_run_that_fails_midway_leaves_nothing_behind(tmp_path):
     """A failure of the run itself would fail the same way on resume: no folder that looks resumable (issue 15)."""
+
     @cl.register_family("test-explodes")
     class Explodes(cl.Family):
         accepts = ("continuous",)
@@ -60,8 +66,12 @@ def test_a_run_that_fails_midway_leaves_nothing_behind(tmp_path):
         def metrics(self, model):
             return {}
 
-    spec = {"generations": 3, "replicates": 4, "data": {"source": "gaussian", "n": 5},
-            "model": {"family": "test-explodes"}}
+    spec = {
+        "generations": 3,
+        "replicates": 4,
+        "data": {"source": "gaussian", "n": 5},
+        "model": {"family": "test-explodes"},
+    }
     try:
         with pytest.raises(cl.RunFailed, match="RuntimeError: boom"):
             cl.run(spec, tmp_path / "out")
@@ -81,6 +91,7 @@ def test_spec_objects_dicts_and_files_are_the_same_spec(tmp_path):
     assert cl.load_spec(spec.model_dump()) == spec
     cells = cl.expand(spec)
     assert [c.overrides for c in cells] == [
-        {"policy": {"kind": "replace"}}, {"policy": {"kind": "accumulate"}},
+        {"policy": {"kind": "replace"}},
+        {"policy": {"kind": "accumulate"}},
         {"policy": {"kind": "mix", "real_fraction": 0.1}},
     ]

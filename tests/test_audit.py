@@ -9,17 +9,25 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from audit_cases import SHARES, ImageCase, TabularCase, TextCase, coverage
 
 import collapselab as cl
-from audit_cases import SHARES, ImageCase, TabularCase, TextCase, coverage
 from collapselab.audit import audit
 from collapselab.audit.detect import rogan_gladen
 from collapselab.audit.ledger import Ledger, plan_mix
-from collapselab.errors import SpecError
+from collapselab.errors import InputError
 from collapselab.sources import get_source
 
 
-@pytest.mark.parametrize("case_cls", [TabularCase, ImageCase, TextCase], ids=["tabular", "mnist", "austen"])
+@pytest.mark.parametrize(
+    "case_cls",
+    [
+        TabularCase,
+        pytest.param(ImageCase, marks=pytest.mark.data("mnist")),
+        pytest.param(TextCase, marks=pytest.mark.data("austen")),
+    ],
+    ids=["tabular", "mnist", "austen"],
+)
 def test_the_share_interval_covers_the_truth_in_90_percent_of_50_trials(case_cls):
     case = case_cls()
     for share in SHARES:
@@ -42,12 +50,21 @@ def austen_files(tmp_path_factory):
     train = truth.train[np.random.default_rng(0).permutation(len(truth.train))]
     (folder / "reference.txt").write_text("\n\n".join(decode(r) for r in train[:4000]))
     (folder / "heldout.txt").write_text("\n\n".join(decode(r) for r in truth.heldout_records[:1000]))
-    run = cl.run({"generations": 6, "replicates": 1, "seed": 0, "data": {"source": "austen", "n": 1000, "heldout": 200},
-                  "model": {"family": "ngram", "params": {"order": 3}}}, save=False)
+    run = cl.run(
+        {
+            "generations": 6,
+            "replicates": 1,
+            "seed": 0,
+            "data": {"source": "austen", "n": 1000, "heldout": 200},
+            "model": {"family": "ngram", "params": {"order": 3}},
+        },
+        save=False,
+    )
     (folder / "gen5.txt").write_text("\n\n".join(decode(r) for r in run.raw[0].snapshots[5]))
     return folder
 
 
+@pytest.mark.data("austen")
 def test_a_real_heldout_split_is_healthy_and_five_replace_generations_are_not(austen_files):
     # the verdict never depends on the share's detector: the cheap trigram one keeps this test fast
     healthy = audit(austen_files / "reference.txt", austen_files / "heldout.txt", project=False, scoring_model=None)
@@ -58,12 +75,37 @@ def test_a_real_heldout_split_is_healthy_and_five_replace_generations_are_not(au
     assert collapsed["measures"]["mmd_p_value"] < 0.05 < healthy["measures"]["mmd_p_value"]
 
 
+@pytest.mark.data("austen")
 def test_projection_and_report_files_from_the_command_line(austen_files, tmp_path):
     env = {**os.environ, "COLUMNS": "200"}
-    run = subprocess.run([sys.executable, "-m", "collapselab", "audit", "--reference", str(austen_files / "reference.txt"),
-                          "--candidate", str(austen_files / "heldout.txt"), "--policy", "mix", "--real-fraction", "0.5",
-                          "--generations", "6", "--replicates", "2", "--out", "report", "--scoring-model", "ngram"],
-                         cwd=tmp_path, capture_output=True, text=True, env=env)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "collapselab",
+            "audit",
+            "--reference",
+            str(austen_files / "reference.txt"),
+            "--candidate",
+            str(austen_files / "heldout.txt"),
+            "--policy",
+            "mix",
+            "--real-fraction",
+            "0.5",
+            "--generations",
+            "6",
+            "--replicates",
+            "2",
+            "--out",
+            "report",
+            "--scoring-model",
+            "ngram",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr
     assert "verdict: healthy" in run.stdout and "projection" in run.stdout
     report = json.loads((tmp_path / "report" / "audit.json").read_text())
@@ -76,8 +118,8 @@ def test_projection_and_report_files_from_the_command_line(austen_files, tmp_pat
 def _tables(tmp_path):
     from sklearn.datasets import load_breast_cancer
 
-    from collapselab.synthesize import synthesize
     from collapselab.spec import SynthesisSpec
+    from collapselab.synthesize import synthesize
 
     # shuffled: the file's row order is not random, and rows 300-500 alone differ from rows 0-300 beyond what two
     # random samples do (the calibrated verdict rightly calls that early)
@@ -96,8 +138,13 @@ def test_tabular_audit_reads_provenance_or_estimates_with_a_measured_detector(tm
     read = audit(tmp_path / "reference.csv", tmp_path / "labelled.csv", project=False)
     assert read["synthetic_share"]["method"] == "provenance column"
     assert read["synthetic_share"]["share"] == pytest.approx(1 / 3)
-    est = audit(tmp_path / "reference.csv", tmp_path / "candidate.csv", synthetic_examples=tmp_path / "examples.csv",
-                generations=3, replicates=2)
+    est = audit(
+        tmp_path / "reference.csv",
+        tmp_path / "candidate.csv",
+        synthetic_examples=tmp_path / "examples.csv",
+        generations=3,
+        replicates=2,
+    )
     s = est["synthetic_share"]
     assert s["method"] == "detector: classifier" and s["low"] <= 1 / 3 <= s["high"]
     assert 0.5 < s["detector_auc"] <= 1 and est["verdict"] == "healthy"
@@ -107,8 +154,10 @@ def test_tabular_audit_reads_provenance_or_estimates_with_a_measured_detector(tm
 
 BAD = {
     "mismatched columns": (lambda d: d.drop(columns="mean area"), "columns do not match the reference"),
-    "non-numeric": (lambda d: d.astype({"mean radius": object}).assign(**{"mean radius": ["abc"] + [1.0] * (len(d) - 1)}),
-                    "holds 'abc' where the reference has numbers"),
+    "non-numeric": (
+        lambda d: d.astype({"mean radius": object}).assign(**{"mean radius": ["abc"] + [1.0] * (len(d) - 1)}),
+        "holds 'abc' where the reference has numbers",
+    ),
     "missing values": (lambda d: d.assign(**{"mean radius": [np.nan] + [1.0] * (len(d) - 1)}), "missing values"),
 }
 
@@ -137,21 +186,55 @@ def test_bad_audit_inputs_exit_2_with_one_line(name, tmp_path):
         finally:
             del os.environ["COLLAPSELAB_MAX_INPUT_MB"]
         return
-    run = subprocess.run([sys.executable, "-m", "collapselab", "audit", "--reference", "reference.csv",
-                          "--candidate", cand.name, "--out", "out"], cwd=tmp_path, capture_output=True, text=True,
-                         env=env)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "collapselab",
+            "audit",
+            "--reference",
+            "reference.csv",
+            "--candidate",
+            cand.name,
+            "--out",
+            "out",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 
 def _ledger_rows():
-    rows = [{"content": f"human text {i}", "origin": "human", "source": "web", "licence": "CC-BY-4.0",
-             "quality": 0.5 + i / 100} for i in range(40)]
-    rows += [{"content": f"gpt text {i}", "origin": "synthetic", "model": "gpt", "generation": 1, "quality": 0.9}
-             for i in range(50)]
-    rows += [{"content": f"llama text {i}", "origin": "synthetic", "model": "llama", "generation": 2,
-              "quality": 0.2 if i < 10 else 0.8, "verdicts": {"judge": "ok"}} for i in range(30)]
+    rows = [
+        {
+            "content": f"human text {i}",
+            "origin": "human",
+            "source": "web",
+            "licence": "CC-BY-4.0",
+            "quality": 0.5 + i / 100,
+        }
+        for i in range(40)
+    ]
+    rows += [
+        {"content": f"gpt text {i}", "origin": "synthetic", "model": "gpt", "generation": 1, "quality": 0.9}
+        for i in range(50)
+    ]
+    rows += [
+        {
+            "content": f"llama text {i}",
+            "origin": "synthetic",
+            "model": "llama",
+            "generation": 2,
+            "quality": 0.2 if i < 10 else 0.8,
+            "verdicts": {"judge": "ok"},
+        }
+        for i in range(30)
+    ]
     rows += [{"content": "human text 0", "origin": "human", "quality": 0.1}]  # a duplicate
     return rows
 
@@ -175,11 +258,12 @@ def test_ledger_is_append_only_and_round_trips_jsonl_and_croissant(tmp_path):
     assert doc["rai:hasSyntheticData"] is True and doc["conformsTo"] == "http://mlcommons.org/croissant/1.0"
     with Ledger(tmp_path / "again.db") as again:  # an export imports back unchanged
         again.import_jsonl(tmp_path / "out.jsonl")
-        assert [{k: v for k, v in r.items() if k != "added_at"} for r in again.rows()] == \
-               [{k: v for k, v in r.items() if k != "added_at"} for r in back]
+        assert [{k: v for k, v in r.items() if k != "added_at"} for r in again.rows()] == [
+            {k: v for k, v in r.items() if k != "added_at"} for r in back
+        ]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"content": "x", "origin": "alien"}\n')
-    with pytest.raises(SpecError, match="line 1: origin = 'alien'; allowed: human, synthetic, unknown"):
+    with pytest.raises(InputError, match="line 1: origin = 'alien'; allowed: human, synthetic, unknown"):
         Ledger(tmp_path / "ledger.db").import_jsonl(bad)
 
 
@@ -216,9 +300,14 @@ def test_a_categorical_column_collapsed_to_one_value_is_flagged_by_name(tmp_path
     n = 400
 
     def table(k):
-        return pd.DataFrame({"age": rng.normal(40, 10, k), "income": rng.lognormal(10, 0.5, k),
-                             "height": rng.normal(170, 8, k),
-                             "region": rng.choice(list("ABCDE"), k, p=[0.4, 0.3, 0.15, 0.1, 0.05])})
+        return pd.DataFrame(
+            {
+                "age": rng.normal(40, 10, k),
+                "income": rng.lognormal(10, 0.5, k),
+                "height": rng.normal(170, 8, k),
+                "region": rng.choice(list("ABCDE"), k, p=[0.4, 0.3, 0.15, 0.1, 0.05]),
+            }
+        )
 
     table(n).to_csv(tmp_path / "reference.csv", index=False)
     table(200).to_csv(tmp_path / "same.csv", index=False)

@@ -22,7 +22,7 @@ LLM_TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "llm-text"
 DOMAINS = {"xsum": "gpt2-xl", "writing": "gpt-neo-2.7B", "squad": "gpt-j-6B"}
 MODELS = ("gpt2-xl", "gpt-neo-2.7B", "gpt-j-6B", "gpt-neox-20b", "opt-2.7b")
 
-pytestmark = pytest.mark.skipif(not LLM_TEXT.is_dir(), reason="../shared/data/llm-text is not beside this checkout")
+pytestmark = [pytest.mark.data("llm-text", "smollm2"), pytest.mark.neural]
 
 
 def _pairs(domain: str, model: str, pool: int):
@@ -71,16 +71,27 @@ def test_token_scores_are_the_closed_forms():
     mu = (p * lp).sum(1)
     var = (p * lp**2).sum(1) - mu**2
     rank = (lp > ll[:, None]).sum(1) + 1
-    want = [ll.mean(), -np.log(rank).mean(), mu.mean(), (ll.sum() - mu.sum()) / np.sqrt(var.sum()), ll.std(),
-            (rank == 1).mean(), (rank <= 10).mean()]
+    want = [
+        ll.mean(),
+        -np.log(rank).mean(),
+        mu.mean(),
+        (ll.sum() - mu.sum()) / np.sqrt(var.sum()),
+        ll.std(),
+        (rank == 1).mean(),
+        (rank <= 10).mean(),
+    ]
     assert np.allclose(got, want, atol=1e-4)
 
 
 def test_scores_do_not_depend_on_the_batch_and_each_text_is_scored_once(tmp_path):
     from collapselab.audit.lmscore import LMScorer
 
-    texts = ["The cat sat on the mat.", "A much longer sentence about the weather in the north of Scotland today.",
-             "Short.", "Prices rose by three percent in the year to March, the statistics office said."]
+    texts = [
+        "The cat sat on the mat.",
+        "A much longer sentence about the weather in the north of Scotland today.",
+        "Short.",
+        "Prices rose by three percent in the year to March, the statistics office said.",
+    ]
     one = LMScorer(cache=tmp_path / "scores.sqlite", batch_size=1).scores(texts)
     scorer = LMScorer(cache=tmp_path / "other.sqlite", batch_size=4)
     batched = scorer.scores(texts)
@@ -94,9 +105,9 @@ def test_scores_do_not_depend_on_the_batch_and_each_text_is_scored_once(tmp_path
 
 
 def test_supervised_detector_separates_a_real_generator_on_held_out_pairs():
-    from collapselab.audit.textdetect import SupervisedTextDetector
-    from collapselab.audit.lmscore import LMScorer
     from collapselab.audit.detect import _auc
+    from collapselab.audit.lmscore import LMScorer
+    from collapselab.audit.textdetect import SupervisedTextDetector
 
     human, machine = _pairs("xsum", "gpt2-xl", 200)
     train = human[60:160] + machine[140:200]  # 100 human passages and 60 examples of other pairs
@@ -111,7 +122,9 @@ def test_without_examples_only_a_lower_bound_and_it_holds_on_real_llm_text(tmp_p
     held = []
     for share in (0.0, 0.3, 0.7):
         for seed in range(3):
-            s = _trial(tmp_path, "xsum", "gpt2-xl", share, seed, pool=200, n_ref=100, n_ex=0, n_cand=60)["synthetic_share"]
+            s = _trial(tmp_path, "xsum", "gpt2-xl", share, seed, pool=200, n_ref=100, n_ex=0, n_cand=60)[
+                "synthetic_share"
+            ]
             assert s["bound"] == "lower" and s["high"] == 1.0 and 0 <= s["low"] <= s["share"] <= 1
             assert "lower bound" in s["note"] or "not identifiable" in s["note"]
             held.append(s["low"] <= share + 1e-12)
@@ -135,9 +148,27 @@ def test_the_cli_audit_scores_with_the_language_model_and_draws_the_report(tmp_p
     _write(tmp_path / "ref.jsonl", human[:80])
     _write(tmp_path / "ex.jsonl", machine[140:200])
     _write(tmp_path / "cand.jsonl", machine[80:100] + human[100:140])
-    run = subprocess.run([sys.executable, "-m", "collapselab", "audit", "--reference", "ref.jsonl", "--candidate",
-                          "cand.jsonl", "--synthetic-examples", "ex.jsonl", "--no-projection", "--out", "report"],
-                         cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "collapselab",
+            "audit",
+            "--reference",
+            "ref.jsonl",
+            "--candidate",
+            "cand.jsonl",
+            "--synthetic-examples",
+            "ex.jsonl",
+            "--no-projection",
+            "--out",
+            "report",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert run.returncode == 0, run.stderr
     assert "mixture likelihood" in run.stdout and "TPR at 1% FPR" in run.stdout
     report = json.loads((tmp_path / "report" / "audit.json").read_text())
@@ -154,8 +185,13 @@ def test_human_only_candidates_are_healthy(tmp_path, domain, request):
     """Other passages of the same domain: healthy in >= 95% of trials (50 with --runslow, 10 otherwise)."""
     trials = 50 if request.config.getoption("--runslow") else 10
     model = DOMAINS[domain]
-    healthy = [_trial(tmp_path, domain, model, 0.0, seed, pool=300, n_ref=150, n_ex=0, n_cand=100,
-                      scoring_model=None)["verdict"] == "healthy" for seed in range(trials)]
+    healthy = [
+        _trial(tmp_path, domain, model, 0.0, seed, pool=300, n_ref=150, n_ex=0, n_cand=100, scoring_model=None)[
+            "verdict"
+        ]
+        == "healthy"
+        for seed in range(trials)
+    ]
     assert np.mean(healthy) >= 0.95, healthy
 
 
@@ -166,12 +202,18 @@ def test_acceptance_coverage_with_examples_on_each_domain(tmp_path, domain):
     rotates over the five."""
     rates = {}
     for share in (0.0, 0.1, 0.3, 0.7):
-        got = [_trial(tmp_path, domain, MODELS[t % 5], share, t, pool=300, n_ref=130, n_ex=60, n_cand=100,
-                      share_only=True)["synthetic_share"] for t in range(50)]
+        got = [
+            _trial(
+                tmp_path, domain, MODELS[t % 5], share, t, pool=300, n_ref=130, n_ex=60, n_cand=100, share_only=True
+            )["synthetic_share"]
+            for t in range(50)
+        ]
         rates[share] = np.mean([s["low"] - 1e-9 <= share <= s["high"] + 1e-9 for s in got])
         mix = np.mean([s["mixture"]["low"] - 1e-9 <= share <= s["mixture"]["high"] + 1e-9 for s in got])
-        print(f"{domain} share {share}: Rogan-Gladen covers {rates[share]:.2f}, mixture {mix:.2f}, mean estimate "
-              f"{np.mean([s['share'] for s in got]):.3f}, mean width {np.mean([s['high'] - s['low'] for s in got]):.3f}")
+        print(
+            f"{domain} share {share}: Rogan-Gladen covers {rates[share]:.2f}, mixture {mix:.2f}, mean estimate "
+            f"{np.mean([s['share'] for s in got]):.3f}, mean width {np.mean([s['high'] - s['low'] for s in got]):.3f}"
+        )
     assert min(rates.values()) >= 0.9, rates
 
 
@@ -180,9 +222,15 @@ def test_acceptance_coverage_with_examples_on_each_domain(tmp_path, domain):
 def test_acceptance_lower_bound_without_examples_on_each_domain(tmp_path, domain):
     rates = {}
     for share in (0.0, 0.1, 0.3, 0.7):
-        got = [_trial(tmp_path, domain, MODELS[t % 5], share, t, pool=300, n_ref=150, n_ex=0, n_cand=100,
-                      share_only=True)["synthetic_share"] for t in range(50)]
+        got = [
+            _trial(tmp_path, domain, MODELS[t % 5], share, t, pool=300, n_ref=150, n_ex=0, n_cand=100, share_only=True)[
+                "synthetic_share"
+            ]
+            for t in range(50)
+        ]
         rates[share] = np.mean([s["low"] <= share + 1e-12 for s in got])
-        print(f"{domain} share {share}: lower bound holds {rates[share]:.2f}, mean bound "
-              f"{np.mean([s['low'] for s in got]):.3f}")
+        print(
+            f"{domain} share {share}: lower bound holds {rates[share]:.2f}, mean bound "
+            f"{np.mean([s['low'] for s in got]):.3f}"
+        )
     assert min(rates.values()) >= 0.95, rates

@@ -34,22 +34,51 @@ def cli(*args, cwd):
 
 
 BAD = {
-    "unknown key": (GOOD.replace("n = 10", "n = 10\nsise = 3"), "unknown key 'data.sise'; allowed: source, n, heldout, params"),
+    "unknown key": (
+        GOOD.replace("n = 10", "n = 10\nsise = 3"),
+        "unknown key 'data.sise'; allowed: source, n, heldout, params",
+    ),
     "unknown top-level key": ("generatoins = 3\n" + GOOD, "unknown key 'generatoins'; allowed: name,"),
-    "unknown family": (GOOD.replace('family = "gaussian"', 'family = "gausian"'), "unknown family 'gausian'; allowed: bernoulli, categorical,"),
+    "unknown family": (
+        GOOD.replace('family = "gaussian"', 'family = "gausian"'),
+        "unknown family 'gausian'; allowed: bernoulli, categorical,",
+    ),
     "negative n": (GOOD.replace("n = 10", "n = -5"), "data.n = -5: Input should be greater than 0"),
-    "real_fraction 1.5": (GOOD.replace('kind = "replace"', 'kind = "mix"\nreal_fraction = 1.5'), "policy.real_fraction = 1.5: Input should be less than or equal to 1"),
+    "real_fraction 1.5": (
+        GOOD.replace('kind = "replace"', 'kind = "mix"\nreal_fraction = 1.5'),
+        "policy.real_fraction = 1.5: Input should be less than or equal to 1",
+    ),
     "probs not summing to 1": (
-        GOOD.replace('source = "gaussian"', 'source = "categorical"').replace("mean = 0.0\nstd = 1.0", "probs = [0.5, 0.4]").replace('family = "gaussian"', 'family = "categorical"'),
+        GOOD.replace('source = "gaussian"', 'source = "categorical"')
+        .replace("mean = 0.0\nstd = 1.0", "probs = [0.5, 0.4]")
+        .replace('family = "gaussian"', 'family = "categorical"'),
         "data.params.probs = [0.5, 0.4]: must sum to 1 (sums to 0.9)",
     ),
     "TOML syntax error": (GOOD.replace("n = 10", "n = = 10"), "TOML syntax error"),
-    "unknown estimator": (GOOD + '[model.params]\nestimator = "map"\n', "model.params.estimator = 'map': Input should be 'mle' or 'unbiased'"),
-    "unknown policy": (GOOD.replace('kind = "replace"', 'kind = "recycle"'), "policy.kind = 'recycle': Input should be 'replace', 'accumulate', 'accumulate-subsample', 'mix' or 'fresh'"),
-    "family cannot fit source": (GOOD.replace('family = "gaussian"', 'family = "poisson"'), "'poisson' cannot fit data.source 'gaussian' (continuous records); families for continuous records: gaussian, gmm, kde"),
-    "mix without a fraction": (GOOD.replace('kind = "replace"', 'kind = "mix"'), "policy.kind = 'mix' needs policy.real_fraction"),
-    "bad sweep cell": (GOOD + '[sweep]\n"data.n" = [10, 0]\n', "sweep cell 1 (data.n=0): data.n = 0: Input should be greater than 0"),
-    "zero generations": (GOOD.replace("generations = 4", "generations = 0"), "generations = 0: Input should be greater than or equal to 1"),
+    "unknown estimator": (
+        GOOD + '[model.params]\nestimator = "map"\n',
+        "model.params.estimator = 'map': Input should be 'mle' or 'unbiased'",
+    ),
+    "unknown policy": (
+        GOOD.replace('kind = "replace"', 'kind = "recycle"'),
+        "policy.kind = 'recycle': Input should be 'replace', 'accumulate', 'accumulate-subsample', 'mix' or 'fresh'",
+    ),
+    "family cannot fit source": (
+        GOOD.replace('family = "gaussian"', 'family = "poisson"'),
+        "'poisson' cannot fit data.source 'gaussian' (continuous records); families for continuous records: gaussian, gmm, kde",
+    ),
+    "mix without a fraction": (
+        GOOD.replace('kind = "replace"', 'kind = "mix"'),
+        "policy.kind = 'mix' needs policy.real_fraction",
+    ),
+    "bad sweep cell": (
+        GOOD + '[sweep]\n"data.n" = [10, 0]\n',
+        "sweep cell 1 (data.n=0): data.n = 0: Input should be greater than 0",
+    ),
+    "zero generations": (
+        GOOD.replace("generations = 4", "generations = 0"),
+        "generations = 0: Input should be greater than or equal to 1",
+    ),
 }
 
 
@@ -75,15 +104,34 @@ def test_missing_spec_file_and_unknown_preset(tmp_path):
 
 
 def test_run_out_writes_the_output_contract(tmp_path):
-    (tmp_path / "spec.toml").write_text(GOOD + '[sweep]\n"data.n" = [5, 10]\n"policy.kind" = ["replace", "accumulate"]\n')
+    (tmp_path / "spec.toml").write_text(
+        GOOD + '[sweep]\n"data.n" = [5, 10]\n"policy.kind" = ["replace", "accumulate"]\n'
+    )
     res = cli("run", "spec.toml", "--out", "res", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     out = tmp_path / "res"
     assert {p.name for p in out.iterdir()} == {
-        "summary.csv", "cells.json", "spec.toml", "theory.csv", "stages.csv", "snapshots.npz", "report.html"
+        "summary.csv",
+        "cells.json",
+        "spec.toml",
+        "theory.csv",
+        "stages.csv",
+        "snapshots.npz",
+        "report.html",
     }
     summary = pd.read_csv(out / "summary.csv", dtype={"cell": str})
-    assert list(summary.columns) == ["cell", "generation", "metric", "mean", "std", "se", "median", "q05", "q95", "count"]
+    assert list(summary.columns) == [
+        "cell",
+        "generation",
+        "metric",
+        "mean",
+        "std",
+        "se",
+        "median",
+        "q05",
+        "q95",
+        "count",
+    ]
     assert len(summary) == 4 * 4 * 14  # cells x generations x (9 metrics, synthetic_share, 4 stage shares)
     assert (summary["count"] == 50).all()
     assert json.loads((out / "cells.json").read_text()) == {
@@ -149,18 +197,28 @@ def test_plugin_family_through_the_cli(tmp_path):
         "    def fit(self, x, rng): return Uniform(x.min(axis=1), x.max(axis=1))\n"
         "    def metrics(self, m): return {'width': (m.hi - m.lo)[:, 0]}\n"
     )
-    spec = GOOD.replace('family = "gaussian"', 'family = "uniform"').replace('name = "tiny"', 'name = "tiny"\nplugins = ["myfamilies"]')
+    spec = GOOD.replace('family = "gaussian"', 'family = "uniform"').replace(
+        'name = "tiny"', 'name = "tiny"\nplugins = ["myfamilies"]'
+    )
     (tmp_path / "spec.toml").write_text(spec)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # a spec that imports code runs it: refused unless allowed, and nothing is written
-    res = subprocess.run([sys.executable, "-m", "collapselab", "run", "../spec.toml", "--out", "o"], cwd=elsewhere,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "collapselab", "run", "../spec.toml", "--out", "o"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and "--allow-plugins" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (elsewhere / "o").exists()
     # allowed: the module is found beside the spec, not in the shell's folder (no PYTHONPATH)
-    res = subprocess.run([sys.executable, "-m", "collapselab", "run", "../spec.toml", "--out", "../o",
-                          "--allow-plugins"], cwd=elsewhere, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "collapselab", "run", "../spec.toml", "--out", "../o", "--allow-plugins"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     assert str(tmp_path) in (tmp_path / "o" / "spec.toml").read_text()  # the saved spec reruns from anywhere
     s = pd.read_csv(tmp_path / "o" / "summary.csv")

@@ -5,10 +5,10 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import metric
 
 import collapselab as cl
 from collapselab.decompose import decompose
-from helpers import metric
 
 WELL_SPECIFIED = {
     "gaussian": ("gaussian", {"mean": [1.0, -1.0], "cov": [[2.0, 0.5], [0.5, 1.0]]}, {}),
@@ -19,10 +19,14 @@ WELL_SPECIFIED = {
 
 
 def _population(source, sparams, family, fparams, kind="replace", generations=8, **policy):
-    spec = {"generations": generations, "replicates": 3, "seed": 4,
-            "data": {"source": source, "n": 30, "params": sparams},
-            "model": {"family": family, "params": fparams},
-            "policy": {"kind": kind, "samples": "infinite", **policy}}
+    spec = {
+        "generations": generations,
+        "replicates": 3,
+        "seed": 4,
+        "data": {"source": source, "n": 30, "params": sparams},
+        "model": {"family": family, "params": fparams},
+        "policy": {"kind": kind, "samples": "infinite", **policy},
+    }
     return cl.run(spec, save=False)
 
 
@@ -43,8 +47,9 @@ def test_population_chain_of_a_well_specified_family_does_not_drift(family, kind
 
 def test_gmm_population_chain_is_approximate_and_labelled_by_its_sample_size():
     """No exact population fit for a GMM: EM on population_multiple x n records; the chain barely moves."""
-    r = _population("blobs", {"means": [-3.0, 3.0], "stds": 1.0}, "gmm", {"components": 2}, generations=6,
-                    population_multiple=200)
+    r = _population(
+        "blobs", {"means": [-3.0, 3.0], "stds": 1.0}, "gmm", {"components": 2}, generations=6, population_multiple=200
+    )
     kl, _ = metric(r, "kl")
     assert np.all(np.abs(kl) < 0.01), kl
 
@@ -60,16 +65,23 @@ def test_misspecified_population_chain_sits_at_its_fixed_point_from_generation_0
 
 
 def _small(source, sparams, family, fparams, generations=8, replicates=300):
-    return {"generations": generations, "replicates": replicates, "seed": 1,
-            "data": {"source": source, "n": 60, "params": sparams},
-            "model": {"family": family, "params": fparams}}
+    return {
+        "generations": generations,
+        "replicates": replicates,
+        "seed": 1,
+        "data": {"source": source, "n": 60, "params": sparams},
+        "model": {"family": family, "params": fparams},
+    }
 
 
-@pytest.mark.parametrize("case", [
-    ("blobs", {"means": [-2.0, 2.0], "stds": 1.0}, "gaussian", {}),
-    ("blobs", {"means": [-3.0, 3.0], "stds": 1.0}, "gmm", {"components": 2, "max_iter": 3}),
-    ("zipf", {"categories": 30}, "categorical", {}),
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("blobs", {"means": [-2.0, 2.0], "stds": 1.0}, "gaussian", {}),
+        ("blobs", {"means": [-3.0, 3.0], "stds": 1.0}, "gmm", {"components": 2, "max_iter": 3}),
+        ("zipf", {"categories": 30}, "categorical", {}),
+    ],
+)
 def test_decomposition_parts_add_up_to_the_total_within_their_intervals(case):
     dec = decompose(_small(*case))
     wide = dec.table.pivot(index="generation", columns="part", values="mean")
@@ -93,21 +105,35 @@ def test_decomposition_parts_add_up_to_the_total_within_their_intervals(case):
 
 def test_decomposition_of_a_neural_family():
     """A VAE on real digits: the optimiser's budget (2 epochs vs 8) is a third error source."""
-    spec = {"generations": 3, "replicates": 2, "seed": 1, "data": {"source": "digits", "n": 300, "heldout": 150},
-            "model": {"family": "vae", "params": {"epochs": 2, "hidden": 64, "latent": 4}},
-            "policy": {"population_multiple": 2}}
+    spec = {
+        "generations": 3,
+        "replicates": 2,
+        "seed": 1,
+        "data": {"source": "digits", "n": 300, "heldout": 150},
+        "model": {"family": "vae", "params": {"epochs": 2, "hidden": 64, "latent": 4}},
+        "policy": {"population_multiple": 2},
+    }
     dec = decompose(spec, converged={"epochs": 8})
     assert dec.metric == "fd" and set(dec.variants) == {"given", "population", "converged"}
     wide = dec.table.pivot(index="generation", columns="part", values="mean")
-    np.testing.assert_allclose(wide["expressivity"] + wide["statistical"] + wide["approximation"], wide["total"],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        wide["expressivity"] + wide["statistical"] + wide["approximation"], wide["total"], rtol=1e-12
+    )
     assert np.isfinite(wide.to_numpy()).all() and (wide["total"] > 0).all()
 
 
 def _kl(n, kind="replace", generations=10, replicates=400):
-    r = cl.run({"generations": generations, "replicates": replicates, "seed": 2,
-                "data": {"source": "gaussian", "n": n, "params": {"std": 1.0}},
-                "model": {"family": "gaussian"}, "policy": {"kind": kind}}, save=False)
+    r = cl.run(
+        {
+            "generations": generations,
+            "replicates": replicates,
+            "seed": 2,
+            "data": {"source": "gaussian", "n": n, "params": {"std": 1.0}},
+            "model": {"family": "gaussian"},
+            "policy": {"kind": kind},
+        },
+        save=False,
+    )
     return metric(r, "kl")
 
 
@@ -127,11 +153,24 @@ def test_claim_statistical_error_compounds_under_replace_and_stays_bounded_under
 
 
 def test_decompose_command(tmp_path):
-    run = [sys.executable, "-m", "collapselab", "decompose", "preset:error-sources", "--out", str(tmp_path / "d"),
-           "--show", "0,19"]
+    run = [
+        sys.executable,
+        "-m",
+        "collapselab",
+        "decompose",
+        "preset:error-sources",
+        "--out",
+        str(tmp_path / "d"),
+        "--show",
+        "0,19",
+    ]
     res = subprocess.run(run, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "expressivity" in res.stdout and (tmp_path / "d" / "decomposition.html").stat().st_size > 10_000
-    bad = subprocess.run([sys.executable, "-m", "collapselab", "decompose", "preset:quickstart"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "collapselab", "decompose", "preset:quickstart"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "has a sweep" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

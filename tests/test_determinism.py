@@ -42,17 +42,22 @@ def test_more_generations_leave_earlier_generations_unchanged():
 def test_every_family_is_bit_identical_on_freshly_spawned_dask_workers(tmp_path):
     """Spawned workers allocate memory differently from this process: results must not notice."""
     from distributed import LocalCluster
-
     from test_families import FAMILY_CASES
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=40) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    ) as cluster:
         for family, (source, sparams, fparams) in FAMILY_CASES.items():
-            spec = {"generations": 4, "replicates": 40, "seed": 9,
-                    "data": {"source": source, "n": 40, "params": sparams},
-                    "model": {"family": family, "params": fparams},
-                    "sweep": {"policy": [{"kind": "replace"}, {"kind": "accumulate"},
-                                         {"kind": "fresh", "real_fraction": 0.5}]}}
+            spec = {
+                "generations": 4,
+                "replicates": 40,
+                "seed": 9,
+                "data": {"source": source, "n": 40, "params": sparams},
+                "model": {"family": family, "params": fparams},
+                "sweep": {
+                    "policy": [{"kind": "replace"}, {"kind": "accumulate"}, {"kind": "fresh", "real_fraction": 0.5}]
+                },
+            }
             here = cl.run(spec, tmp_path / f"{family}-inline", report=False)
             there = cl.run(spec, tmp_path / f"{family}-dask", scheduler=cluster.scheduler_address, report=False)
             assert (here.path / "summary.csv").read_bytes() == (there.path / "summary.csv").read_bytes(), family
@@ -61,9 +66,14 @@ def test_every_family_is_bit_identical_on_freshly_spawned_dask_workers(tmp_path)
 def test_shared_data_pairs_the_cells_of_a_sweep():
     """With shared_data every cell trains generation 0 on the same real records and measures on the same
     held-out ones, so cells differing only in policy agree exactly at generation 0; by default they do not."""
-    spec = {"generations": 3, "replicates": 50, "seed": 5,
-            "data": {"source": "gaussian", "n": 20, "params": {"std": 1.0}}, "model": {"family": "gaussian"},
-            "sweep": {"policy": [{"kind": "replace"}, {"kind": "accumulate"}]}}
+    spec = {
+        "generations": 3,
+        "replicates": 50,
+        "seed": 5,
+        "data": {"source": "gaussian", "n": 20, "params": {"std": 1.0}},
+        "model": {"family": "gaussian"},
+        "sweep": {"policy": [{"kind": "replace"}, {"kind": "accumulate"}]},
+    }
     for shared in (True, False):
         s = cl.run({**spec, "shared_data": shared}, save=False).summary
         first = s[(s.generation == 0) & (s.metric == "nll_real")].set_index("cell")["mean"]

@@ -7,26 +7,41 @@ import pytest
 from scipy import stats
 
 import collapselab as cl
-from collapselab.families import FAMILIES
 from collapselab.engine.loop import run_cell
 from collapselab.engine.plan import expand
+from collapselab.families import FAMILIES
 from collapselab.spec import load_spec
 
 CASES = {
     "gaussian-1d": ("gaussian", {"std": 2.0}, "gaussian", {}),
-    "gaussian-3d-unbiased": ("gaussian", {"mean": [0, 1, 2], "std": [1, 2, 0.5]}, "gaussian", {"estimator": "unbiased"}),
+    "gaussian-3d-unbiased": (
+        "gaussian",
+        {"mean": [0, 1, 2], "std": [1, 2, 0.5]},
+        "gaussian",
+        {"estimator": "unbiased"},
+    ),
     "categorical": ("zipf", {"categories": 12}, "categorical", {}),
     "poisson": ("poisson", {"rate": 0.4}, "poisson", {}),
     "bernoulli": ("bernoulli", {"p": 0.2}, "bernoulli", {}),
 }
-POLICIES = [{"kind": "replace"}, {"kind": "accumulate", "samples": 10}, {"kind": "mix", "real_fraction": 0.3},
-            {"kind": "fresh", "real_fraction": 0.2}]
+POLICIES = [
+    {"kind": "replace"},
+    {"kind": "accumulate", "samples": 10},
+    {"kind": "mix", "real_fraction": 0.3},
+    {"kind": "fresh", "real_fraction": 0.2},
+]
 
 
 def _spec(case, policy, exact):
     source, sparams, family, fparams = CASES[case]
-    return {"generations": 8, "replicates": 4000, "seed": 1, "data": {"source": source, "n": 20, "params": sparams},
-            "model": {"family": family, "params": {**fparams, "exact": exact}}, "policy": policy}
+    return {
+        "generations": 8,
+        "replicates": 4000,
+        "seed": 1,
+        "data": {"source": source, "n": 20, "params": sparams},
+        "model": {"family": family, "params": {**fparams, "exact": exact}},
+        "policy": policy,
+    }
 
 
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p["kind"])

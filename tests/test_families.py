@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import metric, simulate
 from scipy import stats
 
 import collapselab as cl
@@ -10,7 +11,6 @@ from collapselab.families.gaussian import GaussianFamily, GaussianModel
 from collapselab.families.gmm import GMMFamily, fit_gmm
 from collapselab.policies import POLICIES
 from collapselab.sources import get_source
-from helpers import metric, simulate
 
 FAMILY_CASES = {
     "gaussian": ("gaussian", {"mean": [0.0, 1.0], "std": [1.0, 2.0]}, {}),
@@ -146,10 +146,15 @@ def test_categorical_chains_fixate_and_never_regain_a_category():
 
 
 def test_kde_spreads_under_replace_where_the_gaussian_shrinks():
-    r = cl.run({
-        "generations": 30, "replicates": 500, "data": {"source": "gaussian", "n": 50},
-        "model": {"family": "kde", "params": {"bandwidth": 0.5}},
-    }, save=False)
+    r = cl.run(
+        {
+            "generations": 30,
+            "replicates": 500,
+            "data": {"source": "gaussian", "n": 50},
+            "model": {"family": "kde", "params": {"bandwidth": 0.5}},
+        },
+        save=False,
+    )
     var, _ = metric(r, "var_ratio")
     assert var[-1] > 2 * var[0]
 

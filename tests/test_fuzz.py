@@ -14,9 +14,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-
-import collapselab as cl
 from fuzzing import (
     file_commands,
     hostile_files,
@@ -28,6 +25,9 @@ from fuzzing import (
     toml_ok,
     write_spec,
 )
+from hypothesis import HealthCheck, given, settings
+
+import collapselab as cl
 
 # what the campaign saw, for the closing line of a large run: (what, outcome) -> count
 TALLY: Counter = Counter()
@@ -48,7 +48,9 @@ def check_spec_through_the_cli(raw: dict) -> None:
         TALLY["spec via CLI", "ran" if got.code == 0 else f"exit {got.code}"] += 1
         assert got.problem() is None, (got.problem(), json.dumps(raw, default=str)[:500])
         if got.code != 0:
-            assert not (d / "out").exists(), f"a refused spec left files: {sorted(p.name for p in (d / 'out').iterdir())}"
+            assert not (d / "out").exists(), (
+                f"a refused spec left files: {sorted(p.name for p in (d / 'out').iterdir())}"
+            )
             return
         assert (d / "out" / "summary.csv").is_file() and not (d / "out" / ".checkpoints").exists()
         shown = run_cli(["show", "out"], d)
@@ -105,8 +107,9 @@ def test_hostile_files(case):
 
 
 @pytest.mark.slow  # a sixth more examples: the few that TOML cannot hold (None) are left to the API test
-@settings(max_examples=LARGE_SPECS + LARGE_SPECS // 6, deadline=None, suppress_health_check=list(HealthCheck),
-          database=None)
+@settings(
+    max_examples=LARGE_SPECS + LARGE_SPECS // 6, deadline=None, suppress_health_check=list(HealthCheck), database=None
+)
 @given(specs())
 def test_fuzz_large_specs_through_the_cli(raw):
     check_spec_through_the_cli(raw)

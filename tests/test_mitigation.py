@@ -22,7 +22,9 @@ from collapselab.spec import ScreenSpec
 
 # a 2-D mixture with a 2% minority cluster six standard deviations away; a 2-component GMM refitted on its samples
 MINORITY = {
-    "generations": 150, "replicates": 32, "seed": 1,
+    "generations": 150,
+    "replicates": 32,
+    "seed": 1,
     "data": {"source": "blobs", "n": 500, "params": {"means": [[0, 0], [6, 6]], "weights": [0.98, 0.02]}},
     "model": {"family": "gmm", "params": {"components": 2}},
 }
@@ -51,8 +53,10 @@ def test_cluster_mirrored_synthesis_keeps_the_minority_alive_three_times_longer(
 def test_a_measured_judge_improves_and_a_chance_judge_does_not(plain):
     judged = cl.run({**MINORITY, "curation": [{"kind": "likelihood", "params": {"mode": "ratio"}}]}, save=False)
     chance = cl.run({**MINORITY, "curation": [{"kind": "verifier", "params": {"function": CHANCE}}]}, save=False)
-    kl = {name: r.raw[0].metrics["kl"][-1].mean() for name, r in (("plain", plain), ("judged", judged),
-                                                                  ("chance", chance))}
+    kl = {
+        name: r.raw[0].metrics["kl"][-1].mean()
+        for name, r in (("plain", plain), ("judged", judged), ("chance", chance))
+    }
     assert kl["judged"] < 0.25 * kl["plain"], kl
     assert kl["chance"] > 0.5 * kl["plain"], kl
     # measured: the anchor-ratio judge separates real from synthetic records once the chain drifts ...
@@ -70,22 +74,38 @@ def test_a_chance_judge_warns_on_the_command_line_and_in_the_run_folder(tmp_path
         'generations = 3\nreplicates = 4\n[data]\nsource = "gaussian"\nn = 200\n[model]\nfamily = "gaussian"\n'
         f'[[curation]]\nkind = "verifier"\nparams = {{ function = "{CHANCE}" }}\n'
     )
-    run = subprocess.run([sys.executable, "-m", "collapselab", "run", str(spec), "--out", "out", "-q", "--no-report"],
-                         cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    run = subprocess.run(
+        [sys.executable, "-m", "collapselab", "run", str(spec), "--out", "out", "-q", "--no-report"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert run.returncode == 0, run.stderr
     assert "warning" in run.stderr and "NO BETTER THAN CHANCE" in run.stderr
     assert "NO BETTER THAN CHANCE" in (tmp_path / "out" / "notes.txt").read_text()
-    report = subprocess.run([sys.executable, "-m", "collapselab", "report", "out", "-o", "r.html"], cwd=tmp_path,
-                            capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    report = subprocess.run(
+        [sys.executable, "-m", "collapselab", "report", "out", "-o", "r.html"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert report.returncode == 0, report.stderr
-    assert "Warnings" in (tmp_path / "r.html").read_text() and "NO BETTER THAN CHANCE" in (tmp_path / "r.html").read_text()
+    assert (
+        "Warnings" in (tmp_path / "r.html").read_text() and "NO BETTER THAN CHANCE" in (tmp_path / "r.html").read_text()
+    )
     with pytest.warns(UserWarning, match="NO BETTER THAN CHANCE"):
         cl.run(str(spec), save=False)
 
 
 def test_on_chance_error_stops_the_run():
-    spec = {**MINORITY, "generations": 3, "replicates": 4,
-            "curation": [{"kind": "verifier", "on_chance": "error", "params": {"function": CHANCE}}]}
+    spec = {
+        **MINORITY,
+        "generations": 3,
+        "replicates": 4,
+        "curation": [{"kind": "verifier", "on_chance": "error", "params": {"function": CHANCE}}],
+    }
     with pytest.raises(CollapselabError, match="no better than chance"):
         cl.run(spec, save=False)
 
@@ -124,10 +144,14 @@ def test_leave_one_source_out_spares_a_real_minority_cluster_that_outlier_screen
 
 
 def test_screen_metrics_in_the_loop_and_poison_hurts_without_screening():
-    spec = {"generations": 4, "replicates": 8, "seed": 3,
-            "data": {"source": "gaussian", "n": 400, "params": {"mean": [0.0, 0.0], "std": 1.0}},
-            "model": {"family": "gaussian"},
-            "poison": {"kind": "shifted-cluster", "rate": 0.05}}
+    spec = {
+        "generations": 4,
+        "replicates": 8,
+        "seed": 3,
+        "data": {"source": "gaussian", "n": 400, "params": {"mean": [0.0, 0.0], "std": 1.0}},
+        "model": {"family": "gaussian"},
+        "poison": {"kind": "shifted-cluster", "rate": 0.05},
+    }
     screened = cl.run({**spec, "screen": {"methods": ["spectral"]}}, save=False).table()
     unscreened = cl.run(spec, save=False).table()
     assert screened.loc[("0", 0), "screen_recall"] >= 0.9 and screened.loc[("0", 0), "screen_precision"] >= 0.9
@@ -135,12 +159,19 @@ def test_screen_metrics_in_the_loop_and_poison_hurts_without_screening():
 
 
 def test_the_pipeline_is_bit_identical_on_workers(tmp_path):
-    spec = {**MINORITY, "generations": 5, "replicates": 6,
-            "poison": {"kind": "shifted-cluster", "rate": 0.05, "target": "synthetic"},
-            "screen": {"methods": ["mahalanobis", "isolation-forest"], "combine": "all"},
-            "sweep": {"cases": [{"case": "mirror", "synthesis": {"kind": "cluster-mirrored"}},
-                                {"case": "judged", "curation": [{"kind": "discriminator"},
-                                                                {"kind": "likelihood", "keep": 0.8}]}]}}
+    spec = {
+        **MINORITY,
+        "generations": 5,
+        "replicates": 6,
+        "poison": {"kind": "shifted-cluster", "rate": 0.05, "target": "synthetic"},
+        "screen": {"methods": ["mahalanobis", "isolation-forest"], "combine": "all"},
+        "sweep": {
+            "cases": [
+                {"case": "mirror", "synthesis": {"kind": "cluster-mirrored"}},
+                {"case": "judged", "curation": [{"kind": "discriminator"}, {"kind": "likelihood", "keep": 0.8}]},
+            ]
+        },
+    }
     a = cl.run(spec, tmp_path / "a", report=False)
     b = cl.run(spec, tmp_path / "b", workers=2, report=False)
     assert (a.path / "summary.csv").read_bytes() == (b.path / "summary.csv").read_bytes()
@@ -179,8 +210,14 @@ def test_http_judge_on_loopback_batches_retries_and_sends_the_key(monkeypatch):
     monkeypatch.setenv("JUDGE_KEY", "sekret")
     monkeypatch.setenv("COLLAPSELAB_JUDGE_KEY_ENVS", "JUDGE_KEY")  # the user, not the spec, allows the variable
     try:
-        params = LLMJudge.Params(endpoint=f"http://127.0.0.1:{server.server_port}/v1", api_key_env="JUDGE_KEY",
-                                 batch_size=3, concurrency=1, retries=2, timeout=5)
+        params = LLMJudge.Params(
+            endpoint=f"http://127.0.0.1:{server.server_port}/v1",
+            api_key_env="JUDGE_KEY",
+            batch_size=3,
+            concurrency=1,
+            retries=2,
+            timeout=5,
+        )
         texts = ["a good passage", "bad bad", "good again", "meh", "good"]
         assert http_judge(texts, params) == [9, 2, 9, 2, 9]
         assert [c[0] for c in _Judge.calls] == [3, 3, 2]  # the failed batch was sent again
@@ -192,17 +229,16 @@ def test_http_judge_on_loopback_batches_retries_and_sends_the_key(monkeypatch):
         server.shutdown()
 
 
+@pytest.mark.neural
+@pytest.mark.data("smollm2")
 def test_local_smollm2_judge_runs_and_its_fluency_score_prefers_prose():
-    pytest.importorskip("torch")
-    from collapselab import datasets
     from collapselab.curation.judges import local_judge
 
-    try:
-        datasets.smollm2_gguf()
-    except SpecError:
-        pytest.skip("the packaged SmolLM2 is not installed (make data)")
-    good = ["It is a truth universally acknowledged, that a single man in possession of a good fortune, "
-            "must be in want of a wife.", "She walked to the village in the morning and bought bread for her family."]
+    good = [
+        "It is a truth universally acknowledged, that a single man in possession of a good fortune, "
+        "must be in want of a wife.",
+        "She walked to the village in the morning and bought bread for her family.",
+    ]
     bad = ["the the the of of and and the the of", "fortune wife single a a man truth in the"]
     # the rubric question runs for real (a 135M model answers it near chance: what measuring the judge is for)
     rubric = local_judge(good + bad, LLMJudge.Params(batch_size=4))
@@ -214,8 +250,10 @@ def test_local_smollm2_judge_runs_and_its_fluency_score_prefers_prose():
 BAD_SPECS = {
     "unknown stage": ({"curation": [{"kind": "oracle"}]}, "curation.0.kind"),
     "bad stage param": ({"curation": [{"kind": "discriminator", "params": {"featurs": 3}}]}, "featurs"),
-    "verifier import": ({"curation": [{"kind": "verifier", "params": {"function": "nope.nothing:f"}}]},
-                        "cannot import"),
+    "verifier import": (
+        {"curation": [{"kind": "verifier", "params": {"function": "nope.nothing:f"}}]},
+        "cannot import",
+    ),
     "llm judge on vectors": ({"curation": [{"kind": "llm-judge"}]}, "judges text records"),
     "poison kind": ({"poison": {"kind": "trigger-phrase", "rate": 0.1}}, "attacks text records"),
     "poison rate": ({"poison": {"kind": "outliers", "rate": 1.5}}, "poison.rate = 1.5"),
@@ -238,8 +276,25 @@ def test_synthesize_command_mirrors_a_real_table(tmp_path):
     wine["target"] = wine["target"].map({0: "barolo", 1: "grignolino", 2: "barbera"})
     wine.to_csv(tmp_path / "wine.csv", index=False)
     env = {**os.environ, "COLUMNS": "120"}
-    run = subprocess.run([sys.executable, "-m", "collapselab", "synthesize", "--data", "wine.csv", "--rows", "600",
-                          "--out", "synth.csv", "--json"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "collapselab",
+            "synthesize",
+            "--data",
+            "wine.csv",
+            "--rows",
+            "600",
+            "--out",
+            "synth.csv",
+            "--json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     synth = pd.read_csv(tmp_path / "synth.csv")
@@ -250,14 +305,39 @@ def test_synthesize_command_mirrors_a_real_table(tmp_path):
     assert report["columns"]["target"]["category_coverage"] == 1.0
     assert json.loads((tmp_path / "synth.fidelity.json").read_text())["rows_synthetic"] == 600
     wine.to_parquet(tmp_path / "wine.parquet")
-    assert subprocess.run([sys.executable, "-m", "collapselab", "synthesize", "--data", "wine.parquet", "--rows", "50",
-                           "--out", "sub/synth.parquet"], cwd=tmp_path, env=env).returncode == 0
+    assert (
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "collapselab",
+                "synthesize",
+                "--data",
+                "wine.parquet",
+                "--rows",
+                "50",
+                "--out",
+                "sub/synth.parquet",
+            ],
+            cwd=tmp_path,
+            env=env,
+        ).returncode
+        == 0
+    )
     assert len(pd.read_parquet(tmp_path / "sub" / "synth.parquet")) == 50
     (tmp_path / "holes.csv").write_text("a,b\n1,x\n,y\n")
     (tmp_path / "empty.csv").write_text("")
-    for data, message in (("holes.csv", "column 'a' has 1 missing values"), ("empty.csv", "the file is empty"),
-                          ("none.csv", "file not found")):
-        bad = subprocess.run([sys.executable, "-m", "collapselab", "synthesize", "--data", data, "--rows", "5",
-                              "--out", "o.csv"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    for data, message in (
+        ("holes.csv", "column 'a' has 1 missing values"),
+        ("empty.csv", "the file is empty"),
+        ("none.csv", "file not found"),
+    ):
+        bad = subprocess.run(
+            [sys.executable, "-m", "collapselab", "synthesize", "--data", data, "--rows", "5", "--out", "o.csv"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
         assert not (tmp_path / "o.csv").exists()

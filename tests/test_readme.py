@@ -27,7 +27,11 @@ def test_demo_table_matches_the_quickstart(tmp_path):
     shown = re.search(r"What the demo shows.*?```\n(.*?)```", README, re.S).group(1)
     res = subprocess.run(
         [sys.executable, "-m", "collapselab", "run", "preset:quickstart", "--out", "o", "--show", "0,10,29"],
-        cwd=tmp_path, capture_output=True, text=True, env={"COLUMNS": "80", "PATH": ""}, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "80", "PATH": ""},
+        timeout=120,
     )
     assert res.returncode == 0, res.stderr
     assert shown in res.stdout

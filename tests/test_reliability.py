@@ -33,8 +33,14 @@ family = "gaussian"
 
 
 def cli(*args, cwd, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "collapselab", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "COLUMNS": "250", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "collapselab", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "250", **(env or {})},
+    )
 
 
 def one_error_line(res, code=2) -> str:
@@ -80,8 +86,14 @@ def test_the_index_row_holds_the_path_from_the_moment_the_id_is_reserved(tmp_pat
     assert runs.loc[0, "path"] == str(path.resolve()) and runs.loc[0, "status"] == "unfinished"
 
 
-TINY_SPEC = {"name": "tiny", "generations": 4, "replicates": 16, "seed": 1,
-             "data": {"source": "gaussian", "n": 10}, "model": {"family": "gaussian"}}
+TINY_SPEC = {
+    "name": "tiny",
+    "generations": 4,
+    "replicates": 16,
+    "seed": 1,
+    "data": {"source": "gaussian", "n": 10},
+    "model": {"family": "gaussian"},
+}
 LONG_SPEC = {**TINY_SPEC, "name": "long", "generations": 40, "replicates": 64}
 
 
@@ -145,10 +157,13 @@ def test_temporary_files_are_removed_when_a_write_fails(tmp_path, monkeypatch):
 
 # --- crashes and wrong exits -------------------------------------------------------------------------------------
 
-CASES_SPEC = TINY + """
+CASES_SPEC = (
+    TINY
+    + """
 [sweep]
 cases = [{ case = "short", generations = 2 }, { case = "long" }]
 """
+)
 
 
 def test_cases_with_different_generations_print_show_and_report(tmp_path):
@@ -167,7 +182,7 @@ def test_cases_with_different_generations_print_show_and_report(tmp_path):
 
 def test_non_finite_numbers_are_refused_and_json_is_strict(tmp_path):
     for value in ("nan", "inf", "-inf"):
-        (tmp_path / "spec.toml").write_text(TINY.replace('n = 10', f'n = 10\nparams = {{ mean = {value} }}'))
+        (tmp_path / "spec.toml").write_text(TINY.replace("n = 10", f"n = 10\nparams = {{ mean = {value} }}"))
         line = one_error_line(cli("run", "spec.toml", "--out", "o", cwd=tmp_path))
         assert "data.params.mean" in line and "finite" in line
         assert not (tmp_path / "o").exists()
@@ -182,10 +197,13 @@ def test_non_finite_numbers_are_refused_and_json_is_strict(tmp_path):
 
 
 def test_user_text_is_never_read_as_markup_or_tex(tmp_path):
-    spec = TINY.replace('name = "tiny"', 'name = "[/x]"') + """
+    spec = (
+        TINY.replace('name = "tiny"', 'name = "[/x]"')
+        + """
 [sweep]
 cases = [{ case = "$\\\\nope$" }, { case = "[bold]b[/bold]" }]
 """
+    )
     (tmp_path / "spec.toml").write_text(spec)
     res = cli("run", "spec.toml", "-w", "ws", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -202,8 +220,9 @@ def test_huge_runs_are_refused_before_they_allocate(tmp_path):
     with pytest.raises(SpecError, match=r"needs at least [0-9.]+ GiB .*replicates = 1000000000"):
         cl.expand(cl.load_spec({**TINY_SPEC, "replicates": 10**9}))
     (tmp_path / "spec.toml").write_text(TINY.replace("replicates = 16", "replicates = 100000"))
-    line = one_error_line(cli("run", "spec.toml", "--out", "o", cwd=tmp_path,
-                              env={"COLLAPSELAB_MEMORY_LIMIT_MB": "10"}))
+    line = one_error_line(
+        cli("run", "spec.toml", "--out", "o", cwd=tmp_path, env={"COLLAPSELAB_MEMORY_LIMIT_MB": "10"})
+    )
     assert "needs at least" in line and "COLLAPSELAB_MEMORY_LIMIT_MB" in line
     assert not (tmp_path / "o").exists()
     grid = {**TINY_SPEC, "sweep": {"seed": list(range(1600)), "data.n": list(range(2, 1500))}}
@@ -219,8 +238,13 @@ def test_deep_nesting_and_odd_api_dicts_raise_spec_errors():
     for _ in range(2000):
         node["x"] = {}
         node = node["x"]
-    for bad in ({**TINY_SPEC, "data": {"source": "gaussian", "n": 10, "params": deep}},
-                [1, 2], "not a spec", {**TINY_SPEC, 3: 4}, {**TINY_SPEC, "generations": 2**70}):
+    for bad in (
+        {**TINY_SPEC, "data": {"source": "gaussian", "n": 10, "params": deep}},
+        [1, 2],
+        "not a spec",
+        {**TINY_SPEC, 3: 4},
+        {**TINY_SPEC, "generations": 2**70},
+    ):
         with pytest.raises(SpecError):
             cl.expand(cl.load_spec(bad))
 
@@ -274,26 +298,36 @@ def test_listing_runs_creates_nothing(tmp_path):
 def test_concurrent_ledger_writers_all_succeed(tmp_path):
     records = tmp_path / "records.jsonl"
     records.write_text("".join(json.dumps({"content": f"r{i}", "origin": "human"}) + "\n" for i in range(50)))
-    procs = [subprocess.Popen([sys.executable, "-m", "collapselab", "ledger", "add", str(records), "--db", "l.db"],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(24)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "collapselab", "ledger", "add", str(records), "--db", "l.db"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(24)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0] * 24, [o[1] for o in outs if o[1]]
     with sqlite3.connect(tmp_path / "l.db") as con:
         assert con.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 24 * 50
 
 
-@pytest.mark.parametrize("line, key", [
-    ('{"content": "x", "origin": ["human"]}', "origin"),
-    ('{"content": "x", "origin": "human", "quality": "high"}', "quality"),
-    ('{"content": "x", "origin": "human", "quality": true}', "quality"),
-    ('{"content": "x", "origin": "human", "generation": 1.5}', "generation"),
-    ('{"content_hash": 7, "origin": "human"}', "content_hash"),
-    ('{"content": "x", "origin": "human", "model": {"a": 1}}', "model"),
-    ('{"content": "x", "origin": "human", "quality": NaN}', "not JSON"),
-    ("\xff\xfe not utf-8", "UTF-8"),
-    ("[" * 1000 + "]" * 1000, "nested"),
-])
+@pytest.mark.parametrize(
+    "line, key",
+    [
+        ('{"content": "x", "origin": ["human"]}', "origin"),
+        ('{"content": "x", "origin": "human", "quality": "high"}', "quality"),
+        ('{"content": "x", "origin": "human", "quality": true}', "quality"),
+        ('{"content": "x", "origin": "human", "generation": 1.5}', "generation"),
+        ('{"content_hash": 7, "origin": "human"}', "content_hash"),
+        ('{"content": "x", "origin": "human", "model": {"a": 1}}', "model"),
+        ('{"content": "x", "origin": "human", "quality": NaN}', "not JSON"),
+        ("\xff\xfe not utf-8", "UTF-8"),
+        ("[" * 1000 + "]" * 1000, "nested"),
+    ],
+)
 def test_ledger_fields_of_the_wrong_type_are_refused(tmp_path, line, key):
     (tmp_path / "r.jsonl").write_bytes(line.encode("latin-1") + b"\n")
     assert key in one_error_line(cli("ledger", "add", "r.jsonl", "--db", "l.db", cwd=tmp_path))
@@ -316,8 +350,10 @@ def test_a_verifier_outside_collapselab_needs_permission(tmp_path):
     spec = {**TINY_SPEC, "curation": [{"kind": "verifier", "params": {"function": "subprocess:getoutput"}}]}
     with pytest.raises(SpecError, match="--allow-plugins"):
         cl.expand(cl.load_spec(spec))
-    ok = {**TINY_SPEC, "curation": [{"kind": "verifier",
-                                     "params": {"function": "collapselab.curation.examples:random_scores"}}]}
+    ok = {
+        **TINY_SPEC,
+        "curation": [{"kind": "verifier", "params": {"function": "collapselab.curation.examples:random_scores"}}],
+    }
     assert cl.expand(cl.load_spec(ok))  # collapselab's own functions need none
 
 
@@ -378,12 +414,18 @@ def test_llm_judge_key_stays_on_the_endpoint(monkeypatch):
     finally:
         first.shutdown()
         second.shutdown()
-    for bad, why in (({"endpoint": "http://example.com/v1"}, "loopback"),
-                     ({"endpoint": "https://u:p@example.com/v1"}, "credentials"),
-                     ({"endpoint": "ftp://127.0.0.1/v1"}, "http"),
-                     ({"endpoint": "https://example.com/v1", "api_key_env": "AWS_SECRET_ACCESS_KEY"}, "may send only")):
-        spec = {**TINY_SPEC, "data": {"source": "austen", "n": 50}, "model": {"family": "ngram"},
-                "curation": [{"kind": "llm-judge", "params": bad}]}
+    for bad, why in (
+        ({"endpoint": "http://example.com/v1"}, "loopback"),
+        ({"endpoint": "https://u:p@example.com/v1"}, "credentials"),
+        ({"endpoint": "ftp://127.0.0.1/v1"}, "http"),
+        ({"endpoint": "https://example.com/v1", "api_key_env": "AWS_SECRET_ACCESS_KEY"}, "may send only"),
+    ):
+        spec = {
+            **TINY_SPEC,
+            "data": {"source": "austen", "n": 50},
+            "model": {"family": "ngram"},
+            "curation": [{"kind": "llm-judge", "params": bad}],
+        }
         with pytest.raises(SpecError, match=why):
             cl.expand(cl.load_spec(spec))
 
@@ -423,15 +465,20 @@ def test_relative_paths_in_a_spec_mean_beside_the_spec(tmp_path):
     (folder / "corpus.txt").write_text(words)
     (folder / "spec.toml").write_text(
         "generations = 2\nreplicates = 2\n[data]\nsource = 'text-file'\nn = 20\nheldout = 5\n"
-        "params = { path = 'corpus.txt', block = 8 }\n[model]\nfamily = 'ngram'\n")
+        "params = { path = 'corpus.txt', block = 8 }\n[model]\nfamily = 'ngram'\n"
+    )
     res = cli("run", "project/spec.toml", "--out", "o", "-q", "--no-report", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     saved = (tmp_path / "o" / "spec.toml").read_text()
     assert str(folder / "corpus.txt") in saved
     (tmp_path / "elsewhere").mkdir()
-    res = cli("run", str(tmp_path / "o" / "spec.toml"), "--out", "again", "-q", "--no-report", cwd=tmp_path / "elsewhere")
+    res = cli(
+        "run", str(tmp_path / "o" / "spec.toml"), "--out", "again", "-q", "--no-report", cwd=tmp_path / "elsewhere"
+    )
     assert res.returncode == 0, res.stderr
-    assert (tmp_path / "elsewhere" / "again" / "summary.csv").read_bytes() == (tmp_path / "o" / "summary.csv").read_bytes()
+    assert (tmp_path / "elsewhere" / "again" / "summary.csv").read_bytes() == (
+        tmp_path / "o" / "summary.csv"
+    ).read_bytes()
 
 
 def test_bad_options_are_refused_before_a_run_exists(tmp_path):
@@ -498,8 +545,13 @@ def test_text_samples_are_decoded_to_words(tmp_path):
         cl.expand(cl.load_spec({**TINY_SPEC, "data": {"source": "austen", "n": 50}, "model": {"family": "ngram"}}))
     except InputError as e:
         pytest.skip(str(e))
-    spec = {**TINY_SPEC, "generations": 2, "replicates": 2, "data": {"source": "austen", "n": 50},
-            "model": {"family": "ngram"}}
+    spec = {
+        **TINY_SPEC,
+        "generations": 2,
+        "replicates": 2,
+        "data": {"source": "austen", "n": 50},
+        "model": {"family": "ngram"},
+    }
     res = cl.run(spec, tmp_path / "o", report=False)
     got = cl.samples(res.path, limit=2)
     assert got["kind"] == "text" and all(isinstance(t, str) and len(t.split()) > 20 for t in got["records"])
@@ -527,9 +579,15 @@ def test_a_read_only_workspace_can_be_listed_and_shown(tmp_path):
 def test_the_frontier_says_what_it_measures(tmp_path):
     """It once said "the median chain stays healthy" of a cell whose median chain reached early collapse at
     generation 2: the frontier is about the share of healthy chains at each generation, and says so."""
-    spec = {"name": "phase", "generations": 12, "replicates": 200, "data": {"source": "gaussian", "n": 20},
-            "model": {"family": "gaussian"}, "policy": {"kind": "mix", "real_fraction": 0.0},
-            "sweep": {"data.n": [10, 100], "policy.real_fraction": [0.0, 0.5, 0.9]}}
+    spec = {
+        "name": "phase",
+        "generations": 12,
+        "replicates": 200,
+        "data": {"source": "gaussian", "n": 20},
+        "model": {"family": "gaussian"},
+        "policy": {"kind": "mix", "real_fraction": 0.0},
+        "sweep": {"data.n": [10, 100], "policy.real_fraction": [0.0, 0.5, 0.9]},
+    }
     html = (cl.run(spec, tmp_path / "p").path / "report.html").read_text()
     sentences = re.findall(r"<li>data.n = \d+: (.*?)</li>", html)
     assert sentences and all("half of the chains" in t and "median chain" not in t for t in sentences)

@@ -13,15 +13,25 @@ import collapselab as cl
 CHROMIUM = os.environ.get("COLLAPSELAB_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parents[1] / "test-artifacts"
 CHROMIUM_ARGS = [  # a closed network: no background connections, no sandbox as root, no GPU
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
 def _small(name, **over):
-    spec = {"name": name, "generations": 8, "replicates": 200, "data": {"source": "gaussian", "n": 20},
-            "model": {"family": "gaussian"},
-            "sweep": {"policy": [{"kind": "replace"}, {"kind": "accumulate"}, {"kind": "mix", "real_fraction": 0.1}]}}
+    spec = {
+        "name": name,
+        "generations": 8,
+        "replicates": 200,
+        "data": {"source": "gaussian", "n": 20},
+        "model": {"family": "gaussian"},
+        "sweep": {"policy": [{"kind": "replace"}, {"kind": "accumulate"}, {"kind": "mix", "real_fraction": 0.1}]},
+    }
     spec.update(over)
     return spec
 
@@ -50,6 +60,7 @@ def _browse(html_path: Path, screenshot: Path):
     return images, text, seen
 
 
+@pytest.mark.browser
 def test_run_report_renders_every_figure_in_chromium(tmp_path):
     result = cl.run(_small("quick"), tmp_path / "run")
     report = result.path / "report.html"
@@ -65,12 +76,16 @@ def test_run_report_renders_every_figure_in_chromium(tmp_path):
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
 
 
+@pytest.mark.browser
 def test_comparison_report_of_two_runs_and_escaped_names(tmp_path):
     evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
     a = cl.run(_small(evil, description="a & b < c"), tmp_path / "a", report=False)
     b = cl.run(_small("other", generations=5), tmp_path / "b", report=False)
-    res = subprocess.run([sys.executable, "-m", "collapselab", "report", str(a.path), str(b.path), "--out",
-                          str(tmp_path / "cmp.html")], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "collapselab", "report", str(a.path), str(b.path), "--out", str(tmp_path / "cmp.html")],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     html = (tmp_path / "cmp.html").read_text()
     assert "<script>" not in html and "&lt;script&gt;" in html and "a &amp; b &lt; c" in html
@@ -78,7 +93,7 @@ def test_comparison_report_of_two_runs_and_escaped_names(tmp_path):
     assert seen["dialogs"] == [] and seen["errors"] == []
     assert all(i["ok"] for i in images)
     assert "Comparison at the last generation" in text
-    assert 'other · cell 1: policy.kind = accumulate' in text and evil in text  # shown as text, not run
+    assert "other · cell 1: policy.kind = accumulate" in text and evil in text  # shown as text, not run
 
 
 @pytest.mark.parametrize(
@@ -99,8 +114,9 @@ def test_report_for_every_kind_of_record(tmp_path, data, model):
 
 
 def test_report_of_an_unknown_run_is_a_clear_error(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "collapselab", "report", "nope"], cwd=tmp_path,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "collapselab", "report", "nope"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert res.returncode == 2 and res.stderr.startswith("error: no run 'nope'")
 
 
@@ -111,9 +127,18 @@ def test_phase_grid_and_frontier_on_a_known_summary():
 
     cells, rows = {}, []
     healthy = {  # (n, fraction) -> minimum share of healthy chains over the run
-        (10, 0.0): 0.1, (10, 0.2): 0.4, (10, 0.5): 0.6, (10, 0.9): 0.9,
-        (50, 0.0): 0.3, (50, 0.2): 0.7, (50, 0.5): 0.45, (50, 0.9): 0.8,  # 0.5 dips: the frontier is 0.9
-        (200, 0.0): 0.6, (200, 0.2): 0.9, (200, 0.5): 0.9, (200, 0.9): 1.0,
+        (10, 0.0): 0.1,
+        (10, 0.2): 0.4,
+        (10, 0.5): 0.6,
+        (10, 0.9): 0.9,
+        (50, 0.0): 0.3,
+        (50, 0.2): 0.7,
+        (50, 0.5): 0.45,
+        (50, 0.9): 0.8,  # 0.5 dips: the frontier is 0.9
+        (200, 0.0): 0.6,
+        (200, 0.2): 0.9,
+        (200, 0.5): 0.9,
+        (200, 0.9): 1.0,
     }
     for i, ((n, f), h) in enumerate(healthy.items()):
         cells[str(i)] = {"data.n": n, "policy": {"kind": "mix", "real_fraction": f}}
@@ -125,10 +150,17 @@ def test_phase_grid_and_frontier_on_a_known_summary():
     assert frontier(grid, summary) == {10: 0.5, 50: 0.9, 200: 0.0}
 
 
+@pytest.mark.browser
 def test_phase_diagrams_of_a_two_parameter_sweep(tmp_path):
-    spec = {"name": "phase", "generations": 30, "replicates": 300, "data": {"source": "gaussian", "n": 20},
-            "model": {"family": "gaussian"}, "policy": {"kind": "mix", "real_fraction": 0.0},
-            "sweep": {"data.n": [10, 100], "policy.real_fraction": [0.0, 0.3, 0.9]}}
+    spec = {
+        "name": "phase",
+        "generations": 30,
+        "replicates": 300,
+        "data": {"source": "gaussian", "n": 20},
+        "model": {"family": "gaussian"},
+        "policy": {"kind": "mix", "real_fraction": 0.0},
+        "sweep": {"data.n": [10, 100], "policy.real_fraction": [0.0, 0.3, 0.9]},
+    }
     r = cl.run(spec, tmp_path / "p")
     html = (r.path / "report.html").read_text()
     assert "Phase diagrams" in html and "data.n × policy.real_fraction" in html

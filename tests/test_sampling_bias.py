@@ -6,15 +6,13 @@ draws from p^(1/T). Under replace the Gaussian chain keeps a closed form: E[σ²
 
 import numpy as np
 import pytest
-
 from helpers import assert_within_se, expected, metric, simulate
 
 
 @pytest.mark.parametrize("exact", [True, False])
 @pytest.mark.parametrize("psi, d", [(0.9, 1), (0.95, 2)])
 def test_truncated_gaussian_chain_follows_its_closed_form(psi, d, exact):
-    r = simulate(15, 3000, "gaussian", 20, "gaussian", {"std": [1.0] * d},
-                 {"truncation": psi, "exact": exact})
+    r = simulate(15, 3000, "gaussian", 20, "gaussian", {"std": [1.0] * d}, {"truncation": psi, "exact": exact})
     g = np.arange(15)
     var = (19 / 20) * (psi**2 * 19 / 20) ** g
     np.testing.assert_allclose(expected(r, "trace_ratio"), var, rtol=1e-12)  # the formula, written out here
@@ -32,8 +30,10 @@ def test_playing_safe_speeds_up_the_loss_of_tails():
 
 
 def test_categorical_temperature_below_one_loses_rare_categories_faster_and_above_one_slower():
-    runs = {T: simulate(15, 1000, "zipf", 200, "categorical", {"categories": 50}, {"temperature": T})
-            for T in (0.7, 1.0, 1.5)}
+    runs = {
+        T: simulate(15, 1000, "zipf", 200, "categorical", {"categories": 50}, {"temperature": T})
+        for T in (0.7, 1.0, 1.5)
+    }
     rare = {T: metric(r, "rare_mass")[0] for T, r in runs.items()}
     support = {T: metric(r, "support")[0] for T, r in runs.items()}
     assert rare[0.7][-1] < rare[1.0][-1] < rare[1.5][-1]

@@ -29,8 +29,9 @@ policy = [{ kind = "replace" }, { kind = "accumulate" }, { kind = "mix", real_fr
 
 
 def cli(*args, cwd, **kw):
-    return subprocess.run([sys.executable, "-m", "collapselab", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "collapselab", *args], cwd=cwd, capture_output=True, text=True, timeout=300, **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,7 @@ def test_process_pool_matches_inline(reference):
     assert (d / "procs" / "summary.csv").read_bytes() == want
 
 
+@pytest.mark.cluster
 def test_dask_local_cluster_matches_inline(reference):
     d, want = reference
     res = cli("run", "spec.toml", "--out", "dask", "--executor", "dask", "--workers", "2", "--no-report", "-q", cwd=d)
@@ -101,7 +103,7 @@ def listening_addresses(pids: set[int]) -> set[str]:
                 out.add(socket.inet_ntop(socket.AF_INET, bytes.fromhex(hexaddr)[::-1]))
             else:
                 raw = bytes.fromhex(hexaddr)
-                out.add(socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))))
+                out.add(socket.inet_ntop(socket.AF_INET6, b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))))
     return out
 
 
@@ -118,6 +120,7 @@ def _children(pid: int) -> set[int]:
     return out
 
 
+@pytest.mark.cluster
 def test_local_cluster_listens_on_loopback_only():
     from distributed import Client
 
@@ -129,6 +132,7 @@ def test_local_cluster_listens_on_loopback_only():
     assert addresses and addresses <= {"127.0.0.1"}, addresses
 
 
+@pytest.mark.cluster
 def test_dask_scheduler_and_two_workers_as_separate_processes(reference, tmp_path):
     """Workers started in another folder: the run's checkpoints reach them as an absolute path (nothing lands in
     their working folder), and every server binds loopback alone."""
@@ -138,15 +142,49 @@ def test_dask_scheduler_and_two_workers_as_separate_processes(reference, tmp_pat
     env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
     elsewhere = tmp_path / "workers-cwd"
     elsewhere.mkdir()
-    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--dashboard-address", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=env, cwd=elsewhere)]
+    procs = [
+        subprocess.Popen(
+            [
+                str(BIN / "dask"),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dashboard-address",
+                "127.0.0.1:0",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=elsewhere,
+        )
+    ]
     try:
         for i in range(2):
-            procs.append(subprocess.Popen(
-                [str(BIN / "dask"), "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1",
-                 "--dashboard-address", "127.0.0.1:0", "--name", f"w{i}"], stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, env=env, cwd=elsewhere))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(BIN / "dask"),
+                        "worker",
+                        address,
+                        "--host",
+                        "127.0.0.1",
+                        "--nthreads",
+                        "1",
+                        "--nworkers",
+                        "1",
+                        "--dashboard-address",
+                        "127.0.0.1:0",
+                        "--name",
+                        f"w{i}",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env=env,
+                    cwd=elsewhere,
+                )
+            )
         _wait_for_workers(address, 2)
         pids = {p.pid for p in procs} | {c for p in procs for c in _children(p.pid)}
         assert listening_addresses(pids) <= {"127.0.0.1"}
@@ -161,15 +199,28 @@ def test_dask_scheduler_and_two_workers_as_separate_processes(reference, tmp_pat
             p.wait(timeout=30)
 
 
+@pytest.mark.cluster
 def test_a_dask_run_whose_workers_are_all_gone_fails_with_one_line(tmp_path):
     """A scheduler without workers: the run gives up after COLLAPSELAB_DASK_NO_WORKERS_S with one line and keeps
     its folder for resume; an unreachable scheduler is one line too."""
     (tmp_path / "spec.toml").write_text(SWEEP)
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
-    sched = subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                              "--dashboard-address", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, cwd=tmp_path)
+    sched = subprocess.Popen(
+        [
+            str(BIN / "dask"),
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-address",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
     try:
         deadline = time.time() + 60
         while True:
@@ -179,8 +230,17 @@ def test_a_dask_run_whose_workers_are_all_gone_fails_with_one_line(tmp_path):
             assert time.time() < deadline
             time.sleep(0.3)
         started = time.time()
-        res = cli("run", "spec.toml", "--out", "x", "--scheduler", address, "-q", cwd=tmp_path,
-                  env={**os.environ, "COLLAPSELAB_DASK_NO_WORKERS_S": "3"})
+        res = cli(
+            "run",
+            "spec.toml",
+            "--out",
+            "x",
+            "--scheduler",
+            address,
+            "-q",
+            cwd=tmp_path,
+            env={**os.environ, "COLLAPSELAB_DASK_NO_WORKERS_S": "3"},
+        )
         assert res.returncode == 1 and time.time() - started < 120
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: no Dask worker has been alive"), res.stderr
@@ -222,8 +282,9 @@ policy = [{ kind = "replace" }, { kind = "accumulate" }, { kind = "fresh", real_
 
 def _kill_mid_run(tmp_path: Path, args: list[str], run_dir: Path, at_generation: int = 5) -> None:
     """Start a run, SIGKILL it once cell 0 has checkpointed ``at_generation`` (so mid-way through a later one)."""
-    proc = subprocess.Popen([sys.executable, "-m", "collapselab", *args], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collapselab", *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     manifest = run_dir / ".checkpoints" / "cell-0" / f"manifest-{at_generation:06d}.json"
     deadline = time.time() + 120
     while not manifest.exists():
@@ -285,15 +346,23 @@ def test_killed_workspace_run_is_listed_unfinished_and_resumed_by_id(tmp_path, u
 
 def test_concurrent_runs_share_the_store_without_losing_or_duplicating_rows(tmp_path):
     (tmp_path / "spec.toml").write_text(SWEEP)
-    procs = [subprocess.Popen([sys.executable, "-m", "collapselab", "run", "spec.toml", "--no-report", "-q"],
-                              cwd=tmp_path, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "collapselab", "run", "spec.toml", "--no-report", "-q"],
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()
     con = sqlite3.connect(tmp_path / "collapselab-runs" / "store.db")
     runs = con.execute("SELECT id, path FROM runs ORDER BY id").fetchall()
     assert [r[0] for r in runs] == [1, 2, 3, 4] and len({r[1] for r in runs}) == 4
-    counts = con.execute("SELECT run_id, COUNT(*), COUNT(DISTINCT cell || generation || metric) FROM summary "
-                         "GROUP BY run_id").fetchall()
+    counts = con.execute(
+        "SELECT run_id, COUNT(*), COUNT(DISTINCT cell || generation || metric) FROM summary GROUP BY run_id"
+    ).fetchall()
     expected = (Path(runs[0][1]) / "summary.csv").read_text().count("\n") - 1
     assert counts == [(i, expected, expected) for i in (1, 2, 3, 4)]
 
@@ -328,23 +397,67 @@ def test_progress_counts_each_cells_own_generations(monkeypatch):
     assert "progress: cells 2/2, generations 75/75 (100%)" in console.export_text()
 
 
+@pytest.mark.cluster
 def test_a_lost_scheduler_is_one_line_and_the_run_resumes(tmp_path, uninterrupted):
     (tmp_path / "spec.toml").write_text(LONG)
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-    sched = subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                              "--dashboard-address", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
-    worker = subprocess.Popen([str(BIN / "dask"), "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
-                               "--dashboard-address", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
+    sched = subprocess.Popen(
+        [
+            str(BIN / "dask"),
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-address",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=tmp_path,
+    )
+    worker = subprocess.Popen(
+        [
+            str(BIN / "dask"),
+            "worker",
+            address,
+            "--host",
+            "127.0.0.1",
+            "--nthreads",
+            "1",
+            "--dashboard-address",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=tmp_path,
+    )
     try:
         _wait_for_workers(address, 1)
         deadline = time.time() + 120
-        run = subprocess.Popen([sys.executable, "-m", "collapselab", "run", "spec.toml", "--out", "cut", "-q",
-                                "--scheduler", address, "--no-report"], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+        run = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "collapselab",
+                "run",
+                "spec.toml",
+                "--out",
+                "cut",
+                "-q",
+                "--scheduler",
+                address,
+                "--no-report",
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         manifest = tmp_path / "cut" / ".checkpoints" / "cell-0" / "manifest-000003.json"
         while not manifest.exists():
             assert run.poll() is None and time.time() < deadline

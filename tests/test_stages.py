@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from helpers import metric, simulate
 
 import collapselab as cl
 from collapselab.metrics.stages import EARLY, HEALTHY, LATE, TOTAL, classify, median_with_ci
-from helpers import metric, simulate
 
 
 def _codes(result, cell=0):
@@ -31,11 +31,16 @@ def test_a_replace_chain_passes_through_early_before_late(source, params, family
 
 
 def test_a_healthy_mix_stays_healthy_where_replace_does_not():
-    r = cl.run({
-        "generations": 40, "replicates": 2000, "data": {"source": "gaussian", "n": 100},
-        "model": {"family": "gaussian"},
-        "sweep": {"policy": [{"kind": "mix", "real_fraction": 0.5}, {"kind": "replace"}]},
-    }, save=False)
+    r = cl.run(
+        {
+            "generations": 40,
+            "replicates": 2000,
+            "data": {"source": "gaussian", "n": 100},
+            "model": {"family": "gaussian"},
+            "sweep": {"policy": [{"kind": "mix", "real_fraction": 0.5}, {"kind": "replace"}]},
+        },
+        save=False,
+    )
     healthy, _ = metric(r, "stage_healthy", "0")
     late, _ = metric(r, "stage_late", "0")
     total, _ = metric(r, "stage_total", "0")
@@ -68,8 +73,12 @@ def test_shares_sum_to_one_and_stage_metrics_only_where_signals_exist():
 
 
 def test_thresholds_and_reference_come_from_the_spec():
-    base = {"generations": 20, "replicates": 500, "data": {"source": "gaussian", "n": 10},
-            "model": {"family": "gaussian"}}
+    base = {
+        "generations": 20,
+        "replicates": 500,
+        "data": {"source": "gaussian", "n": 10},
+        "model": {"family": "gaussian"},
+    }
     never = cl.run({**base, "stages": {"early": 0.0, "late": 0.0, "total": 0.0}}, save=False)
     assert metric(never, "stage_healthy")[0].min() == 1.0
     truth = cl.run({**base, "stages": {"reference": "truth"}}, save=False)

@@ -5,6 +5,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from helpers import metric
 
 import collapselab as cl
 from collapselab.errors import SpecError
@@ -13,10 +14,11 @@ from collapselab.families.ngram import EVAL_FLOOR, NGramFamily
 from collapselab.metrics.text import distinct_n, rare_words, repetition, text_metrics
 from collapselab.sources import get_source
 from collapselab.text import Vocabulary, detokenize, tokenize
-from helpers import metric
 
 
-@pytest.mark.parametrize("corpus", ["shakespeare", "austen", "kjv"])
+@pytest.mark.parametrize(
+    "corpus", [pytest.param(c, marks=pytest.mark.data(c)) for c in ("shakespeare", "austen", "kjv")]
+)
 def test_corpus_split_is_fixed_disjoint_and_real(corpus):
     truth = get_source(corpus, {"block": 32}).truth(10, None)
     again = get_source(corpus, {"block": 32, "split_seed": 0}).truth(99, np.random.default_rng(5))
@@ -31,6 +33,7 @@ def test_corpus_split_is_fixed_disjoint_and_real(corpus):
     assert not np.array_equal(other.heldout_records[:50], truth.heldout_records[:50])
 
 
+@pytest.mark.data("kjv")
 def test_real_pool_draws_distinct_records_per_replicate():
     truth = get_source("kjv", {"max_tokens": 6400, "block": 16}).truth(10, None)
     x = truth.sample((5, 40), np.random.default_rng(0))
@@ -51,7 +54,7 @@ def test_tokenize_decode_encode_round_trip():
 
 
 def _python_distinct(x, n):
-    grams = [tuple(rec[i:i + n]) for rec in x for i in range(len(rec) - n + 1)]
+    grams = [tuple(rec[i : i + n]) for rec in x for i in range(len(rec) - n + 1)]
     return len(set(grams)) / len(grams)
 
 
@@ -93,14 +96,14 @@ def test_ngram_probabilities_match_counted_trigrams():
         for rec in x[r]:
             padded = [V, V, *rec.tolist()]
             for i in range(2, len(padded)):
-                tri[tuple(padded[i - 2:i + 1])] += 1
-                bi[tuple(padded[i - 2:i])] += 1
+                tri[tuple(padded[i - 2 : i + 1])] += 1
+                bi[tuple(padded[i - 2 : i])] += 1
         held = x[1 - r, :5]  # the other replicate's records: some trigrams unseen
         nll = []
         for rec in held:
             padded = [V, V, *rec.tolist()]
             for i in range(2, len(padded)):
-                ctx, w = tuple(padded[i - 2:i]), padded[i]
+                ctx, w = tuple(padded[i - 2 : i]), padded[i]
                 if bi[ctx]:
                     p = tri[(*ctx, w)] / bi[ctx]
                 else:  # back off to the bigram, then the unigram
@@ -145,6 +148,7 @@ TAILS = {
 }
 
 
+@pytest.mark.data("shakespeare")
 def test_rare_words_vanish_under_replace_and_survive_with_real_data():
     r = cl.run(TAILS, save=False)
     replace, se = metric(r, "rare_word_survival", "0")
@@ -160,8 +164,9 @@ def test_rare_words_vanish_under_replace_and_survive_with_real_data():
 def test_user_text_sources(tmp_path):
     (tmp_path / "a.txt").write_text("the cat sat on the mat . " * 50)
     (tmp_path / "b.txt").write_text("a dog ran in the park ! " * 50)
-    (tmp_path / "docs.jsonl").write_text("\n".join(json.dumps({"body": "one two three four five six " * 10})
-                                                   for _ in range(8)))
+    (tmp_path / "docs.jsonl").write_text(
+        "\n".join(json.dumps({"body": "one two three four five six " * 10}) for _ in range(8))
+    )
     folder = get_source("text-file", {"path": str(tmp_path), "block": 8}).truth(4, None)
     assert {"cat", "dog"} <= set(folder.vocab.words)
     jsonl = get_source("text-file", {"path": str(tmp_path / "docs.jsonl"), "field": "body", "block": 6}).truth(4, None)
@@ -172,6 +177,7 @@ def test_user_text_sources(tmp_path):
         get_source("text-file", {"path": str(tmp_path / "missing.txt")}).truth(4, None)
 
 
+@pytest.mark.data("kjv")
 def test_too_large_n_for_a_corpus_is_a_spec_error():
     spec = {**TAILS, "data": {"source": "kjv", "n": 10_000, "params": {"max_tokens": 64_000}}, "sweep": {}}
     with pytest.raises(SpecError, match=r"data.n = 10000: data.source 'kjv' has only \d+ records"):
@@ -184,6 +190,8 @@ def test_missing_corpus_says_how_to_install_it(tmp_path, monkeypatch):
         get_source("austen", {"split_seed": 7}).truth(10, None)
 
 
+@pytest.mark.neural
+@pytest.mark.data("minilm")
 def test_embedding_diversity_sees_meaning_with_the_packaged_minilm():
     from collapselab.metrics.text import embedding_diversity
 

@@ -6,13 +6,13 @@ the other cases check the simulation against theory.py and theory.py's special c
 
 import numpy as np
 import pytest
-
 from helpers import assert_within_se, expected, simulate
 
 G = np.arange
 
 
 # --- Gaussian, maximum likelihood (Shumailov et al. 2024) -------------------------------------------
+
 
 # The fitted variance is a product of independent χ² factors: its log-variance grows by ψ'((n-1)/2) per
 # generation, and a mean over chains is only trustworthy while that stays moderate. Small n gets fewer
@@ -22,8 +22,9 @@ G = np.arange
     [(5, 1.0, 8, 200_000, True), (10, 2.5, 25, 20000, True), (50, 0.3, 25, 20000, True), (10, 1.0, 20, 20000, False)],
 )
 def test_gaussian_mle_variance_and_mean_drift(n, std, gens, chains, exact):
-    r = simulate(gens, chains, "gaussian", n, "gaussian", {"mean": 1.5, "std": std},
-                 {"estimator": "mle", "exact": exact})
+    r = simulate(
+        gens, chains, "gaussian", n, "gaussian", {"mean": 1.5, "std": std}, {"estimator": "mle", "exact": exact}
+    )
     g = G(gens)
     var_ratio = ((n - 1) / n) ** (g + 1)  # REFERENCES.md, written out here
     drift = std**2 * (1 - (1 - 1 / n) ** (g + 1))
@@ -79,6 +80,7 @@ def test_gaussian_variance_law_holds_for_non_gaussian_real_data():
 
 # --- Categorical: Wright-Fisher drift ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "source, params, n",
     [
@@ -113,6 +115,7 @@ def test_categorical_with_unequal_sample_sizes():
 
 # --- Bernoulli and Poisson (Suresh et al. 2024) -------------------------------------------------------
 
+
 @pytest.mark.parametrize("n, samples", [(20, None), (10, 25)])
 def test_bernoulli_mean_preserved_and_survival(n, samples):
     policy = {"kind": "replace", **({"samples": samples} if samples else {})}
@@ -135,6 +138,7 @@ def test_poisson_branching_survival(n, samples):
 
 # --- Linear regression chain (Dohmatob et al. 2024; Gerstgrasser et al. 2024) -----------------------
 
+
 @pytest.mark.parametrize("kind", ["replace", "accumulate"])
 def test_linear_regression_chain(kind):
     gens, dim, n, noise = 12, 4, 16, 0.7
@@ -148,6 +152,7 @@ def test_linear_regression_chain(kind):
 
 
 # --- KDE spreads --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("bandwidth, n", [(0.3, 10), (1.0, 30)])
 def test_kde_variance_recursion(bandwidth, n):
@@ -164,11 +169,16 @@ def test_kde_variance_recursion(bandwidth, n):
 
 # --- Gaussian under accumulate and fresh: exact moment recursions (theory.py) -------------------------
 
+
 @pytest.mark.parametrize("estimator", ["mle", "unbiased"])
 @pytest.mark.parametrize(
     "policy",
-    [{"kind": "accumulate"}, {"kind": "accumulate", "samples": 5},
-     {"kind": "fresh", "real_fraction": 0.3}, {"kind": "fresh", "real_fraction": 0.0, "samples": 12}],
+    [
+        {"kind": "accumulate"},
+        {"kind": "accumulate", "samples": 5},
+        {"kind": "fresh", "real_fraction": 0.3},
+        {"kind": "fresh", "real_fraction": 0.0, "samples": 12},
+    ],
 )
 def test_gaussian_accumulate_and_fresh_moment_recursions(estimator, policy):
     r = simulate(15, 20000, "gaussian", 10, "gaussian", {"mean": -3.0, "std": 2.0}, {"estimator": estimator}, **policy)
@@ -195,24 +205,51 @@ def test_moment_recursion_reduces_to_the_replace_closed_form():
 # --- every closed form the theory module carries, every metric it names ------------------------------
 
 EVERY_CLOSED_FORM = {
-    ("gaussian", "replace"): ({"source": "gaussian", "n": 12, "params": {"mean": [1, 2], "cov": [[1, 0.4], [0.4, 2]]}},
-                              {"family": "gaussian"}, {"kind": "replace", "samples": 9}),
-    ("gaussian", "accumulate"): ({"source": "gaussian", "n": 6, "params": {"std": 0.5}},
-                                 {"family": "gaussian", "params": {"estimator": "unbiased"}}, {"kind": "accumulate"}),
-    ("gaussian", "fresh"): ({"source": "blobs", "n": 10, "params": {"means": [0.0, 3.0], "stds": 1.0}},
-                            {"family": "gaussian"}, {"kind": "fresh", "real_fraction": 0.5}),
-    ("kde", "replace"): ({"source": "gaussian", "n": 8, "params": {"std": 1.5}},
-                         {"family": "kde", "params": {"bandwidth": 0.4}}, {"kind": "replace", "samples": 16}),
-    ("categorical", "replace"): ({"source": "zipf", "n": 30, "params": {"categories": 8}},
-                                 {"family": "categorical"}, {"kind": "replace"}),
-    ("bernoulli", "replace"): ({"source": "bernoulli", "n": 15, "params": {"p": 0.1}},
-                               {"family": "bernoulli"}, {"kind": "replace", "samples": 20}),
-    ("poisson", "replace"): ({"source": "poisson", "n": 20, "params": {"rate": 0.1}},
-                             {"family": "poisson"}, {"kind": "replace"}),
-    ("linear", "replace"): ({"source": "linear", "n": 12, "params": {"dim": 2, "noise": 2.0}},
-                            {"family": "linear"}, {"kind": "replace"}),
-    ("linear", "accumulate"): ({"source": "linear", "n": 12, "params": {"dim": 6}},
-                               {"family": "linear"}, {"kind": "accumulate"}),
+    ("gaussian", "replace"): (
+        {"source": "gaussian", "n": 12, "params": {"mean": [1, 2], "cov": [[1, 0.4], [0.4, 2]]}},
+        {"family": "gaussian"},
+        {"kind": "replace", "samples": 9},
+    ),
+    ("gaussian", "accumulate"): (
+        {"source": "gaussian", "n": 6, "params": {"std": 0.5}},
+        {"family": "gaussian", "params": {"estimator": "unbiased"}},
+        {"kind": "accumulate"},
+    ),
+    ("gaussian", "fresh"): (
+        {"source": "blobs", "n": 10, "params": {"means": [0.0, 3.0], "stds": 1.0}},
+        {"family": "gaussian"},
+        {"kind": "fresh", "real_fraction": 0.5},
+    ),
+    ("kde", "replace"): (
+        {"source": "gaussian", "n": 8, "params": {"std": 1.5}},
+        {"family": "kde", "params": {"bandwidth": 0.4}},
+        {"kind": "replace", "samples": 16},
+    ),
+    ("categorical", "replace"): (
+        {"source": "zipf", "n": 30, "params": {"categories": 8}},
+        {"family": "categorical"},
+        {"kind": "replace"},
+    ),
+    ("bernoulli", "replace"): (
+        {"source": "bernoulli", "n": 15, "params": {"p": 0.1}},
+        {"family": "bernoulli"},
+        {"kind": "replace", "samples": 20},
+    ),
+    ("poisson", "replace"): (
+        {"source": "poisson", "n": 20, "params": {"rate": 0.1}},
+        {"family": "poisson"},
+        {"kind": "replace"},
+    ),
+    ("linear", "replace"): (
+        {"source": "linear", "n": 12, "params": {"dim": 2, "noise": 2.0}},
+        {"family": "linear"},
+        {"kind": "replace"},
+    ),
+    ("linear", "accumulate"): (
+        {"source": "linear", "n": 12, "params": {"dim": 6}},
+        {"family": "linear"},
+        {"kind": "accumulate"},
+    ),
 }
 
 
@@ -227,8 +264,9 @@ def test_every_closed_form_matches_the_simulation(case):
     import collapselab as cl
 
     data, model, policy = EVERY_CLOSED_FORM[case]
-    r = cl.run({"generations": 12, "replicates": 20000, "seed": 3, "data": data, "model": model,
-                "policy": policy}, save=False)
+    r = cl.run(
+        {"generations": 12, "replicates": 20000, "seed": 3, "data": data, "model": model, "policy": policy}, save=False
+    )
     names = sorted(set(r.theory.metric))
     assert names, "the case must have closed forms"
     for name in names:

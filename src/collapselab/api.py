@@ -1,9 +1,9 @@
 """The Python API: every verb of the command line is one function here (the CLI only parses and prints).
 
-    run, resume, runs, load_run, samples, report      experiments and their results
-    theory, decompose                                 closed forms, and where a collapse comes from
-    synthesize, audit, ledger, plan_mix               products for real data sets
-    families, presets, prepare_data                   what is installed
+run, resume, runs, load_run, samples, report      experiments and their results
+theory, decompose                                 closed forms, and where a collapse comes from
+synthesize, audit, ledger, plan_mix               products for real data sets
+families, presets, prepare_data                   what is installed
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 from pydantic import ValidationError
@@ -53,8 +54,6 @@ from .store import (
     start_run_dir,
     write_cells,
 )
-from .synthesize import synthesize_file
-from .theory import for_cell
 from .summary import (
     STAGE_COLUMNS,
     SUMMARY_COLUMNS,
@@ -65,6 +64,8 @@ from .summary import (
     to_csv,
     to_frame,
 )
+from .synthesize import synthesize_file
+from .theory import for_cell
 
 
 @dataclass(eq=False)
@@ -96,7 +97,10 @@ class RunResult:
 
 
 def plan(
-    spec: "str | Path | dict | Spec", executor: str | None = None, scheduler: str | None = None, *,
+    spec: str | Path | dict | Spec,
+    executor: str | None = None,
+    scheduler: str | None = None,
+    *,
     allow_plugins: bool = False,
 ) -> RunPlan:
     """A spec loaded, expanded into its cells and checked together with its execution settings: every error a
@@ -108,7 +112,7 @@ def plan(
     return RunPlan(spec, cells)
 
 
-def unfinished(ref: "str | Path", workspace: "str | Path" = DEFAULT_WORKSPACE) -> Path:
+def unfinished(ref: str | Path, workspace: str | Path = DEFAULT_WORKSPACE) -> Path:
     """The folder of a run that has not finished (an id, a name or a directory), for :func:`resume`."""
     return Store(workspace).resolve(str(ref), finished=False)
 
@@ -117,13 +121,13 @@ cache_dir = datasets.cache_dir
 
 
 def run(
-    spec: "str | Path | dict | Spec | RunPlan",
-    out: "str | Path | None" = None,
+    spec: str | Path | dict | Spec | RunPlan,
+    out: str | Path | None = None,
     *,
     executor: str | None = None,
     workers: int = 1,
     scheduler: str | None = None,
-    workspace: "str | Path" = DEFAULT_WORKSPACE,
+    workspace: str | Path = DEFAULT_WORKSPACE,
     save: bool = True,
     report: bool = True,
     progress: Progress | None = None,
@@ -166,7 +170,7 @@ def run(
             created = True
         try:
             start_run_dir(path, spec, {c.id: c.overrides for c in cells})
-            if store is not None:
+            if store is not None and run_id is not None:
                 store.record_start(run_id, path, spec)
         except BaseException:
             _discard(path, created, store, run_id)
@@ -189,12 +193,12 @@ def _discard(path: Path, created: bool, store, run_id) -> None:
 
 
 def resume(
-    ref: "str | Path",
+    ref: str | Path,
     *,
     executor: str | None = None,
     workers: int = 1,
     scheduler: str | None = None,
-    workspace: "str | Path" = DEFAULT_WORKSPACE,
+    workspace: str | Path = DEFAULT_WORKSPACE,
     report: bool = True,
     progress: Progress | None = None,
     allow_plugins: bool = False,
@@ -247,7 +251,6 @@ def _execute(spec, cells, path: Path, store, run_id, report: bool, execution: di
     clear_checkpoints(path)
     result.path, result.run_id = path, run_id
     if report:  # the results are complete and kept whatever happens to their report
-
         try:
             write_report([path])
         except Exception as e:  # noqa: BLE001 - said as a warning: `collapselab report` can retry it
@@ -266,7 +269,7 @@ class _Tables:
     stages: list[tuple]
 
     @classmethod
-    def of(cls, results: list[CellResult]) -> "_Tables":
+    def of(cls, results: list[CellResult]) -> _Tables:
         return cls(summary_rows(results), theory_rows(results), stage_rows(results))
 
 
@@ -303,24 +306,29 @@ def _files(results: list[CellResult], tables: _Tables) -> dict[str, str | bytes]
     return files
 
 
-def report(run_dirs: "list[str | Path]", out: "str | Path | None" = None, workspace=DEFAULT_WORKSPACE) -> Path:
+def report(run_dirs: list[str | Path], out: str | Path | None = None, workspace=DEFAULT_WORKSPACE) -> Path:
     """Write the HTML report of one or several runs (ids, names or directories); returns its path."""
     store = Store(workspace)
     return write_report([store.resolve(str(r)) for r in run_dirs], out)
 
 
-def runs(workspace: "str | Path" = DEFAULT_WORKSPACE) -> pd.DataFrame:
+def runs(workspace: str | Path = DEFAULT_WORKSPACE) -> pd.DataFrame:
     """The runs indexed in a workspace."""
     return Store(workspace).runs()
 
 
-def load_run(ref: "str | Path", workspace: "str | Path" = DEFAULT_WORKSPACE) -> dict:
+def load_run(ref: str | Path, workspace: str | Path = DEFAULT_WORKSPACE) -> dict:
     """A saved run's tables (``summary``, ``cells``, ``theory`` when present) by id, name or directory."""
     return read_run(Store(workspace).resolve(str(ref)))
 
 
-def samples(ref: "str | Path", cell: str | None = None, generation: int | None = None, limit: int = 10,
-            workspace: "str | Path" = DEFAULT_WORKSPACE) -> dict:
+def samples(
+    ref: str | Path,
+    cell: str | None = None,
+    generation: int | None = None,
+    limit: int = 10,
+    workspace: str | Path = DEFAULT_WORKSPACE,
+) -> dict:
     """Records sampled by chain 0's model in a saved run (the report's snapshots: the first, the last and three
     generations between), decoded where the source has a vocabulary: ``{"cell", "generation", "generations"
     (all with samples), "kind", "records"}``. ``cell`` defaults to the first, ``generation`` to the last."""
@@ -344,8 +352,13 @@ def samples(ref: "str | Path", cell: str | None = None, generation: int | None =
     records = snaps[cell][generation][:limit]
     spec = load_spec(path / "spec.toml")
     kind, decoded = _decode_records(spec, cell, records)
-    return {"cell": cell, "generation": generation, "generations": gens, "kind": kind,
-            "records": decoded if decoded is not None else np.asarray(records).tolist()}
+    return {
+        "cell": cell,
+        "generation": generation,
+        "generations": gens,
+        "kind": kind,
+        "records": decoded if decoded is not None else np.asarray(records).tolist(),
+    }
 
 
 def _decode_records(spec: Spec, cell: str, records):
@@ -373,8 +386,13 @@ def theory(spec, *, allow_plugins: bool = False) -> list[tuple[CellPlan, dict]]:
 
 
 def decompose(
-    spec, converged: dict | None = None, *, out: "str | Path | None" = None, title: str | None = None,
-    progress=None, allow_plugins: bool = False,
+    spec,
+    converged: dict | None = None,
+    *,
+    out: str | Path | None = None,
+    title: str | None = None,
+    progress=None,
+    allow_plugins: bool = False,
 ) -> tuple[Decomposition, dict[str, str]]:
     """Split a single-cell spec's distance to the truth into its error sources (see collapselab.decompose);
     with ``out``, also write decomposition.csv and decomposition.html there. Returns (decomposition, files)."""
@@ -388,8 +406,15 @@ def decompose(
 
 
 def synthesize(
-    data: "str | Path", rows: int, out: "str | Path", *, clusters: "int | str" = "bic", max_clusters: int = 8,
-    floor: float = 0.01, seed: int = 0, report: "str | Path | None" = None,
+    data: str | Path,
+    rows: int,
+    out: str | Path,
+    *,
+    clusters: int | Literal["bic"] = "bic",
+    max_clusters: int = 8,
+    floor: float = 0.01,
+    seed: int = 0,
+    report: str | Path | None = None,
 ) -> dict:
     """Cluster-mirrored synthetic rows of a real table written to ``out`` (.csv or .parquet), and its fidelity
     report (JSON, default: OUT with .fidelity.json); returns the report as a dict."""
@@ -400,7 +425,7 @@ def synthesize(
     return synthesize_file(data, rows, out, spec, seed, report)
 
 
-def ledger(db: "str | Path") -> Ledger:
+def ledger(db: str | Path) -> Ledger:
     """The record-level provenance ledger in SQLite file ``db`` (a context manager)."""
     return Ledger(db)
 
@@ -429,6 +454,26 @@ def prepare_data(prepare: bool = True) -> dict[str, str]:
 
 
 __all__ = [
-    "Decomposition", "Ledger", "RunPlan", "RunResult", "audit", "cache_dir", "plan", "unfinished", "decompose", "families", "ledger", "load_run", "plan_mix",
-    "prepare_data", "presets", "report", "resume", "run", "runs", "samples", "synthesize", "theory",
+    "Decomposition",
+    "Ledger",
+    "RunPlan",
+    "RunResult",
+    "audit",
+    "cache_dir",
+    "plan",
+    "unfinished",
+    "decompose",
+    "families",
+    "ledger",
+    "load_run",
+    "plan_mix",
+    "prepare_data",
+    "presets",
+    "report",
+    "resume",
+    "run",
+    "runs",
+    "samples",
+    "synthesize",
+    "theory",
 ]

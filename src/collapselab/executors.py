@@ -157,8 +157,13 @@ def local_cluster(workers: int):
     from distributed import LocalCluster
 
     return LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, host=LOOPBACK,
-        dashboard_address=None, worker_dashboard_address=None, silence_logs=40,
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host=LOOPBACK,
+        dashboard_address=None,
+        worker_dashboard_address=None,
+        silence_logs=40,
     )
 
 
@@ -188,8 +193,10 @@ def _run_dask(cells, seed, workers, scheduler, progress, folders) -> list[CellRe
         if not _lost_cluster(e):
             raise  # the cell's own error, from its worker
         where = scheduler or "the local cluster"
-        raise RunInterrupted(f"lost the Dask scheduler at {where} ({type(e).__name__}); its checkpoints are kept: "
-                             "resume the run when the cluster is back") from None
+        raise RunInterrupted(
+            f"lost the Dask scheduler at {where} ({type(e).__name__}); its checkpoints are kept: "
+            "resume the run when the cluster is back"
+        ) from None
     finally:
         try:
             client.close(timeout=5)
@@ -234,8 +241,16 @@ def _dask_loop(client, cells, seed, progress, folders) -> list[CellResult]:
     sink = _DaskQueueProgress(name) if progress else None
     ordered = longest_first(cells)
     futures = [
-        client.submit(_cell_task, c, seed, sink, folders[c.id], key=f"cell-{c.id}-{uuid.uuid4().hex}",
-                      pure=False, priority=len(ordered) - i)
+        client.submit(
+            _cell_task,
+            c,
+            seed,
+            sink,
+            folders[c.id],
+            key=f"cell-{c.id}-{uuid.uuid4().hex}",
+            pure=False,
+            priority=len(ordered) - i,
+        )
         for i, c in enumerate(ordered)
     ]
     by_key = {f.key: c for f, c in zip(futures, ordered)}
@@ -258,8 +273,10 @@ def _dask_loop(client, cells, seed, progress, folders) -> list[CellResult]:
             alive = len(client.scheduler_info(n_workers=-1).get("workers", {}))
             no_workers_since = None if alive else (no_workers_since or now)
             if no_workers_since is not None and now - no_workers_since > grace:
-                raise RunInterrupted(f"no Dask worker has been alive for {grace:.0f} s; {len(remaining)} cell(s) "
-                                     "unfinished, checkpoints kept: resume the run when workers are back")
+                raise RunInterrupted(
+                    f"no Dask worker has been alive for {grace:.0f} s; {len(remaining)} cell(s) "
+                    "unfinished, checkpoints kept: resume the run when workers are back"
+                )
         if remaining:
             time.sleep(0.1)
     return [results[c.id] for c in cells]

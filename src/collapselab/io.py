@@ -31,7 +31,7 @@ def max_input_bytes() -> int:
     return int(mb * 2**20)
 
 
-def write_atomic(path: "str | Path", content: str | bytes) -> None:
+def write_atomic(path: str | Path, content: str | bytes) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     data = content.encode("utf-8") if isinstance(content, str) else content
@@ -60,7 +60,7 @@ def is_regular_file(path: Path) -> bool:
         return False
 
 
-def check_input_file(path: "str | Path", where: str, limit: int | None = None) -> Path:
+def check_input_file(path: str | Path, where: str, limit: int | None = None) -> Path:
     """``path`` if it is a readable regular file within the size limit; else a one-line InputError naming ``where``."""
     p = Path(path).expanduser()
     try:
@@ -123,8 +123,9 @@ def connect_sqlite(path: Path, *, readonly: bool = False, what: str = "database"
 def sqlite_error(e: Exception, path: Path, what: str) -> InputError:
     text = str(e)
     if "locked" in text or "busy" in text:
-        return InputError(f"{what} {path}: locked by another process for over {sqlite_timeout():g} s ({text}); "
-                          "try again")
+        return InputError(
+            f"{what} {path}: locked by another process for over {sqlite_timeout():g} s ({text}); try again"
+        )
     if "not a database" in text or "malformed" in text:
         return InputError(f"{what} {path}: not a valid SQLite file ({text}); move it aside to start a new one")
     if "readonly" in text or "read-only" in text or "unable to open" in text:

@@ -115,14 +115,15 @@ class Registry(Generic[T]):
         return f"Registry({self.kind!r}: {', '.join(self._entries)})"
 
 
-# the registries; the built-ins register into them from their own modules
-FAMILIES: Registry[type] = Registry("families", "family")
-SOURCES: Registry[type] = Registry("sources", "source")
-POLICIES: Registry[type] = Registry("policies", "policy", key="kind")
-CURATION_STAGES: Registry[type] = Registry("curation", "curation stage", key="kind")
-ATTACKS: Registry[type] = Registry("attacks", "poisoning attack", key="kind")
-SCREENS: Registry[Callable[..., Any]] = Registry("screens", "poisoning screen", key="method")
-EXECUTORS: Registry[Callable[..., Any]] = Registry("executors", "executor", key="executor")
+# the registries; the built-ins register into them from their own modules. Typed Any: the classes they hold
+# (Family, Source, Policy, ...) live in layers above this one
+FAMILIES: Registry[Any] = Registry("families", "family")
+SOURCES: Registry[Any] = Registry("sources", "source")
+POLICIES: Registry[Any] = Registry("policies", "policy", key="kind")
+CURATION_STAGES: Registry[Any] = Registry("curation", "curation stage", key="kind")
+ATTACKS: Registry[Any] = Registry("attacks", "poisoning attack", key="kind")
+SCREENS: Registry[Any] = Registry("screens", "poisoning screen", key="method")
+EXECUTORS: Registry[Any] = Registry("executors", "executor", key="executor")
 
 REGISTRIES: dict[str, Registry[Any]] = {
     r.kind: r for r in (FAMILIES, SOURCES, POLICIES, CURATION_STAGES, ATTACKS, SCREENS, EXECUTORS)

@@ -13,15 +13,16 @@ Generation 0 always trains on the real pool. For g >= 1 (``synthetic[-1]`` is ge
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
 from ._numerics.batched import subsample_rows
 from .errors import SpecError
 from .plugins import POLICIES
-from .pool import Pool
+from .pool import Pool, StatsPool
 from .spec import Spec
 
 DrawReal = Callable[[int, np.random.Generator], Pool]
@@ -32,8 +33,8 @@ class Part:
     """One component of a population training distribution: the truth or a fitted (batched) model."""
 
     weight: float
-    truth: object = None
-    model: object = None
+    truth: Any = None
+    model: Any = None
 
     def sample(self, R: int, k: int, rng: np.random.Generator) -> np.ndarray:
         return self.truth.sample((R, k), rng) if self.truth is not None else self.model.sample(k, rng)
@@ -57,28 +58,31 @@ class Policy:
         self.real_fraction = spec.policy.real_fraction
 
     def real_count(self) -> int:
-        return int(round(self.real_fraction * self.n))
+        """Real records in a training set of n (only for policies that use a real fraction)."""
+        return int(round((self.real_fraction or 0.0) * self.n))
 
     def synthetic_used(self, m: int) -> int:
         """How many records of the newest synthetic pool the policy uses (all of them, unless mixed)."""
         return m
 
-    def population_parts(self, g: int, truth, models: list) -> "list[Part]":
+    def population_parts(self, g: int, truth, models: list) -> list[Part]:
         """Generation g's training *distribution* with infinitely many records (``samples = "infinite"``):
         the mixture of the truth and earlier models that the finite training set is a sample of."""
         if g == 0:
             return [Part(1.0, truth=truth)]
         return [p for p in self._population_parts(truth, models) if p.weight > 0]
 
-    def _population_parts(self, truth, models) -> "list[Part]":
+    def _population_parts(self, truth, models) -> list[Part]:
         return [Part(1.0, model=models[-1])]
 
-    def build(self, g: int, real: Pool, synthetic: list[Pool], draw_real: DrawReal, rng) -> Pool:
+    def build(
+        self, g: int, real: Pool, synthetic: list[Pool | StatsPool], draw_real: DrawReal, rng
+    ) -> Pool | StatsPool:
         if g == 0:
             return real
         return self._build(g, real, synthetic, draw_real, rng)
 
-    def _build(self, g, real, synthetic, draw_real, rng) -> Pool:
+    def _build(self, g, real, synthetic, draw_real, rng) -> Pool | StatsPool:
         raise NotImplementedError
 
 

@@ -11,6 +11,7 @@ attack injected), ``source`` (which source a record came from, for leave-one-sou
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,22 +26,22 @@ class Pool:
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (R, N) float per-record provenance
 
     @classmethod
-    def real(cls, x: np.ndarray) -> "Pool":
+    def real(cls, x: np.ndarray) -> Pool:
         return cls(x, np.full(x.shape[:2], REAL, dtype=np.int16))
 
     @classmethod
-    def synthetic(cls, x: np.ndarray, generation: int) -> "Pool":
+    def synthetic(cls, x: np.ndarray, generation: int) -> Pool:
         return cls(x, np.full(x.shape[:2], generation, dtype=np.int16))
 
     @property
     def size(self) -> int:
         return self.x.shape[1]
 
-    def head(self, k: int) -> "Pool":
+    def head(self, k: int) -> Pool:
         """The first k records of every replicate (records of a pool are exchangeable draws)."""
         return Pool(self.x[:, :k], self.generation[:, :k], {n: v[:, :k] for n, v in self.extra.items()})
 
-    def take(self, idx: np.ndarray) -> "Pool":
+    def take(self, idx: np.ndarray) -> Pool:
         """Records ``idx`` (R, k) of each replicate."""
         xi = idx.reshape(idx.shape + (1,) * (self.x.ndim - 2))
         return Pool(
@@ -56,7 +57,7 @@ class Pool:
         return np.full(self.generation.shape, 0.0 if name == "poisoned" else np.nan)
 
     @staticmethod
-    def concat(pools: "list[Pool | StatsPool]") -> "Pool | StatsPool":
+    def concat(pools: Sequence[Pool | StatsPool]) -> Pool | StatsPool:
         if len(pools) == 1:
             return pools[0]
         if any(isinstance(p, StatsPool) for p in pools):
@@ -95,7 +96,7 @@ class StatsPool:
     def size(self) -> int:
         return self.real + self.synthetic
 
-    def head(self, k: int) -> "StatsPool":
+    def head(self, k: int) -> StatsPool:
         if k != self.size:
             raise ValueError(f"a stats pool of {self.size} records cannot give {k}: draw exactly what is used")
         return self
@@ -104,7 +105,7 @@ class StatsPool:
         return np.full(self.replicates, self.synthetic / self.size)
 
     @staticmethod
-    def merge(pools: "list[Pool | StatsPool]") -> "StatsPool":
+    def merge(pools: list[Pool | StatsPool]) -> StatsPool:
         family = next(p.family for p in pools if isinstance(p, StatsPool))
         parts = [p if isinstance(p, StatsPool) else StatsPool.of_records(p, family) for p in pools]
         return StatsPool(
@@ -116,7 +117,7 @@ class StatsPool:
         )
 
     @staticmethod
-    def of_records(pool: Pool, family) -> "StatsPool":
+    def of_records(pool: Pool, family) -> StatsPool:
         real = int(np.count_nonzero(pool.generation[0] == REAL))  # the same in every replicate
         return StatsPool(family.stats_of(pool.x), real, pool.size - real, pool.x.shape[0], family)
 
@@ -126,7 +127,7 @@ class StatsPool:
         return arrays
 
 
-def pool_from_arrays(arrays: dict[str, np.ndarray], family) -> "Pool | StatsPool":
+def pool_from_arrays(arrays: dict[str, np.ndarray], family) -> Pool | StatsPool:
     if "counts" in arrays:
         real, synthetic, replicates = (int(v) for v in arrays["counts"])
         stats = family.stats_from_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("stats:")})

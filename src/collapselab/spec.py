@@ -28,6 +28,7 @@ from .errors import SpecError
 CASES = "cases"
 CASE_LABEL = "case"
 
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -359,7 +360,7 @@ def resolve_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
     return raw
 
 
-def load_spec(source: "str | Path | dict | Spec") -> Spec:
+def load_spec(source: str | Path | dict | Spec) -> Spec:
     if isinstance(source, Spec):
         return source
     if isinstance(source, dict):

@@ -110,22 +110,29 @@ def clear_checkpoints(path: Path) -> None:
     shutil.rmtree(path / CHECKPOINTS, ignore_errors=True)
 
 
-def snapshots_npz(snapshots: dict[str, dict[int, "np.ndarray"]]) -> bytes:
+def snapshots_npz(snapshots: dict[str, dict[int, np.ndarray]]) -> bytes:
     """Snapshot records as an .npz of plain arrays named ``cell<id>_gen<g>`` (read with allow_pickle=False)."""
     buf = io.BytesIO()
     np.savez_compressed(buf, **{f"cell{c}_gen{g}": x for c, by_gen in snapshots.items() for g, x in by_gen.items()})
     return buf.getvalue()
 
 
-def distributions_npz(dists: dict[str, dict[int, dict[str, "np.ndarray"]]]) -> bytes:
+def distributions_npz(dists: dict[str, dict[int, dict[str, np.ndarray]]]) -> bytes:
     """Per-record metric values as an .npz of plain arrays named ``cell<id>__gen<g>__<metric>``."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, **{f"cell{c}__gen{g}__{name}": v for c, by_gen in dists.items()
-                                for g, by_name in by_gen.items() for name, v in by_name.items()})
+    np.savez_compressed(
+        buf,
+        **{
+            f"cell{c}__gen{g}__{name}": v
+            for c, by_gen in dists.items()
+            for g, by_name in by_gen.items()
+            for name, v in by_name.items()
+        },
+    )
     return buf.getvalue()
 
 
-def read_distributions(path: Path) -> dict[str, dict[int, dict[str, "np.ndarray"]]]:
+def read_distributions(path: Path) -> dict[str, dict[int, dict[str, np.ndarray]]]:
     out: dict[str, dict[int, dict[str, np.ndarray]]] = {}
     if not path.is_file():
         return out
@@ -136,7 +143,7 @@ def read_distributions(path: Path) -> dict[str, dict[int, dict[str, "np.ndarray"
     return out
 
 
-def read_snapshots(path: Path) -> dict[str, dict[int, "np.ndarray"]]:
+def read_snapshots(path: Path) -> dict[str, dict[int, np.ndarray]]:
     out: dict[str, dict[int, np.ndarray]] = {}
     if not path.is_file():
         return out
@@ -257,8 +264,19 @@ class Store:
                     "INSERT OR REPLACE INTO runs (id, name, created, path, cells, generations, replicates, seed,"
                     " seconds, spec) VALUES (?, ?, COALESCE((SELECT created FROM runs WHERE id=?), ?), ?, ?, ?, ?,"
                     " ?, ?, ?)",
-                    (run_id, spec.name, run_id, time.strftime("%Y-%m-%dT%H:%M:%S"), str(Path(path).resolve()),
-                     len(cells), generations, spec.replicates, spec.seed, seconds, spec.to_toml()),
+                    (
+                        run_id,
+                        spec.name,
+                        run_id,
+                        time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        str(Path(path).resolve()),
+                        len(cells),
+                        generations,
+                        spec.replicates,
+                        spec.seed,
+                        seconds,
+                        spec.to_toml(),
+                    ),
                 )
                 con.executemany(
                     "INSERT INTO cells VALUES (?, ?, ?)",
@@ -282,8 +300,10 @@ class Store:
             " FROM runs WHERE path != '' ORDER BY id"
         )
         df = pd.DataFrame(rows, columns=["id", "name", "created", "done", *columns[4:]])
-        status = ["missing" if not Path(p).is_dir() else "finished" if done == 1 else "unfinished"
-                  for done, p in zip(df["done"], df["path"])]
+        status = [
+            "missing" if not Path(p).is_dir() else "finished" if done == 1 else "unfinished"
+            for done, p in zip(df["done"], df["path"])
+        ]
         df.insert(3, "status", pd.Series(status, dtype=object, index=df.index))
         return df[columns]
 
@@ -291,6 +311,7 @@ class Store:
         """A run's folder from its id, its name (the latest run of that name) or a directory path.
 
         With ``finished=False`` an interrupted run (spec.toml, no results yet) is accepted too."""
+
         def usable(p: Path) -> bool:
             return is_finished(p) if finished else (p / "spec.toml").is_file()
 

@@ -56,9 +56,7 @@ def summary_rows(results: list[CellResult]) -> list[tuple]:
         G = next(iter(res.metrics.values())).shape[0]
         for g in range(G):
             for name, s in stats.items():
-                rows.append(
-                    (res.cell_id, g, name, *(float(s[k][g]) for k in SUMMARY_COLUMNS[3:9]), int(s["count"][g]))
-                )
+                rows.append((res.cell_id, g, name, *(float(s[k][g]) for k in SUMMARY_COLUMNS[3:9]), int(s["count"][g])))
     return rows
 
 
@@ -97,11 +95,7 @@ def theory_rows(results: list[CellResult]) -> list[tuple]:
 def stage_rows(results: list[CellResult]) -> list[tuple]:
     """Per cell and stage: the share of chains that reached it, and the median first generation with a
     95% CI across chains (inf: fewer than half the chains reached it within the run)."""
-    return [
-        (res.cell_id, stage, *median_with_ci(first))
-        for res in results
-        for stage, first in res.first_stage.items()
-    ]
+    return [(res.cell_id, stage, *median_with_ci(first)) for res in results for stage, first in res.first_stage.items()]
 
 
 def to_csv(columns, rows) -> str:

@@ -22,15 +22,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .errors import SpecError
-from .spec import SynthesisSpec
-from .io import check_input_file, write_atomic
 from .curation.mirror import ClusterMirror, largest_remainder
+from .errors import InputError
+from .io import check_input_file, write_atomic
+from .spec import SynthesisSpec
 
-def read_table(path: "str | Path", what: str = "--data") -> pd.DataFrame:
+
+def read_table(path: str | Path, what: str = "--data") -> pd.DataFrame:
     p = check_input_file(path, what)
     if p.stat().st_size == 0:
-        raise SpecError(f"{what} {path}: the file is empty")
+        raise InputError(f"{what} {path}: the file is empty")
     suffix = p.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -38,32 +39,34 @@ def read_table(path: "str | Path", what: str = "--data") -> pd.DataFrame:
         elif suffix in (".csv", ".txt", ".tsv"):
             df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
         else:
-            raise SpecError(f"{what} {path}: unknown table format {suffix!r}; allowed: .csv, .tsv, .parquet")
-    except SpecError:
+            raise InputError(f"{what} {path}: unknown table format {suffix!r}; allowed: .csv, .tsv, .parquet")
+    except InputError:
         raise
     except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError, RecursionError) as e:
         first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise SpecError(f"{what} {path}: cannot read it as a table ({first})") from None
+        raise InputError(f"{what} {path}: cannot read it as a table ({first})") from None
     except Exception as e:  # noqa: BLE001 - pyarrow raises its own error types for damaged files
-        raise SpecError(f"{what} {path}: cannot read it as a table ({type(e).__name__})") from None
+        raise InputError(f"{what} {path}: cannot read it as a table ({type(e).__name__})") from None
     if df.shape[0] == 0 or df.shape[1] == 0:
-        raise SpecError(f"{what} {path}: no rows or no columns")
+        raise InputError(f"{what} {path}: no rows or no columns")
     df.columns = [str(c) for c in df.columns]
     missing = df.isna().sum()
     if missing.any():
         col = missing[missing > 0].index[0]
-        raise SpecError(f"{what} {path}: column {col!r} has {int(missing[col])} missing values; fill or drop them")
+        raise InputError(f"{what} {path}: column {col!r} has {int(missing[col])} missing values; fill or drop them")
     numeric = df.select_dtypes(include="number")
     if numeric.shape[1] and not np.isfinite(numeric.to_numpy(dtype=float)).all():
         col = next(c for c in numeric.columns if not np.isfinite(numeric[c].to_numpy(dtype=float)).all())
-        raise SpecError(f"{what} {path}: column {col!r} holds an infinite value; only finite numbers are allowed")
+        raise InputError(f"{what} {path}: column {col!r} holds an infinite value; only finite numbers are allowed")
     return df
 
 
 def column_kinds(df: pd.DataFrame) -> dict[str, str]:
     """numeric (int or float, not bool) or categorical, per column."""
     return {
-        c: "numeric" if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) else "categorical"
+        c: "numeric"
+        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+        else "categorical"
         for c in df.columns
     }
 
@@ -71,7 +74,7 @@ def column_kinds(df: pd.DataFrame) -> dict[str, str]:
 def synthesize(df: pd.DataFrame, rows: int, spec: SynthesisSpec, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """``rows`` synthetic rows mirroring the clusters of ``df``, and the per-cluster coverage."""
     if rows <= 0:
-        raise SpecError(f"--rows {rows}: must be a positive number of rows")
+        raise InputError(f"--rows {rows}: must be a positive number of rows")
     kinds = column_kinds(df)
     num = [c for c, k in kinds.items() if k == "numeric"]
     cat = [c for c, k in kinds.items() if k == "categorical"]
@@ -85,7 +88,7 @@ def synthesize(df: pd.DataFrame, rows: int, spec: SynthesisSpec, seed: int = 0) 
         parts.append(np.eye(len(levels[c]))[levels[c].get_indexer(df[c])] / np.sqrt(2))
     Z = np.concatenate(parts, axis=1)[None]  # (1, N, D)
     if len(df) < 2 * Z.shape[2] + 2:
-        raise SpecError(f"--data: {len(df)} rows are too few to cluster {Z.shape[2]} encoded columns")
+        raise InputError(f"--data: {len(df)} rows are too few to cluster {Z.shape[2]} encoded columns")
     mirror = ClusterMirror(spec, Z, rng)
     K = mirror.active.shape[1]
     labels = mirror.assign(Z, mirror.real_centres)[0]
@@ -99,7 +102,9 @@ def synthesize(df: pd.DataFrame, rows: int, spec: SynthesisSpec, seed: int = 0) 
         mu = Xk.mean(axis=0)
         cov = np.cov(Xk, rowvar=False).reshape(len(num), len(num)) if member.sum() > 1 else np.zeros((len(num),) * 2)
         cov = cov + spec.reg_covar * np.eye(len(num))
-        out_num.append(rng.multivariate_normal(mu, cov, size=counts[k], method="eigh") if num else np.empty((counts[k], 0)))
+        out_num.append(
+            rng.multivariate_normal(mu, cov, size=counts[k], method="eigh") if num else np.empty((counts[k], 0))
+        )
         for c in cat:
             freq = df.loc[member, c].value_counts(normalize=True)
             out_cat[c].append(rng.choice(freq.index.to_numpy(), size=counts[k], p=freq.to_numpy()))
@@ -119,8 +124,11 @@ def synthesize(df: pd.DataFrame, rows: int, spec: SynthesisSpec, seed: int = 0) 
         + [np.eye(len(levels[c]))[levels[c].get_indexer(synth[c])] / np.sqrt(2) for c in cat],
         axis=1,
     )[None]
-    clusters = {"k": int(mirror.clusters[0]), "real_shares": mirror.real_shares[0][: int(mirror.clusters[0])].round(4).tolist(),
-                "coverage": float(mirror.coverage(back)[0])}
+    clusters = {
+        "k": int(mirror.clusters[0]),
+        "real_shares": mirror.real_shares[0][: int(mirror.clusters[0])].round(4).tolist(),
+        "coverage": float(mirror.coverage(back)[0]),
+    }
     return synth, clusters
 
 
@@ -132,14 +140,20 @@ def fidelity(real: pd.DataFrame, synth: pd.DataFrame) -> dict:
             r, s = real[c].to_numpy(float), synth[c].to_numpy(float)
             span = r.max() - r.min()
             covered = (min(s.max(), r.max()) - max(s.min(), r.min())) / span if span > 0 else 1.0
-            columns[c] = {"kind": kind, "ks_complement": 1 - stats.ks_2samp(r, s).statistic,
-                          "range_coverage": float(np.clip(covered, 0, 1))}
+            columns[c] = {
+                "kind": kind,
+                "ks_complement": 1 - stats.ks_2samp(r, s).statistic,
+                "range_coverage": float(np.clip(covered, 0, 1)),
+            }
         else:
             pr, ps = real[c].value_counts(normalize=True), synth[c].value_counts(normalize=True)
             cats = pr.index.union(ps.index)
             tv = 0.5 * np.abs(pr.reindex(cats, fill_value=0) - ps.reindex(cats, fill_value=0)).sum()
-            columns[c] = {"kind": kind, "tv_complement": float(1 - tv),
-                          "category_coverage": float(np.isin(pr.index, ps.index).mean())}
+            columns[c] = {
+                "kind": kind,
+                "tv_complement": float(1 - tv),
+                "category_coverage": float(np.isin(pr.index, ps.index).mean()),
+            }
     num = [c for c, k in kinds.items() if k == "numeric"]
     corr = None
     if len(num) > 1:
@@ -147,8 +161,13 @@ def fidelity(real: pd.DataFrame, synth: pd.DataFrame) -> dict:
         iu = np.triu_indices(len(num), 1)
         corr = float(1 - np.nanmean(np.abs(cr[iu] - cs[iu])) / 2)
     marginal = [v.get("ks_complement", v.get("tv_complement")) for v in columns.values()]
-    return {"rows_real": len(real), "rows_synthetic": len(synth), "marginal_mean": float(np.mean(marginal)),
-            "correlation_similarity": corr, "columns": columns}
+    return {
+        "rows_real": len(real),
+        "rows_synthetic": len(synth),
+        "marginal_mean": float(np.mean(marginal)),
+        "correlation_similarity": corr,
+        "columns": columns,
+    }
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -168,7 +187,7 @@ def synthesize_file(data, rows: int, out, spec: SynthesisSpec, seed: int = 0, re
     """Read ``data``, write ``rows`` synthetic rows to ``out`` (CSV or Parquet) and the fidelity report (JSON)."""
     out = Path(out)
     if out.suffix.lower() not in (".csv", ".parquet"):
-        raise SpecError(f"--out {out}: allowed formats: .csv, .parquet")
+        raise InputError(f"--out {out}: allowed formats: .csv, .parquet")
     real = read_table(data)
     synth, clusters = synthesize(real, rows, spec, seed)
     result = {**fidelity(real, synth), "clusters": clusters, "data": str(data), "out": str(out), "seed": seed}

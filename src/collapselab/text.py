@@ -36,7 +36,7 @@ class Vocabulary:
     words: tuple[str, ...]  # id -> word; id 0 is <unk>
 
     @classmethod
-    def build(cls, tokens: list[str]) -> "Vocabulary":
+    def build(cls, tokens: list[str]) -> Vocabulary:
         counts = Counter(tokens)
         # most frequent first (ties alphabetical): ids are stable for a corpus and small ids are common words
         return cls(("<unk>", *sorted(counts, key=lambda w: (-counts[w], w))))

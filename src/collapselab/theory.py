@@ -84,6 +84,7 @@ def _gaussian_replace(spec: Spec, truth) -> dict:
     out["trace_ratio"] = var
     out["mean_sq_drift"] = drift
     if truth.components == 1:  # Wishart determinant moments need Gaussian real data
+
         def c(k):
             i = np.arange(1, d + 1)
             return np.prod((k - i) / (k - 1 if unbiased else k))

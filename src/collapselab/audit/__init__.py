@@ -51,9 +51,22 @@ MAX_LM_EXAMPLES = 300
 MAX_LM_CANDIDATE = 500
 
 
-def audit(reference, candidate, *, synthetic_examples=None, provenance: str = "origin", policy: str = "replace",
-          real_fraction: float | None = None, generations: int = 10, replicates: int = 8, seed: int = 0,
-          project: bool = True, out=None, scoring_model: str | None = "smollm2", progress=None) -> dict:
+def audit(
+    reference,
+    candidate,
+    *,
+    synthetic_examples=None,
+    provenance: str = "origin",
+    policy: str = "replace",
+    real_fraction: float | None = None,
+    generations: int = 10,
+    replicates: int = 8,
+    seed: int = 0,
+    project: bool = True,
+    out=None,
+    scoring_model: str | None = "smollm2",
+    progress=None,
+) -> dict:
     """The audit report as a dict; with ``out`` (a folder), also ``audit.json`` and ``audit.html``.
 
     Text is scored by ``scoring_model`` (the packaged SmolLM2-135M, a local Hugging Face folder or a GGUF file);
@@ -71,18 +84,31 @@ def audit(reference, candidate, *, synthetic_examples=None, provenance: str = "o
         measures = image_measures(ref.x, cand.x, rng)
     stage, reasons = verdict(measures["calibrated"])
     if stage != "healthy" and share.bound == "lower" and share.low < 0.1:
-        share.note = "; ".join(x for x in (share.note, (
-            "the candidate looks collapsed but the detector's lower bound is near 0: its synthetic part may come "
-            "from a model this detector does not separate from human text — give --synthetic-examples")) if x)
+        share.note = "; ".join(
+            x
+            for x in (
+                share.note,
+                (
+                    "the candidate looks collapsed but the detector's lower bound is near 0: its synthetic part may come "
+                    "from a model this detector does not separate from human text — give --synthetic-examples"
+                ),
+            )
+            if x
+        )
     report = {
-        "reference": str(reference), "candidate": str(candidate), "kind": ref.kind,
+        "reference": str(reference),
+        "candidate": str(candidate),
+        "kind": ref.kind,
         "records": {"reference": len(ref), "candidate": len(cand)},
-        "synthetic_share": share.to_dict(), "measures": measures,
-        "verdict": stage, "reasons": reasons,
+        "synthetic_share": share.to_dict(),
+        "measures": measures,
+        "verdict": stage,
+        "reasons": reasons,
     }
     if project:
-        report["projection"] = projection(ref.kind, candidate, cand, policy, real_fraction, generations,
-                                          replicates, seed)
+        report["projection"] = projection(
+            ref.kind, candidate, cand, policy, real_fraction, generations, replicates, seed
+        )
     if out is not None:
         write_report(report, Path(out))
     return report
@@ -94,11 +120,17 @@ def _share(ref, cand, examples, rng, seed, scoring_model=None, progress=None) ->
     if ref.kind == "text" and scoring_model is not None:
         return _lm_share(ref, cand, examples, rng, seed, scoring_model, progress)
     if examples is None and ref.kind != "text":
-        return ShareEstimate("not estimated", float("nan"), 0.0, 1.0, n_candidate=len(cand), bound="none",
-                             note="not identifiable without examples: give --synthetic-examples (records known to be "
-                                  "synthetic) or a provenance column")
+        return ShareEstimate(
+            "not estimated",
+            float("nan"),
+            0.0,
+            1.0,
+            n_candidate=len(cand),
+            bound="none",
+            note="not identifiable without examples: give --synthetic-examples (records known to be "
+            "synthetic) or a provenance column",
+        )
     if ref.kind == "text":
-
         order = rng.permutation(len(ref))
         lm_part, human = ref.x[order[: len(ref) // 2]], ref.x[order[len(ref) // 2 :]]
 
@@ -136,12 +168,26 @@ def _lm_share(ref, cand, examples, rng, seed, scoring_model, progress) -> ShareE
     else:
         synth = pick(examples.info["texts"], MAX_LM_EXAMPLES)
         s_h, s_s, s_c = crossfit(lambda: SupervisedTextDetector(scorer, seed=seed), human, synth, cand_x, rng)
-        est = share_from_scores(SupervisedTextDetector(scorer).name + f" ({scorer.name})", s_h, s_s, s_c,
-                                youden_threshold(s_h, s_s), rng, mixture_boot=200)
+        est = share_from_scores(
+            SupervisedTextDetector(scorer).name + f" ({scorer.name})",
+            s_h,
+            s_s,
+            s_c,
+            youden_threshold(s_h, s_s),
+            rng,
+            mixture_boot=200,
+        )
         est.method += ", cross-fitted by prompt group"
     if sampled:
-        est.note = "; ".join(x for x in (est.note, f"{len(cand_x)} of the candidate's {len(cand)} records scored "
-                                         "(a random subsample; the interval counts it)") if x)
+        est.note = "; ".join(
+            x
+            for x in (
+                est.note,
+                f"{len(cand_x)} of the candidate's {len(cand)} records scored "
+                "(a random subsample; the interval counts it)",
+            )
+            if x
+        )
     return est
 
 
@@ -167,7 +213,6 @@ def projection(kind, path, cand, policy, real_fraction, generations, replicates,
     if real_fraction is not None:
         policy_spec["real_fraction"] = real_fraction
     if kind == "table":
-
         num = cand.x.select_dtypes("number").to_numpy(float)
         if num.shape[1] == 0:
             return {"skipped": "no numeric columns to fit a surrogate to"}
@@ -175,23 +220,40 @@ def projection(kind, path, cand, policy, real_fraction, generations, replicates,
         k, fits = bic_choice(z[None], 4, np.random.default_rng(seed), 1e-4)
         fit = fits[int(k[0]) - 1]
         n = int(min(len(z), 2000))
-        data = {"source": "mixture", "n": n,
-                "params": {"weights": fit.weights[0].tolist(), "means": fit.means[0].tolist(),
-                           "covs": fit.covs[0].tolist()}}
+        data = {
+            "source": "mixture",
+            "n": n,
+            "params": {
+                "weights": fit.weights[0].tolist(),
+                "means": fit.means[0].tolist(),
+                "covs": fit.covs[0].tolist(),
+            },
+        }
         model = {"family": "gmm", "params": {"components": int(k[0])}}
         surrogate = f"a {int(k[0])}-component Gaussian mixture fitted to the candidate's standardised numeric columns"
     elif kind == "text":
         n = int(min(1000, int(0.9 * len(cand)) - 1))  # the candidate's train split holds 90% of its records
-        data = {"source": "text-file", "n": n, "heldout": int(min(200, max(1, len(cand) // 10))),
-                "params": {"path": str(Path(path).resolve()), "heldout_fraction": 0.1}}
+        data = {
+            "source": "text-file",
+            "n": n,
+            "heldout": int(min(200, max(1, len(cand) // 10))),
+            "params": {"path": str(Path(path).resolve()), "heldout_fraction": 0.1},
+        }
         model = {"family": "ngram", "params": {"order": 3}}
         surrogate = "word trigrams fitted to the candidate"
         if n < 10:
             return {"skipped": f"{len(cand)} text records are too few to project"}
     else:
         return {"skipped": "projection for images is not built in yet: run a vae spec on --candidate as image-file"}
-    spec = {"name": "audit-projection", "generations": generations, "replicates": replicates, "seed": seed,
-            "data": data, "model": model, "policy": policy_spec}
+    spec = {
+        "name": "audit-projection",
+        "generations": generations,
+        "replicates": replicates,
+        "seed": seed,
+        "data": data,
+        "model": model,
+        "policy": policy_spec,
+    }
     planned = load_spec(spec)
     stages = to_frame(STAGE_COLUMNS, stage_rows(run_cells(expand(planned), planned.seed)))
     out = {"surrogate": surrogate, "policy": policy_spec, "generations": generations, "replicates": replicates}
@@ -226,8 +288,10 @@ def share_sentence(s: dict) -> str:
     """The synthetic share as one sentence: never a point estimate alone."""
     f = _fmt
     if s.get("bound") == "lower":
-        head = (f"synthetic share: at least {f(s['share'])} (95% lower confidence bound {f(s['low'])}; an upper "
-                f"bound needs --synthetic-examples), {s['method']}; flagged {f(s['observed'])} at FPR {f(s['fpr'])}")
+        head = (
+            f"synthetic share: at least {f(s['share'])} (95% lower confidence bound {f(s['low'])}; an upper "
+            f"bound needs --synthetic-examples), {s['method']}; flagged {f(s['observed'])} at FPR {f(s['fpr'])}"
+        )
     elif s.get("bound") == "none":
         head = f"synthetic share: not estimated, {s['method']}"
     else:

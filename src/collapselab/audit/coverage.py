@@ -38,8 +38,11 @@ def mmd_test(a: np.ndarray, b: np.ndarray, rng, permutations: int = 200, cap: in
     def stat(idx):
         x, y = idx[:n], idx[n:]
         kxx, kyy, kxy = k[np.ix_(x, x)], k[np.ix_(y, y)], k[np.ix_(x, y)]
-        return ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (len(y) * (len(y) - 1))
-                - 2 * kxy.mean())
+        return (
+            (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+            + (kyy.sum() - np.trace(kyy)) / (len(y) * (len(y) - 1))
+            - 2 * kxy.mean()
+        )
 
     base = np.arange(len(z))
     observed = stat(base)
@@ -59,10 +62,12 @@ def table_measures(ref, cand, rng) -> dict:
             tail_ref = np.mean((r < lo) | (r > hi)) or 2 * TAIL_Q
             span = r.max() - r.min()
             columns[col] = {
-                "kind": kind, "ks": float(stats.ks_2samp(r, c).statistic),
+                "kind": kind,
+                "ks": float(stats.ks_2samp(r, c).statistic),
                 "wasserstein_sd": float(stats.wasserstein_distance(r, c) / sd),
                 "range_coverage": float(np.clip((min(c.max(), r.max()) - max(c.min(), r.min())) / span, 0, 1))
-                if span > 0 else 1.0,
+                if span > 0
+                else 1.0,
                 "tail_coverage": float(min(1.0, np.mean((c < lo) | (c > hi)) / tail_ref)),
                 "std_ratio": float(c.std() / sd),
             }
@@ -125,8 +130,10 @@ def _summary(cal: dict) -> dict:
     ms = cal["measures"].values()
     tails = [v["retention"] for v in ms if v["group"] == "tail"]
     spreads = [v["retention"] for v in ms if v["group"] == "spread"]
-    return {"tail_retention": float(np.median(tails)) if tails else None,
-            "spread_retention": float(np.median(spreads)) if spreads else None}
+    return {
+        "tail_retention": float(np.median(tails)) if tails else None,
+        "spread_retention": float(np.median(spreads)) if spreads else None,
+    }
 
 
 def text_measures(ref, cand, vocab, rng) -> dict:
@@ -145,18 +152,26 @@ def text_measures(ref, cand, vocab, rng) -> dict:
         rare_a = rare_words(a[None], V, 2)[0]  # rare in A, looked for in B: B never defines its own tails
         seen = np.zeros(V, bool)
         seen[b.ravel()] = True
-        return {"rare-word survival": (float((seen & rare_a).sum() / max(rare_a.sum(), 1)), "tail"),
-                "distinct-1": (float(distinct_n(b[None], 1)[0]), "spread"),
-                "distinct-2": (float(distinct_n(b[None], 2)[0]), "spread")}
+        return {
+            "rare-word survival": (float((seen & rare_a).sum() / max(rare_a.sum(), 1)), "tail"),
+            "distinct-1": (float(distinct_n(b[None], 1)[0]), "spread"),
+            "distinct-2": (float(distinct_n(b[None], 2)[0]), "spread"),
+        }
 
     cal = calibrate(measure, ref, cand, rng)
     return {
         # (no reference value beside it: the reference's own rare words are rare *in* it, so a part of it keeps
         # them by construction; the calibrated "rare-word survival" compares like with like)
-        "records_compared": int(n), "rare_word_survival": float((present(c) & rare).sum() / max(rare.sum(), 1)), **d,
+        "records_compared": int(n),
+        "rare_word_survival": float((present(c) & rare).sum() / max(rare.sum(), 1)),
+        **d,
         **{f"{k}_reference": v for k, v in d_ref.items()},
-        "vocabulary": int(present(c).sum()), "vocabulary_reference": int(present(sub).sum()),
-        "mmd": mmd, "mmd_p_value": p, **_summary(cal), "calibrated": cal,
+        "vocabulary": int(present(c).sum()),
+        "vocabulary_reference": int(present(sub).sum()),
+        "mmd": mmd,
+        "mmd_p_value": p,
+        **_summary(cal),
+        "calibrated": cal,
     }
 
 
@@ -174,15 +189,23 @@ def image_measures(ref, cand, rng) -> dict:
 
     def measure(a, b):
         got = prdc(a, b)
-        return {"recall": (got["recall"], "tail"), "coverage": (got["coverage"], "tail"),
-                "feature spread": (float(np.mean(b.std(0))), "spread")}
+        return {
+            "recall": (got["recall"], "tail"),
+            "coverage": (got["coverage"], "tail"),
+            "feature spread": (float(np.mean(b.std(0))), "spread"),
+        }
 
     cal = calibrate(measure, fr_all, fc_all, rng, cap=300)
     return {
-        "records_compared": int(n), **{k: float(v) for k, v in got.items()},
+        "records_compared": int(n),
+        **{k: float(v) for k, v in got.items()},
         **{f"{k}_reference": float(v) for k, v in own.items()},
-        "frechet": float(frechet(fr, fc)), "mmd": mmd, "mmd_p_value": p, "feature_std_ratio": spread,
-        **_summary(cal), "calibrated": cal,
+        "frechet": float(frechet(fr, fc)),
+        "mmd": mmd,
+        "mmd_p_value": p,
+        "feature_std_ratio": spread,
+        **_summary(cal),
+        "calibrated": cal,
     }
 
 
@@ -222,8 +245,9 @@ def calibrate(measure, ref, cand, rng, draws: int = NULL_DRAWS, cap: int | None 
         for name, (v, _) in measure(pooled[order[: len(r)]], pooled[order[len(r) :]]).items():
             if name in null:
                 null[name].append(v)
-    names = [k for k in observed if len(null[k]) == draws and np.all(np.isfinite(null[k]))
-             and np.isfinite(observed[k][0])]
+    names = [
+        k for k in observed if len(null[k]) == draws and np.all(np.isfinite(null[k])) and np.isfinite(observed[k][0])
+    ]
     if not names:
         return {"measures": {}, "threshold": None, "draws": draws, "size": int(m), "reference_size": len(r)}
     N = np.array([null[k] for k in names])  # (measures, draws)
@@ -235,10 +259,15 @@ def calibrate(measure, ref, cand, rng, draws: int = NULL_DRAWS, cap: int | None 
         value = float(observed[k][0])
         med = float(np.median(N[j]))
         p = float((1 + np.sum(N[j] <= value)) / (1 + draws))
-        out[k] = {"value": value, "group": groups[k], "null_median": med,
-                  "null_band": [float(np.quantile(N[j], 0.05)), float(np.quantile(N[j], 0.95))],
-                  "p_value": p, "retention": float(min(value / med, 1.0)) if med > 0 else (1.0 if value >= med else 0.0),
-                  "flagged": bool(p <= threshold and value < MATERIAL * med)}
+        out[k] = {
+            "value": value,
+            "group": groups[k],
+            "null_median": med,
+            "null_band": [float(np.quantile(N[j], 0.05)), float(np.quantile(N[j], 0.95))],
+            "p_value": p,
+            "retention": float(min(value / med, 1.0)) if med > 0 else (1.0 if value >= med else 0.0),
+            "flagged": bool(p <= threshold and value < MATERIAL * med),
+        }
     return {"measures": out, "threshold": threshold, "draws": draws, "size": int(m), "reference_size": len(r)}
 
 
@@ -251,13 +280,17 @@ def verdict(calibrated: dict, total=0.05, late=0.5) -> tuple[str, list[str]]:
     spread = [v["retention"] for v in ms.values() if v["group"] == "spread"]
     reasons = []
     for k, v in sorted(flagged.items(), key=lambda kv: kv[1]["p_value"]):
-        reasons.append(f"{k} {v['value']:.3g} is below what real data of this size gives "
-                       f"(null 90% band {v['null_band'][0]:.3g}–{v['null_band'][1]:.3g}, p = {v['p_value']:.3g}; "
-                       f"retention {v['retention']:.2f})")
+        reasons.append(
+            f"{k} {v['value']:.3g} is below what real data of this size gives "
+            f"(null 90% band {v['null_band'][0]:.3g}–{v['null_band'][1]:.3g}, p = {v['p_value']:.3g}; "
+            f"retention {v['retention']:.2f})"
+        )
     if not flagged:
-        return STAGES[0], [f"no measure is below what two samples of one distribution give ({len(ms)} measures "
-                           f"against {calibrated['draws']} disjoint resamples of {calibrated['reference_size']} and "
-                           f"{calibrated['size']} records; family-wise 5%)"]
+        return STAGES[0], [
+            f"no measure is below what two samples of one distribution give ({len(ms)} measures "
+            f"against {calibrated['draws']} disjoint resamples of {calibrated['reference_size']} and "
+            f"{calibrated['size']} records; family-wise 5%)"
+        ]
     lost_spread = [v for v in flagged.values() if v["group"] == "spread" and v["retention"] < late]
     if spread and np.median(spread) <= total and any(v["group"] == "spread" for v in flagged.values()):
         return "total", reasons

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..curation.judges import auc
-from ..errors import SpecError
+from ..errors import InputError
 
 Z95 = 1.959963984540054
 
@@ -102,8 +102,7 @@ def fpr_lower_bound(p: float, n: int, fpr: float, n_neg: int) -> tuple[float, fl
     return float(min(max(point, 0.0), 1.0)), float(min(max(low, 0.0), 1.0))
 
 
-def mixture_share(s_h: np.ndarray, s_s: np.ndarray, s_c: np.ndarray, rng: np.random.Generator,
-                  boot: int = 200) -> dict:
+def mixture_share(s_h: np.ndarray, s_s: np.ndarray, s_c: np.ndarray, rng: np.random.Generator, boot: int = 200) -> dict:
     """The maximum-likelihood mixture weight of the candidate's scores over the human and synthetic score
     densities (Gaussian KDEs of the calibration splits), with a percentile bootstrap interval over candidate and
     calibration records."""
@@ -119,8 +118,14 @@ def mixture_share(s_h: np.ndarray, s_s: np.ndarray, s_c: np.ndarray, rng: np.ran
         return float(min((best.x, 0.0, 1.0), key=nll))  # the optimum may sit on a bound
 
     share = mle(s_h, s_s, s_c)
-    draws = [mle(s_h[rng.integers(0, len(s_h), len(s_h))], s_s[rng.integers(0, len(s_s), len(s_s))],
-                 s_c[rng.integers(0, len(s_c), len(s_c))]) for _ in range(boot)]
+    draws = [
+        mle(
+            s_h[rng.integers(0, len(s_h), len(s_h))],
+            s_s[rng.integers(0, len(s_s), len(s_s))],
+            s_c[rng.integers(0, len(s_c), len(s_c))],
+        )
+        for _ in range(boot)
+    ]
     draws = np.asarray([d for d in draws if np.isfinite(d)])
     if not np.isfinite(share) or draws.size < max(boot // 2, 1):
         return {"share": None, "low": 0.0, "high": 1.0}
@@ -128,15 +133,19 @@ def mixture_share(s_h: np.ndarray, s_s: np.ndarray, s_c: np.ndarray, rng: np.ran
     return {"share": share, "low": float(min(low, share)), "high": float(max(high, share)), "bootstrap": int(boot)}
 
 
-def identifiability_note(est: "ShareEstimate") -> str:
+def identifiability_note(est: ShareEstimate) -> str:
     """What to say when the interval is too wide to mean much, and what would narrow it."""
     if est.high - est.low <= WIDE:
         return ""
     if est.bound == "lower":
-        return (f"only a lower bound is supported without examples of the generator; the share is not identifiable "
-                f"(interval {est.low:.2f}–{est.high:.2f}): give --synthetic-examples of the model you suspect")
-    return (f"the share is not identifiable with this detector (interval {est.low:.2f}–{est.high:.2f}, AUC "
-            f"{est.detector_auc:.2f}): more examples, a larger candidate or a stronger detector would narrow it")
+        return (
+            f"only a lower bound is supported without examples of the generator; the share is not identifiable "
+            f"(interval {est.low:.2f}–{est.high:.2f}): give --synthetic-examples of the model you suspect"
+        )
+    return (
+        f"the share is not identifiable with this detector (interval {est.low:.2f}–{est.high:.2f}, AUC "
+        f"{est.detector_auc:.2f}): more examples, a larger candidate or a stronger detector would narrow it"
+    )
 
 
 def provenance_share(origins: list[str]) -> ShareEstimate:
@@ -144,7 +153,7 @@ def provenance_share(origins: list[str]) -> ShareEstimate:
     synthetic = sum(v in ("synthetic", "1", "true") for v in vals)
     known = sum(v in ("synthetic", "human", "1", "0", "true", "false") for v in vals)
     if known < len(vals):
-        raise SpecError(f"provenance column: {len(vals) - known} values are not human/synthetic (or 0/1)")
+        raise InputError(f"provenance column: {len(vals) - known} values are not human/synthetic (or 0/1)")
     share = synthetic / len(vals)
     return ShareEstimate("provenance column", share, share, share, n_candidate=len(vals), note="read, not estimated")
 
@@ -157,7 +166,7 @@ class FeatureDetector:
     def __init__(self, seed: int = 0):
         self.seed = seed
 
-    def fit(self, human: np.ndarray, synthetic: np.ndarray) -> "FeatureDetector":
+    def fit(self, human: np.ndarray, synthetic: np.ndarray) -> FeatureDetector:
         from sklearn.ensemble import HistGradientBoostingClassifier
         from threadpoolctl import threadpool_limits
 
@@ -168,8 +177,9 @@ class FeatureDetector:
             # threshold does not drift with the ratio of the two (weights only when the sizes differ: they make
             # scikit-learn's trees ~14x slower)
             weights = "balanced" if abs(len(human) - len(synthetic)) > 0.05 * len(y) else None
-            self.model = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, random_state=self.seed,
-                                                        class_weight=weights)
+            self.model = HistGradientBoostingClassifier(
+                max_iter=100, learning_rate=0.1, random_state=self.seed, class_weight=weights
+            )
             self.model.fit(X, y)
         self.threshold = 0.5
         return self
@@ -194,7 +204,7 @@ class PerplexityDetector:
     def score(self, x: np.ndarray) -> np.ndarray:
         return -self.sign * self.lm.record_nll(x[None])[0]  # higher = more likely synthetic
 
-    def fit(self, human: np.ndarray, synthetic: np.ndarray) -> "PerplexityDetector":
+    def fit(self, human: np.ndarray, synthetic: np.ndarray) -> PerplexityDetector:
         # machine text is usually the more predictable; a weak generator's is the less: the training split says
         self.sign = 1.0
         s_h, s_s = self.score(human), self.score(synthetic)
@@ -209,14 +219,26 @@ def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(auc(pos[None], neg[None])[0])
 
 
-def estimate_share(detector, train_human, train_synth, cal_human, cal_synth, candidate,
-                   rng: np.random.Generator | None = None, mixture_boot: int = 0) -> ShareEstimate:
+def estimate_share(
+    detector,
+    train_human,
+    train_synth,
+    cal_human,
+    cal_synth,
+    candidate,
+    rng: np.random.Generator | None = None,
+    mixture_boot: int = 0,
+) -> ShareEstimate:
     """Train, measure on the calibration split, flag the candidate and correct (Rogan–Gladen); with
     ``mixture_boot`` bootstrap draws, the mixture-likelihood estimate beside it."""
-    for name, part in (("reference (human) examples", train_human), ("synthetic examples", train_synth),
-                       ("calibration human", cal_human), ("calibration synthetic", cal_synth)):
+    for name, part in (
+        ("reference (human) examples", train_human),
+        ("synthetic examples", train_synth),
+        ("calibration human", cal_human),
+        ("calibration synthetic", cal_synth),
+    ):
         if len(part) < 10:
-            raise SpecError(f"{name}: {len(part)} records are too few to train and measure a detector (need 10)")
+            raise InputError(f"{name}: {len(part)} records are too few to train and measure a detector (need 10)")
     rng = np.random.default_rng(0) if rng is None else rng
     detector.fit(train_human, train_synth)  # both detectors weigh the two classes alike (class weights, Youden's J)
     s_h, s_s, s_c = detector.score(cal_human), detector.score(cal_synth), detector.score(candidate)
@@ -244,8 +266,9 @@ def share_from_scores(name: str, s_h, s_s, s_c, threshold: float, rng=None, mixt
     p = float((s_c >= threshold).mean())
     share, low, high = rogan_gladen(p, len(s_c), t, len(s_s), f, len(s_h))
     note = "" if np.isfinite(share) else "the detector is no better than chance on the calibration split"
-    est = ShareEstimate(f"detector: {name}", share, low, high, p, t, f, _auc(s_s, s_h), len(s_c), len(s_h),
-                        len(s_s), note)
+    est = ShareEstimate(
+        f"detector: {name}", share, low, high, p, t, f, _auc(s_s, s_h), len(s_c), len(s_h), len(s_s), note
+    )
     est.tpr_at_1_fpr, est.tpr_at_5_fpr = tpr_at_fpr(s_h, s_s, 0.01), tpr_at_fpr(s_h, s_s, 0.05)
     est.curves = score_curves(s_h, s_s, s_c, threshold)
     if mixture_boot:
@@ -260,13 +283,22 @@ def score_curves(s_h, s_s, s_c, threshold: float | None, bins: int = 30) -> dict
     allv = np.concatenate(parts)
     allv = allv[np.isfinite(allv)]
     edges = np.linspace(allv.min(), allv.max(), bins + 1) if allv.size and np.ptp(allv) > 0 else np.array([0.0, 1.0])
-    hist = lambda v: None if v is None or not len(v) else np.histogram(np.clip(v, edges[0], edges[-1]), edges)[0].tolist()  # noqa: E731
-    out = {"edges": edges.tolist(), "human": hist(s_h), "synthetic": hist(s_s), "candidate": hist(s_c),
-           "threshold": threshold}
+    hist = lambda v: (
+        None if v is None or not len(v) else np.histogram(np.clip(v, edges[0], edges[-1]), edges)[0].tolist()
+    )  # noqa: E731
+    out = {
+        "edges": edges.tolist(),
+        "human": hist(s_h),
+        "synthetic": hist(s_s),
+        "candidate": hist(s_c),
+        "threshold": threshold,
+    }
     if s_s is not None and len(s_s) and len(s_h):
         cuts = np.quantile(np.r_[s_h, s_s], np.linspace(0, 1, 101))
-        out["roc"] = {"fpr": [1.0] + [float((s_h >= c).mean()) for c in cuts] + [0.0],
-                      "tpr": [1.0] + [float((s_s >= c).mean()) for c in cuts] + [0.0]}
+        out["roc"] = {
+            "fpr": [1.0] + [float((s_h >= c).mean()) for c in cuts] + [0.0],
+            "tpr": [1.0] + [float((s_s >= c).mean()) for c in cuts] + [0.0],
+        }
     return out
 
 
@@ -276,7 +308,7 @@ def estimate_lower_bound(detector, train_human, cal_human, candidate, alpha: flo
     split, and report only the lower bound that supports."""
     for name, part in (("reference (human) records", train_human), ("calibration human", cal_human)):
         if len(part) < 10:
-            raise SpecError(f"{name}: {len(part)} records are too few to measure a detector (need 10)")
+            raise InputError(f"{name}: {len(part)} records are too few to measure a detector (need 10)")
     s_t = detector.score(train_human)
     lo, hi = np.nanquantile(s_t, [alpha / 2, 1 - alpha / 2])  # a text too short to score has no score
     flag = lambda s: (s < lo) | (s > hi)  # noqa: E731
@@ -285,10 +317,21 @@ def estimate_lower_bound(detector, train_human, cal_human, candidate, alpha: flo
     p = float(flag(s_cand).mean())
     point, low = fpr_lower_bound(p, len(candidate), f, len(cal_human))
     est = ShareEstimate(
-        f"detector: {detector.name}, lower bound from its false-positive rate", point, low, 1.0, p, None, f, None,
-        len(candidate), len(cal_human), 0, bound="lower",
+        f"detector: {detector.name}, lower bound from its false-positive rate",
+        point,
+        low,
+        1.0,
+        p,
+        None,
+        f,
+        None,
+        len(candidate),
+        len(cal_human),
+        0,
+        bound="lower",
     )
     est.curves = {**score_curves(s_cal, None, s_cand, None), "band": [float(lo), float(hi)]}
     est.note = identifiability_note(est) or (
-        "a lower bound only: without examples of the generator an upper bound is not supported")
+        "a lower bound only: without examples of the generator an upper bound is not supported"
+    )
     return est

@@ -1,6 +1,6 @@
 """Reading what an audit compares: tables (CSV, TSV, Parquet), text (TXT, JSONL) and images (NPY).
 
-Every bad input is a one-line SpecError (exit status 2): missing or empty files, files over the size limit,
+Every bad input is a one-line InputError (exit status 2): missing or empty files, files over the size limit,
 unknown formats, mismatched columns, non-numeric values where the reference has numbers, missing values.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..datasets import jsonl_objects
-from ..errors import SpecError
+from ..errors import InputError
 from ..io import check_input_file
 from ..synthesize import column_kinds, read_table
 from ..text import Vocabulary, blocks, tokenize
@@ -36,13 +36,13 @@ class Records:
 MIN_RECORDS = 10  # fewer records in the reference or the candidate measure nothing (MMD, tails, a verdict)
 
 
-def kind_of(path: "str | Path", what: str) -> str:
+def kind_of(path: str | Path, what: str) -> str:
     p = check_input_file(path, what)
     if p.stat().st_size == 0:
-        raise SpecError(f"{what} {path}: the file is empty")
+        raise InputError(f"{what} {path}: the file is empty")
     kind = KINDS.get(p.suffix.lower())
     if kind is None:
-        raise SpecError(f"{what} {path}: unknown format {p.suffix!r}; allowed: {', '.join(KINDS)}")
+        raise InputError(f"{what} {path}: unknown format {p.suffix!r}; allowed: {', '.join(KINDS)}")
     return kind
 
 
@@ -52,18 +52,20 @@ def read_pair(reference, candidate, provenance: str = "origin", examples=None):
     if examples is not None:
         kinds.add(kind_of(examples, "--synthetic-examples"))
     if len(kinds) > 1:
-        raise SpecError(f"--reference and --candidate must be the same kind of data, got {' and '.join(sorted(kinds))}")
+        raise InputError(f"--reference and --candidate must be the same kind of data, got {' and '.join(sorted(kinds))}")
     kind = kinds.pop()
     if kind == "table":
         ref, cand, ex = _tables(reference, candidate, provenance, examples)
     elif kind == "text":
         ref, cand, ex = _texts(reference, candidate, provenance, examples)
     else:
-        ref, cand, ex = (None if p is None else _image(p, w) for p, w in
-                         ((reference, "--reference"), (candidate, "--candidate"), (examples, "--synthetic-examples")))
+        ref, cand, ex = (
+            None if p is None else _image(p, w)
+            for p, w in ((reference, "--reference"), (candidate, "--candidate"), (examples, "--synthetic-examples"))
+        )
     for records, path, what in ((ref, reference, "--reference"), (cand, candidate, "--candidate")):
         if len(records) < MIN_RECORDS:
-            raise SpecError(f"{what} {path}: {len(records)} records are too few to audit (need at least {MIN_RECORDS})")
+            raise InputError(f"{what} {path}: {len(records)} records are too few to audit (need at least {MIN_RECORDS})")
     return ref, cand, ex
 
 
@@ -79,13 +81,15 @@ def _tables(reference, candidate, provenance, examples):
         if set(df.columns) != set(ref.columns):
             extra = sorted(set(df.columns) - set(ref.columns))
             missing = sorted(set(ref.columns) - set(df.columns))
-            raise SpecError(f"{what} {path}: columns do not match the reference (extra: {extra or 'none'}; "
-                            f"missing: {missing or 'none'})")
+            raise InputError(
+                f"{what} {path}: columns do not match the reference (extra: {extra or 'none'}; "
+                f"missing: {missing or 'none'})"
+            )
         df = df[list(ref.columns)]
         for col, k in column_kinds(ref).items():
             if k == "numeric" and not pd.api.types.is_numeric_dtype(df[col]):
                 bad = next(v for v in df[col] if pd.isna(pd.to_numeric(pd.Series([v]), errors="coerce")[0]))
-                raise SpecError(f"{what} {path}: column {col!r} holds {bad!r} where the reference has numbers")
+                raise InputError(f"{what} {path}: column {col!r} holds {bad!r} where the reference has numbers")
         out.append(Records("table", df, origins))
     return Records("table", ref), out[0], out[1]
 
@@ -96,16 +100,16 @@ def _read_text(path, provenance) -> tuple[list[str], list | None]:
         try:
             return [p.read_text(encoding="utf-8")], None
         except UnicodeDecodeError as e:
-            raise SpecError(f"{path}: not UTF-8 text (byte {e.start})") from None
+            raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
     texts, origins = [], []
     for i, row in jsonl_objects(p, str(path)):
         if not isinstance(row.get("text"), str):
-            raise SpecError(f"{path}: line {i} needs a string field 'text'")
+            raise InputError(f"{path}: line {i} needs a string field 'text'")
         texts.append(row["text"])
         origins.append(row.get(provenance))
     if not texts:
-        raise SpecError(f"{path}: no records")
+        raise InputError(f"{path}: no records")
     return texts, (origins if all(o is not None for o in origins) else None)
 
 
@@ -113,7 +117,7 @@ def _texts(reference, candidate, provenance, examples):
     ref_docs, _ = _read_text(reference, provenance)
     tokens = [t for d in ref_docs for t in tokenize(d)]
     if len(tokens) < 2 * BLOCK:
-        raise SpecError(f"--reference {reference}: {len(tokens)} words are too few (need at least {2 * BLOCK})")
+        raise InputError(f"--reference {reference}: {len(tokens)} words are too few (need at least {2 * BLOCK})")
     read = {path: _read_text(path, provenance) for path in (candidate, examples) if path is not None}
     # one vocabulary over every input: a candidate's words the reference lacks stay distinct words, not one <unk>
     # (that would read as lost diversity)
@@ -128,7 +132,7 @@ def _texts(reference, candidate, provenance, examples):
             out = np.stack([vocab.encode(d, BLOCK) for d in docs])
             texts = list(docs)
         if len(out) == 0:
-            raise SpecError(f"{path}: fewer than {BLOCK} words")
+            raise InputError(f"{path}: fewer than {BLOCK} words")
         return out, texts
 
     x, texts = encode(ref_docs, reference)
@@ -148,16 +152,16 @@ def _image(path, what) -> Records:
     try:
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise SpecError(f"{what} {path}: not a plain .npy array ({e})") from None
+        raise InputError(f"{what} {path}: not a plain .npy array ({e})") from None
     if x.ndim == 2 and x.shape[1] == 784:
         x = x.reshape(-1, 28, 28)
     if x.ndim != 3 or x.shape[0] == 0:
-        raise SpecError(f"{what} {path}: expected images (N, 28, 28) or (N, 784), got shape {x.shape}")
+        raise InputError(f"{what} {path}: expected images (N, 28, 28) or (N, 784), got shape {x.shape}")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise SpecError(f"{what} {path}: non-numeric pixels ({x.dtype})")
+        raise InputError(f"{what} {path}: non-numeric pixels ({x.dtype})")
     x = x.astype(float)
     if not np.isfinite(x).all():
-        raise SpecError(f"{what} {path}: NaN or infinite pixels")
+        raise InputError(f"{what} {path}: NaN or infinite pixels")
     if x.max() > 1.0:
         x = x / 255.0
     return Records("image", x)

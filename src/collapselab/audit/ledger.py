@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..datasets import jsonl_objects
-from ..errors import SpecError
+from ..errors import InputError
 from ..io import connect_sqlite, sqlite_error, write_atomic
 from ..spec import short_repr
 
@@ -58,12 +58,12 @@ class Ledger:
     """The ledger's SQLite file: concurrent writers wait for each other (a 30 s busy timeout, one immediate
     transaction per import), and every SQLite error is a one-line InputError."""
 
-    def __init__(self, path: "str | Path"):
+    def __init__(self, path: str | Path):
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise SpecError(f"--db {self.path}: cannot create its folder ({e.strerror})") from None
+            raise InputError(f"--db {self.path}: cannot create its folder ({e.strerror})") from None
         self.db = connect_sqlite(self.path, what="ledger")
         try:
             if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
@@ -97,7 +97,7 @@ class Ledger:
             raise sqlite_error(e, self.path, "ledger") from None
         return len(clean)
 
-    def import_jsonl(self, path: "str | Path") -> int:
+    def import_jsonl(self, path: str | Path) -> int:
         return self.add(read_jsonl(path), str(path))
 
     def rows(self) -> list[dict]:
@@ -110,7 +110,7 @@ class Ledger:
             out.append({k: v for k, v in r.items() if v is not None})
         return out
 
-    def export_jsonl(self, path: "str | Path") -> int:
+    def export_jsonl(self, path: str | Path) -> int:
         rows = self.rows()
         write_atomic(Path(path), "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
         return len(rows)
@@ -158,57 +158,64 @@ class Ledger:
                 f"{s['by_origin']['unknown']} unknown-origin records; synthetic share {s['synthetic_share']:.4f}; "
                 f"by model: {json.dumps(s['synthetic_by_model'], sort_keys=True)}"
             ),
-            "recordSet": [{
-                "@type": "cr:RecordSet",
-                "name": "provenance",
-                "field": [
-                    {"@type": "cr:Field", "name": f, "dataType": "sc:Text" if f not in ("generation", "quality")
-                     else ("sc:Integer" if f == "generation" else "sc:Float")}
-                    for f in FIELDS
-                ],
-            }],
+            "recordSet": [
+                {
+                    "@type": "cr:RecordSet",
+                    "name": "provenance",
+                    "field": [
+                        {
+                            "@type": "cr:Field",
+                            "name": f,
+                            "dataType": "sc:Text"
+                            if f not in ("generation", "quality")
+                            else ("sc:Integer" if f == "generation" else "sc:Float"),
+                        }
+                        for f in FIELDS
+                    ],
+                }
+            ],
         }
 
 
 def _validate(row: dict, where: str) -> dict:
     if not isinstance(row, dict):
-        raise SpecError(f"{where}: expected a JSON object")
+        raise InputError(f"{where}: expected a JSON object")
     unknown = set(row) - set(FIELDS) - {"content", "id", "added_at"}
     if unknown:
-        raise SpecError(f"{where}: unknown field {sorted(unknown)[0]!r}; allowed: content, {', '.join(FIELDS)}")
+        raise InputError(f"{where}: unknown field {sorted(unknown)[0]!r}; allowed: content, {', '.join(FIELDS)}")
     out = {f: row.get(f) for f in FIELDS}
     if "content" in row:
         h = content_hash(str(row["content"]))
         if out["content_hash"] and out["content_hash"] != h:
-            raise SpecError(f"{where}: content_hash does not match the content's SHA-256")
+            raise InputError(f"{where}: content_hash does not match the content's SHA-256")
         out["content_hash"] = h
     if not out["content_hash"]:
-        raise SpecError(f"{where}: needs content or content_hash")
+        raise InputError(f"{where}: needs content or content_hash")
     h = out["content_hash"]
     if not isinstance(h, str) or len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
-        raise SpecError(f"{where}: content_hash = {short_repr(h)} must be a SHA-256 in hex (64 characters)")
+        raise InputError(f"{where}: content_hash = {short_repr(h)} must be a SHA-256 in hex (64 characters)")
     out["origin"] = out["origin"] or "unknown"
     if not isinstance(out["origin"], str) or out["origin"] not in ORIGINS:
-        raise SpecError(f"{where}: origin = {short_repr(out['origin'])}; allowed: {', '.join(ORIGINS)}")
+        raise InputError(f"{where}: origin = {short_repr(out['origin'])}; allowed: {', '.join(ORIGINS)}")
     for name in ("model", "source", "licence"):
         if out[name] is not None and not isinstance(out[name], str):
-            raise SpecError(f"{where}: {name} = {short_repr(out[name])} must be a string")
+            raise InputError(f"{where}: {name} = {short_repr(out[name])} must be a string")
     q = out["quality"]
     if q is not None and (isinstance(q, bool) or not isinstance(q, (int, float)) or not math.isfinite(q)):
-        raise SpecError(f"{where}: quality = {short_repr(q)} must be a finite number")
+        raise InputError(f"{where}: quality = {short_repr(q)} must be a finite number")
     gen = out["generation"]
     if gen is not None and (isinstance(gen, bool) or not isinstance(gen, int) or not 0 <= gen <= 2**63 - 1):
-        raise SpecError(f"{where}: generation = {short_repr(gen)} must be a whole number >= 0")
+        raise InputError(f"{where}: generation = {short_repr(gen)} must be a whole number >= 0")
     out["verdicts"] = json.dumps(out["verdicts"], sort_keys=True) if out["verdicts"] is not None else None
     return out
 
 
-def read_jsonl(path: "str | Path") -> list[dict]:
+def read_jsonl(path: str | Path) -> list[dict]:
     p = Path(path)
 
     rows = [obj for _, obj in jsonl_objects(p, str(path))]
     if not rows:
-        raise SpecError(f"{path}: no records")
+        raise InputError(f"{path}: no records")
     return rows
 
 
@@ -227,11 +234,18 @@ def _best_first(r: dict) -> tuple:
     return (-(q if q is not None else float("-inf")), r.get("id", 0))
 
 
-def plan_mix(rows: list[dict], size: int | None = None, min_real: float = 0.0, max_per_generator: float = 1.0,
-             min_quality: float | None = None, dedupe: bool = True, include_unknown: bool = False) -> Plan:
+def plan_mix(
+    rows: list[dict],
+    size: int | None = None,
+    min_real: float = 0.0,
+    max_per_generator: float = 1.0,
+    min_quality: float | None = None,
+    dedupe: bool = True,
+    include_unknown: bool = False,
+) -> Plan:
     """The largest training set (at most ``size``) meeting the constraints, best quality first."""
     if not 0 <= min_real <= 1 or not 0 < max_per_generator <= 1:
-        raise SpecError("--min-real must be in [0, 1] and --max-per-generator in (0, 1]")
+        raise InputError("--min-real must be in [0, 1] and --max-per-generator in (0, 1]")
     dropped = {"duplicate": 0, "low_quality": 0, "unknown_origin": 0}
     ranked = sorted(rows, key=_best_first)
     seen: set[str] = set()
@@ -284,8 +298,8 @@ def plan_mix(rows: list[dict], size: int | None = None, min_real: float = 0.0, m
         "requested size": f"the requested size ({best} records)",
         "records available": f"the records left after filtering ({available})",
         "minimum real share": f"the minimum real share: {H} human records allow at most {best} records at "
-                              f"{min_real:.0%} real",
+        f"{min_real:.0%} real",
         "maximum share per generator": f"the maximum share per generator ({max_per_generator:.0%}): the generators "
-                                       f"cannot fill more than {best} records with the human ones",
+        f"cannot fill more than {best} records with the human ones",
     }
     return Plan(chosen, best, h, by_model, explain[binding], dropped)

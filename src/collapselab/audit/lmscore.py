@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..datasets import cache_dir
-from ..errors import InputError, SpecError
+from ..errors import InputError
 from ..families.lm import load_judge_model
 from ..io import connect_sqlite
 
@@ -42,14 +42,22 @@ class LMScorer:
     """Scores texts under a causal LM: ``scores(texts)`` → an (N, 7) array, columns :data:`FEATURES` (the first
     four are the zero-shot scores, :data:`SCORES`)."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, max_tokens: int = 128, batch_size: int = 16,
-                 cache: "str | Path | None" = "default", progress=None):
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        max_tokens: int = 128,
+        batch_size: int = 16,
+        cache: str | Path | None = "default",
+        progress=None,
+    ):
         self.model_name, self.max_tokens, self.batch_size = str(model), int(max_tokens), int(batch_size)
         if self.model_name != DEFAULT_MODEL:
             path = Path(self.model_name).expanduser()
             if not (path.suffix.lower() == ".gguf" and path.is_file()) and not (path / "config.json").is_file():
-                raise SpecError(f"--scoring-model {self.model_name}: not {DEFAULT_MODEL}, a .gguf file or a Hugging "
-                                "Face model folder (with config.json)")
+                raise InputError(
+                    f"--scoring-model {self.model_name}: not {DEFAULT_MODEL}, a .gguf file or a Hugging "
+                    "Face model folder (with config.json)"
+                )
         self.progress = progress  # called with (texts scored, texts to score)
         self._model = self._tokenizer = None
         self._memory: dict[str, np.ndarray] = {}
@@ -79,7 +87,7 @@ class LMScorer:
     def _key(self, text: str) -> str:
         return hashlib.sha256(f"{self._identity}|{self.max_tokens}|{text}".encode()).hexdigest()
 
-    def scores(self, texts: "list[str]") -> np.ndarray:
+    def scores(self, texts: list[str]) -> np.ndarray:
         self._load()
         keys = [self._key(t) for t in texts]
         todo = [i for i, k in enumerate(keys) if k not in self._memory]
@@ -94,11 +102,12 @@ class LMScorer:
                 _write_cache(self._cache_path, new)
         return np.stack([self._memory[k] for k in keys]) if keys else np.zeros((0, len(FEATURES)))
 
-    def _score(self, texts: "list[str]") -> np.ndarray:
+    def _score(self, texts: list[str]) -> np.ndarray:
         model, tok = self._load()
         t = self._torch
-        ids = [tok(x, add_special_tokens=False, truncation=True, max_length=self.max_tokens)["input_ids"]
-               for x in texts]
+        ids = [
+            tok(x, add_special_tokens=False, truncation=True, max_length=self.max_tokens)["input_ids"] for x in texts
+        ]
         order = np.argsort([-len(i) for i in ids], kind="stable")  # similar lengths share a batch: less padding
         out = np.full((len(texts), len(FEATURES)), np.nan)
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -143,15 +152,22 @@ def _token_scores(t, logits, target) -> np.ndarray:
     var = (p * lp * lp).sum(-1) - mu * mu
     rank = (lp > ll[:, None]).sum(-1) + 1
     curvature = (ll.sum() - mu.sum()) / var.sum().clamp_min(1e-12).sqrt()
-    return np.array([ll.mean().item(), -t.log(rank.double()).mean().item(), mu.mean().item(), curvature.item(),
-                     ll.std(unbiased=False).item(), (rank == 1).double().mean().item(),
-                     (rank <= 10).double().mean().item()])
+    return np.array(
+        [
+            ll.mean().item(),
+            -t.log(rank.double()).mean().item(),
+            mu.mean().item(),
+            curvature.item(),
+            ll.std(unbiased=False).item(),
+            (rank == 1).double().mean().item(),
+            (rank <= 10).double().mean().item(),
+        ]
+    )
 
 
-def _default_cache() -> "Path | None":
+def _default_cache() -> Path | None:
     """COLLAPSELAB_SCORE_CACHE: a file path, or 'off'; by default a file in the data cache."""
     import os
-
 
     env = os.environ.get("COLLAPSELAB_SCORE_CACHE")
     if env:
@@ -159,9 +175,8 @@ def _default_cache() -> "Path | None":
     return cache_dir() / "lm-scores.sqlite"
 
 
-def _read_cache(path: Path, keys: "list[str]") -> "dict[str, np.ndarray]":
+def _read_cache(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
     import sqlite3
-
 
     if not path.is_file():
         return {}
@@ -183,9 +198,8 @@ def _read_cache(path: Path, keys: "list[str]") -> "dict[str, np.ndarray]":
     return found
 
 
-def _write_cache(path: Path, rows: "dict[str, np.ndarray]") -> None:
+def _write_cache(path: Path, rows: dict[str, np.ndarray]) -> None:
     import sqlite3
-
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,8 +207,10 @@ def _write_cache(path: Path, rows: "dict[str, np.ndarray]") -> None:
         try:
             with con:
                 con.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, v BLOB)")
-                con.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?)",
-                                [(k, np.asarray(v, "<f8").tobytes()) for k, v in rows.items()])
+                con.executemany(
+                    "INSERT OR REPLACE INTO scores VALUES (?, ?)",
+                    [(k, np.asarray(v, "<f8").tobytes()) for k, v in rows.items()],
+                )
         finally:
             con.close()
     except (sqlite3.Error, InputError, OSError):

@@ -17,7 +17,7 @@ import zlib
 
 import numpy as np
 
-from ..errors import SpecError
+from ..errors import InputError
 from .lmscore import SCORES
 
 PROMPT_WORDS = 8  # passages that share their first words share a prompt: one group
@@ -25,17 +25,30 @@ _SENT = re.compile(r"(?<=[.!?])\s+")
 _WORDS = re.compile(r"\w+")
 
 
-def prompt_groups(texts: "list[str]") -> np.ndarray:
+def prompt_groups(texts: list[str]) -> np.ndarray:
     """A stable group id per text from its first :data:`PROMPT_WORDS` words (case and spacing ignored)."""
-    return np.array([zlib.crc32(" ".join(_WORDS.findall(t.lower())[:PROMPT_WORDS]).encode()) for t in texts],
-                    dtype=np.int64)
+    return np.array(
+        [zlib.crc32(" ".join(_WORDS.findall(t.lower())[:PROMPT_WORDS]).encode()) for t in texts], dtype=np.int64
+    )
 
 
-STYLE = ("word_length", "word_length_sd", "type_token_100", "sentence_words", "sentence_words_sd",
-         "punctuation", "uppercase", "digits", "non_ascii", "newlines", "repeated_trigrams", "characters")
+STYLE = (
+    "word_length",
+    "word_length_sd",
+    "type_token_100",
+    "sentence_words",
+    "sentence_words_sd",
+    "punctuation",
+    "uppercase",
+    "digits",
+    "non_ascii",
+    "newlines",
+    "repeated_trigrams",
+    "characters",
+)
 
 
-def stylometric(texts: "list[str]") -> np.ndarray:
+def stylometric(texts: list[str]) -> np.ndarray:
     """(N, len(STYLE)) cheap features of writing style, all computed from the text alone."""
     out = np.zeros((len(texts), len(STYLE)))
     for i, t in enumerate(texts):
@@ -45,11 +58,20 @@ def stylometric(texts: "list[str]") -> np.ndarray:
         lower = [w.lower() for w in words]
         tri = list(zip(lower, lower[1:], lower[2:]))
         n = max(len(t), 1)
-        out[i] = (lengths.mean(), lengths.std(), len(set(lower[:100])) / max(len(lower[:100]), 1), np.mean(sents),
-                  np.std(sents), sum(not c.isalnum() and not c.isspace() for c in t) / n,
-                  sum(c.isupper() for c in t) / n, sum(c.isdigit() for c in t) / n,
-                  sum(ord(c) > 127 for c in t) / n, t.count("\n") / max(len(words), 1),
-                  1 - len(set(tri)) / len(tri) if tri else 0.0, np.log1p(len(t)))
+        out[i] = (
+            lengths.mean(),
+            lengths.std(),
+            len(set(lower[:100])) / max(len(lower[:100]), 1),
+            np.mean(sents),
+            np.std(sents),
+            sum(not c.isalnum() and not c.isspace() for c in t) / n,
+            sum(c.isupper() for c in t) / n,
+            sum(c.isdigit() for c in t) / n,
+            sum(ord(c) > 127 for c in t) / n,
+            t.count("\n") / max(len(words), 1),
+            1 - len(set(tri)) / len(tri) if tri else 0.0,
+            np.log1p(len(t)),
+        )
     return out
 
 
@@ -58,11 +80,11 @@ class ZeroShotDetector:
 
     def __init__(self, scorer, score: str = "fast_detectgpt"):
         if score not in SCORES:
-            raise SpecError(f"zero-shot score {score!r}: allowed {', '.join(SCORES)}")
+            raise InputError(f"zero-shot score {score!r}: allowed {', '.join(SCORES)}")
         self.scorer, self.column = scorer, SCORES.index(score)
         self.name = f"{score} under the {scorer.name}"
 
-    def score(self, texts: "list[str]") -> np.ndarray:
+    def score(self, texts: list[str]) -> np.ndarray:
         return self.scorer.scores(texts)[:, self.column]
 
 
@@ -79,17 +101,19 @@ class SupervisedTextDetector:
             parts.insert(0, self.scorer.scores(texts))
         return np.concatenate(parts, axis=1)
 
-    def fit(self, texts: "list[str]", y: np.ndarray, dense: "np.ndarray | None" = None) -> "SupervisedTextDetector":
+    def fit(self, texts: list[str], y: np.ndarray, dense: np.ndarray | None = None) -> SupervisedTextDetector:
         from scipy import sparse
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
         d = self._dense(texts) if dense is None else dense
         self.mean, self.sd = d.mean(0), np.where(d.std(0) > 0, d.std(0), 1.0)
-        self.chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), min_df=2, max_features=20000,
-                                     sublinear_tf=True)
-        self.words = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), min_df=2, max_features=20000,
-                                     sublinear_tf=True)
+        self.chars = TfidfVectorizer(
+            analyzer="char_wb", ngram_range=(2, 4), min_df=2, max_features=20000, sublinear_tf=True
+        )
+        self.words = TfidfVectorizer(
+            analyzer="word", ngram_range=(1, 2), min_df=2, max_features=20000, sublinear_tf=True
+        )
         X = sparse.hstack([self._scaled(d), self.chars.fit_transform(texts), self.words.fit_transform(texts)]).tocsr()
         self.model = LogisticRegression(C=self.C, class_weight="balanced", max_iter=2000)
         self.model.fit(X, y)
@@ -100,7 +124,7 @@ class SupervisedTextDetector:
 
         return sparse.csr_matrix(np.nan_to_num((d - self.mean) / self.sd) * DENSE_WEIGHT)
 
-    def score(self, texts: "list[str]", dense: "np.ndarray | None" = None) -> np.ndarray:
+    def score(self, texts: list[str], dense: np.ndarray | None = None) -> np.ndarray:
         from scipy import sparse
 
         d = self._dense(texts) if dense is None else dense
@@ -118,8 +142,9 @@ def fold_of(groups: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return np.array([assign[g] for g in groups])
 
 
-def crossfit(make, human: "list[str]", synthetic: "list[str]", candidate: "list[str]", rng: np.random.Generator,
-             folds: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def crossfit(
+    make, human: list[str], synthetic: list[str], candidate: list[str], rng: np.random.Generator, folds: int = 5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Out-of-fold scores of the human and synthetic records and candidate scores from the same fold models."""
     texts = list(human) + list(synthetic)
     y = np.r_[np.zeros(len(human)), np.ones(len(synthetic))]
@@ -132,7 +157,7 @@ def crossfit(make, human: "list[str]", synthetic: "list[str]", candidate: "list[
     for k in range(folds):
         train = fold != k
         if len(np.unique(y[train])) < 2 or not (~train).any():
-            raise SpecError("too few prompt groups to cross-fit a detector: give more reference or example records")
+            raise InputError("too few prompt groups to cross-fit a detector: give more reference or example records")
         det = make().fit([texts[i] for i in np.flatnonzero(train)], y[train], dense[train])
         oof[~train] = det.score([texts[i] for i in np.flatnonzero(~train)], dense[~train])
         if (cand_fold == k).any():

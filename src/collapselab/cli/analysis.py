@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -19,7 +18,7 @@ from .app import AllowPluginsOpt, ShowOpt, app, err_console, fail, fmt, out_cons
 @app.command()
 def theory(
     spec: str = typer.Argument(..., help="A spec TOML file, or preset:NAME."),
-    generations: Optional[str] = ShowOpt,
+    generations: str | None = ShowOpt,
     as_json: bool = typer.Option(False, "--json", help="Print {cell: {metric: [expected per generation]}}."),
     allow_plugins: bool = AllowPluginsOpt,
 ):
@@ -46,10 +45,10 @@ def theory(
 def decompose(
     spec: str = typer.Argument(..., help="A spec without [sweep]: a TOML path or preset:NAME."),
     out: Path = typer.Option(Path("decomposition"), "--out", "-o", help="Folder for decomposition.csv and .html."),
-    converged: Optional[list[str]] = typer.Option(
+    converged: list[str] | None = typer.Option(
         None, "--converged", help="model.params KEY=VALUE that run the optimiser to convergence (repeatable)."
     ),
-    show: Optional[str] = typer.Option(None, "--show", help="Generations to print, e.g. 0,5,19."),
+    show: str | None = typer.Option(None, "--show", help="Generations to print, e.g. 0,5,19."),
     allow_plugins: bool = AllowPluginsOpt,
 ):
     """Split the distance to the truth into statistical, expressivity and approximation error, per generation."""
@@ -66,7 +65,11 @@ def decompose(
                 fail(f"--converged {item!r}: {value!r} is not a number; expected KEY=VALUE, e.g. epochs=100")
     title = Path(spec).stem if not spec.startswith("preset:") else spec[7:]
     result, files = api.decompose(
-        spec, conv, out=out, title=title, allow_plugins=allow_plugins,
+        spec,
+        conv,
+        out=out,
+        title=title,
+        allow_plugins=allow_plugins,
         progress=lambda name: err_console.print(f"variant {name}: done"),
     )
     wide = result.table.pivot(index="generation", columns="part", values="mean")
@@ -77,5 +80,3 @@ def decompose(
         table.add_row(str(g), *[fmt(v) for v in wide.loc[g]])
     out_console.print(table)
     out_console.print(f"total = expressivity + statistical + approximation; written: {files['csv']}, {files['html']}")
-
-

@@ -59,7 +59,9 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress and no table."
 JsonOpt = typer.Option(False, "--json", help="Print a machine-readable result on stdout.")
 NoReportOpt = typer.Option(False, "--no-report", help="Skip the HTML report.")
 AllowPluginsOpt = typer.Option(
-    False, "--allow-plugins", help="Let the spec import its plugins modules and name any verifier function "
+    False,
+    "--allow-plugins",
+    help="Let the spec import its plugins modules and name any verifier function "
     "(a spec that imports code runs it; also COLLAPSELAB_ALLOW_PLUGINS=1).",
 )
 

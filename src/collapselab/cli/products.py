@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -22,21 +21,29 @@ from .app import JsonOpt, app, err_console, fail, fmt, out_console, print_json, 
 
 @app.command()
 def synthesize(
-    data: Path = typer.Option(..., "--data", help="Real table: .csv, .tsv or .parquet (numeric and categorical columns)."),
+    data: Path = typer.Option(
+        ..., "--data", help="Real table: .csv, .tsv or .parquet (numeric and categorical columns)."
+    ),
     rows: int = typer.Option(..., "--rows", help="Synthetic rows to write."),
     out: Path = typer.Option(..., "--out", "-o", help="Synthetic table: .csv or .parquet."),
     clusters: str = typer.Option("bic", "--clusters", help="Clusters of the real rows: a number, or 'bic'."),
     max_clusters: int = typer.Option(8, "--max-clusters", min=1, help="Largest k tried with --clusters bic."),
     floor: float = typer.Option(0.01, "--floor", help="Smallest share of the rows per cluster."),
     seed: int = typer.Option(0, "--seed", min=0),
-    report: Optional[Path] = typer.Option(None, "--report", help="Fidelity report (default: OUT with .fidelity.json)."),
+    report: Path | None = typer.Option(None, "--report", help="Fidelity report (default: OUT with .fidelity.json)."),
     as_json: bool = JsonOpt,
 ):
     """Cluster-mirrored synthetic rows for a real table, and a fidelity report."""
     try:
         result = api.synthesize(
-            data, rows, out, clusters=int(clusters) if clusters.isdigit() else clusters, max_clusters=max_clusters,
-            floor=floor, seed=seed, report=report,
+            data,
+            rows,
+            out,
+            clusters=int(clusters) if clusters.isdigit() else clusters,
+            max_clusters=max_clusters,
+            floor=floor,
+            seed=seed,
+            report=report,
         )
     except InputError as e:  # the API names its keywords; here they are options
         if not str(e).startswith("synthesis."):
@@ -45,8 +52,13 @@ def synthesize(
     if as_json:
         print_json(result)
         return
-    table = Table("column", "kind", "fidelity (1 - KS / 1 - TV)", "range / category coverage",
-                  title=f"{result['rows_synthetic']} synthetic rows from {result['rows_real']} real")
+    table = Table(
+        "column",
+        "kind",
+        "fidelity (1 - KS / 1 - TV)",
+        "range / category coverage",
+        title=f"{result['rows_synthetic']} synthetic rows from {result['rows_real']} real",
+    )
     for col, v in result["columns"].items():
         fid = v.get("ks_complement", v.get("tv_complement"))
         cov = v.get("range_coverage", v.get("category_coverage"))
@@ -66,21 +78,23 @@ def synthesize(
 def audit(
     reference: Path = typer.Option(..., "--reference", help="Real data: .csv/.tsv/.parquet, .txt/.jsonl or .npy."),
     candidate: Path = typer.Option(..., "--candidate", help="The data set to audit, of the same kind."),
-    synthetic_examples: Optional[Path] = typer.Option(
+    synthetic_examples: Path | None = typer.Option(
         None, "--synthetic-examples", help="Records known to be synthetic: trains and calibrates the detector."
     ),
     provenance: str = typer.Option("origin", "--provenance-column", help="Column (or JSONL field) human/synthetic."),
     policy: str = typer.Option("replace", "--policy", help="Planned retraining policy for the projection."),
-    real_fraction: Optional[float] = typer.Option(None, "--real-fraction", help="mix / fresh: real share."),
+    real_fraction: float | None = typer.Option(None, "--real-fraction", help="mix / fresh: real share."),
     generations: int = typer.Option(10, "--generations", min=1, help="Generations to project."),
     replicates: int = typer.Option(8, "--replicates", min=1, help="Replicate chains of the projection."),
     seed: int = typer.Option(0, "--seed", min=0),
     no_projection: bool = typer.Option(False, "--no-projection", help="Skip the simulated projection."),
     out: Path = typer.Option(Path("audit"), "--out", "-o", help="Folder for audit.json and audit.html."),
     scoring_model: str = typer.Option(
-        "smollm2", "--scoring-model",
+        "smollm2",
+        "--scoring-model",
         help="Text: the LM that scores passages (smollm2, a local Hugging Face folder or a .gguf file; "
-             "'ngram' for a word trigram on the reference)."),
+        "'ngram' for a word trigram on the reference).",
+    ),
     as_json: bool = JsonOpt,
 ):
     """Audit a data set for collapse risk: synthetic share, tails and diversity, a verdict and a projection."""
@@ -92,10 +106,19 @@ def audit(
     if real_fraction is not None and not 0 <= real_fraction <= 1:
         fail(f"--real-fraction {real_fraction}: must be in [0, 1]")
     report = api.audit(
-        reference, candidate, synthetic_examples=synthetic_examples, provenance=provenance,
-        policy=policy, real_fraction=real_fraction if uses_fraction else None, generations=generations,
-        replicates=replicates, seed=seed, project=not no_projection, out=out,
-        scoring_model=None if scoring_model == "ngram" else scoring_model, progress=_ScoringProgress(as_json),
+        reference,
+        candidate,
+        synthetic_examples=synthetic_examples,
+        provenance=provenance,
+        policy=policy,
+        real_fraction=real_fraction if uses_fraction else None,
+        generations=generations,
+        replicates=replicates,
+        seed=seed,
+        project=not no_projection,
+        out=out,
+        scoring_model=None if scoring_model == "ngram" else scoring_model,
+        progress=_ScoringProgress(as_json),
     )
     if as_json:
         print_json(report)
@@ -106,8 +129,11 @@ def audit(
         out_console.print(f"  - {r}", highlight=False)
     say(share_sentence(s))
     m = report["measures"]
-    out_console.print(f"median retention: tail {fmt(m['tail_retention'])}, spread {fmt(m['spread_retention'])}; "
-                      f"MMD {fmt(m['mmd'])} (permutation p = {fmt(m['mmd_p_value'])})", highlight=False)
+    out_console.print(
+        f"median retention: tail {fmt(m['tail_retention'])}, spread {fmt(m['spread_retention'])}; "
+        f"MMD {fmt(m['mmd'])} (permutation p = {fmt(m['mmd_p_value'])})",
+        highlight=False,
+    )
     proj = report.get("projection")
     if proj and "skipped" not in proj:
         parts = []
@@ -117,8 +143,10 @@ def audit(
                 med = "not within the run" if v["median"] is None else fmt(v["median"])
                 ci = "–".join("∞" if c is None else fmt(c) for c in v["ci"])
                 parts.append(f"{st} collapse at generation {med} [{ci}]")
-        out_console.print(f"projection ({json.dumps(proj['policy'])}, {proj['generations']} generations): "
-                          + "; ".join(parts), highlight=False)
+        out_console.print(
+            f"projection ({json.dumps(proj['policy'])}, {proj['generations']} generations): " + "; ".join(parts),
+            highlight=False,
+        )
     elif proj:
         out_console.print(f"projection skipped: {proj['skipped']}")
     out_console.print(f"written: {out / 'audit.json'}, {out / 'audit.html'}")
@@ -130,8 +158,13 @@ LedgerDb = typer.Option(Path("ledger.db"), "--db", help="The ledger's SQLite fil
 
 
 @ledger_app.command("add")
-def ledger_add(jsonl: Path = typer.Argument(..., help="JSONL records: content or content_hash, origin, model, "
-                                            "generation, source, licence, quality, verdicts."), db: Path = LedgerDb):
+def ledger_add(
+    jsonl: Path = typer.Argument(
+        ...,
+        help="JSONL records: content or content_hash, origin, model, generation, source, licence, quality, verdicts.",
+    ),
+    db: Path = LedgerDb,
+):
     """Append records (all or nothing)."""
     with api.ledger(db) as ledger:
         n = ledger.import_jsonl(jsonl)
@@ -161,8 +194,11 @@ def ledger_summary(db: Path = LedgerDb, as_json: bool = JsonOpt):
 
 
 @ledger_app.command("croissant")
-def ledger_croissant(out: Path = typer.Argument(..., help="JSON-LD file to write."), db: Path = LedgerDb,
-                     name: str = typer.Option("dataset", "--name")):
+def ledger_croissant(
+    out: Path = typer.Argument(..., help="JSON-LD file to write."),
+    db: Path = LedgerDb,
+    name: str = typer.Option("dataset", "--name"),
+):
     """The dataset-level summary as Croissant JSON-LD (with rai:hasSyntheticData)."""
     with api.ledger(db) as ledger:
         doc = ledger.croissant(name)
@@ -174,10 +210,10 @@ def ledger_croissant(out: Path = typer.Argument(..., help="JSON-LD file to write
 def ledger_plan(
     out: Path = typer.Argument(..., help="JSONL of the chosen records."),
     db: Path = LedgerDb,
-    size: Optional[int] = typer.Option(None, "--size", min=1, help="Records wanted (default: as many as allowed)."),
+    size: int | None = typer.Option(None, "--size", min=1, help="Records wanted (default: as many as allowed)."),
     min_real: float = typer.Option(0.0, "--min-real", help="Smallest share of human records."),
     max_per_generator: float = typer.Option(1.0, "--max-per-generator", help="Largest share of any one model."),
-    min_quality: Optional[float] = typer.Option(None, "--min-quality", help="Drop records scoring below this."),
+    min_quality: float | None = typer.Option(None, "--min-quality", help="Drop records scoring below this."),
     keep_duplicates: bool = typer.Option(False, "--keep-duplicates", help="Do not deduplicate by content hash."),
 ):
     """Build a training set that meets the constraints, and say which one bound its size."""
@@ -185,8 +221,11 @@ def ledger_plan(
         plan = api.plan_mix(ledger.rows(), size, min_real, max_per_generator, min_quality, not keep_duplicates)
     write_atomic(out, "".join(json.dumps(r, sort_keys=True) + "\n" for r in plan.rows))
     real = plan.human / plan.size if plan.size else 0.0
-    out_console.print(f"planned {plan.size} records: {plan.human} human ({real:.1%}), synthetic by model "
-                      f"{json.dumps(plan.by_model)}; dropped {json.dumps(plan.dropped)}", highlight=False)
+    out_console.print(
+        f"planned {plan.size} records: {plan.human} human ({real:.1%}), synthetic by model "
+        f"{json.dumps(plan.by_model)}; dropped {json.dumps(plan.dropped)}",
+        highlight=False,
+    )
     out_console.print(f"bound by {plan.binding}", highlight=False)
 
 
@@ -236,7 +275,6 @@ class _ScoringProgress:
             err_console.file.flush()
         elif now - self.last >= 10 or done == total:
             self.last = now
-            err_console.print(f"scoring texts with the language model: {done}/{total} "
-                              f"({now - self.start:.0f} s)", highlight=False)
-
-
+            err_console.print(
+                f"scoring texts with the language model: {done}/{total} ({now - self.start:.0f} s)", highlight=False
+            )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -48,14 +47,14 @@ from .app import (
 @app.command()
 def run(
     spec: str = typer.Argument(..., help="A spec TOML file, or preset:NAME (see 'collapselab presets')."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write results to this directory (not indexed)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write results to this directory (not indexed)."),
     workers: int = WorkersOpt,
-    executor: Optional[str] = ExecutorOpt,
-    scheduler: Optional[str] = SchedulerOpt,
+    executor: str | None = ExecutorOpt,
+    scheduler: str | None = SchedulerOpt,
     workspace: Path = WorkspaceOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
-    generations: Optional[str] = ShowOpt,
+    generations: str | None = ShowOpt,
     no_report: bool = NoReportOpt,
     allow_plugins: bool = AllowPluginsOpt,
 ):
@@ -65,8 +64,15 @@ def run(
     parse_gens(generations, max(c.spec.generations for c in cells))  # --show checked before the run exists
     started: dict = {}
     execute = lambda progress: api.run(  # noqa: E731
-        planned, out, executor=executor, workers=workers, scheduler=scheduler, workspace=workspace,
-        report=not no_report, progress=progress, on_start=lambda path, run_id: started.update(path=path, id=run_id),
+        planned,
+        out,
+        executor=executor,
+        workers=workers,
+        scheduler=scheduler,
+        workspace=workspace,
+        report=not no_report,
+        progress=progress,
+        on_start=lambda path, run_id: started.update(path=path, id=run_id),
         allow_plugins=allow_plugins,
     )
     result = _execute(execute, spec_obj, cells, quiet or as_json, started)
@@ -77,12 +83,12 @@ def run(
 def resume(
     ref: str = typer.Argument(..., help="An unfinished run: its id or name from 'collapselab runs', or its directory."),
     workers: int = WorkersOpt,
-    executor: Optional[str] = ExecutorOpt,
-    scheduler: Optional[str] = SchedulerOpt,
+    executor: str | None = ExecutorOpt,
+    scheduler: str | None = SchedulerOpt,
     workspace: Path = WorkspaceOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
-    generations: Optional[str] = ShowOpt,
+    generations: str | None = ShowOpt,
     no_report: bool = NoReportOpt,
     allow_plugins: bool = AllowPluginsOpt,
 ):
@@ -93,8 +99,14 @@ def resume(
     parse_gens(generations, max(c.spec.generations for c in cells))
     started = {"path": path}
     execute = lambda progress: api.resume(  # noqa: E731
-        path, executor=executor, workers=workers, scheduler=scheduler, workspace=workspace,
-        report=not no_report, progress=progress, allow_plugins=allow_plugins,
+        path,
+        executor=executor,
+        workers=workers,
+        scheduler=scheduler,
+        workspace=workspace,
+        report=not no_report,
+        progress=progress,
+        allow_plugins=allow_plugins,
     )
     result = _execute(execute, spec_obj, cells, quiet or as_json, started)
     _finish(result, as_json, quiet, generations, no_report)
@@ -108,7 +120,7 @@ def _execute(execute, spec_obj, cells, silent: bool, started: dict):
         where = started.get("path")
         hint = f"; finish it with: collapselab resume {where}" if where else ""
         err_console.print(f"interrupted{hint}", highlight=False, soft_wrap=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
 
 
 def _finish(result, as_json: bool, quiet: bool, generations: str | None, no_report: bool) -> None:
@@ -152,8 +164,14 @@ class _Progress:
         self.bar = None
         if not silent and self.tty:
             self.bar = Progress(
-                TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("ETA"), TimeRemainingColumn(), console=err_console, transient=True,
+                TextColumn("{task.description:<12}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=True,
             )
             self.cell_task = self.bar.add_task("cells", total=self.cells)
             self.gen_task = self.bar.add_task("generations", total=self.total)
@@ -189,7 +207,9 @@ class _Progress:
         err_console.print(
             f"progress: cells {self._finished()}/{self.cells}, generations {done}/{self.total} "
             f"({100 * done / max(self.total, 1):.0f}%), {elapsed:.0f} s elapsed{eta}",
-            highlight=False, soft_wrap=True, markup=False,
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
         )
 
 
@@ -206,8 +226,9 @@ def list_runs(workspace: Path = WorkspaceOpt, as_json: bool = typer.Option(False
     table = Table("id", "name", "status", "created", "cells", "generations", "replicates", "seconds", "path")
     for r in df.itertuples(index=False):
         seconds = f"{r.seconds:.1f}" if r.status == "finished" else "-"
-        table.add_row(str(r.id), r.name, r.status, r.created, str(r.cells), str(r.generations),
-                      str(r.replicates), seconds, r.path)
+        table.add_row(
+            str(r.id), r.name, r.status, r.created, str(r.cells), str(r.generations), str(r.replicates), seconds, r.path
+        )
     out_console.print(table)
 
 
@@ -215,8 +236,8 @@ def list_runs(workspace: Path = WorkspaceOpt, as_json: bool = typer.Option(False
 def show(
     ref: str = typer.Argument(..., help="A run id or name from 'collapselab runs', or a run directory."),
     workspace: Path = WorkspaceOpt,
-    generations: Optional[str] = ShowOpt,
-    metric: Optional[list[str]] = typer.Option(None, "--metric", "-m", help="Only these metrics."),
+    generations: str | None = ShowOpt,
+    metric: list[str] | None = typer.Option(None, "--metric", "-m", help="Only these metrics."),
 ):
     """Print a saved run's summary table."""
     tables = api.load_run(ref, workspace)
@@ -235,8 +256,8 @@ def show(
 @app.command()
 def samples(
     ref: str = typer.Argument(..., help="A run id or name from 'collapselab runs', or a run directory."),
-    cell: Optional[str] = typer.Option(None, "--cell", "-c", help="Cell id (default: the first)."),
-    generation: Optional[int] = typer.Option(None, "--generation", "-g", help="Generation (default: the last)."),
+    cell: str | None = typer.Option(None, "--cell", "-c", help="Cell id (default: the first)."),
+    generation: int | None = typer.Option(None, "--generation", "-g", help="Generation (default: the last)."),
     limit: int = typer.Option(10, "--limit", "-n", min=1, help="Records to print."),
     workspace: Path = WorkspaceOpt,
     as_json: bool = JsonOpt,
@@ -246,8 +267,10 @@ def samples(
     if as_json:
         print_json(got)
         return
-    say(f"cell {got['cell']}, generation {got['generation']} ({got['kind']} records; samples kept at generations "
-         f"{', '.join(map(str, got['generations']))})")
+    say(
+        f"cell {got['cell']}, generation {got['generation']} ({got['kind']} records; samples kept at generations "
+        f"{', '.join(map(str, got['generations']))})"
+    )
     for i, rec in enumerate(got["records"]):
         if got["kind"] == "image":
             say(f"record {i}:\n{_ascii_image(np.asarray(rec, dtype=float))}")
@@ -265,7 +288,7 @@ def _ascii_image(img: np.ndarray) -> str:
 @app.command()
 def report(
     refs: list[str] = typer.Argument(..., help="Run ids, names or directories; several give a comparison."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report file (default: report.html in the first run)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Report file (default: report.html in the first run)."),
     workspace: Path = WorkspaceOpt,
 ):
     """Write a self-contained HTML report of one or several runs."""
@@ -273,8 +296,9 @@ def report(
     say(f"report: {path}")
 
 
-def _print_summary(summary: pd.DataFrame, cells: dict, generations: str | None,
-                   theory: pd.DataFrame | None = None) -> None:
+def _print_summary(
+    summary: pd.DataFrame, cells: dict, generations: str | None, theory: pd.DataFrame | None = None
+) -> None:
     """One table per cell: a row per metric, a column per chosen generation (of that cell: sweep cases may run
     different numbers of generations), the mean across replicate chains and, under it, their median
     (a mean can rise while most chains lose their tails); under a metric with a closed form, the closed form's expectation."""
@@ -298,8 +322,10 @@ def _print_summary(summary: pd.DataFrame, cells: dict, generations: str | None,
             if expected is not None and metric in expected.index:
                 table.add_row("  theory", *(fmt(_at(expected, metric, g)) for g in gens), style="dim")
         out_console.print(table)
-    out_console.print("[dim]rows: the mean across replicate chains, then their median; 'theory': the closed-form "
-                      "expectation[/]", markup=True)
+    out_console.print(
+        "[dim]rows: the mean across replicate chains, then their median; 'theory': the closed-form expectation[/]",
+        markup=True,
+    )
 
 
 def _at(wide: pd.DataFrame, row, col) -> float:
@@ -314,9 +340,15 @@ def _print_stages(stages: pd.DataFrame, cells: dict, summary: pd.DataFrame) -> N
     if stages is None or stages.empty:
         return
     last = summary.groupby("cell", sort=False)["generation"].max()  # each cell's own last generation
-    table = Table("cell", "early", "late", "total", title="first generation reaching each stage",
-                  caption="median generation over chains [95% CI], then the share of chains that got there within "
-                  "the cell's generations; stages: collapselab.metrics.stages")
+    table = Table(
+        "cell",
+        "early",
+        "late",
+        "total",
+        title="first generation reaching each stage",
+        caption="median generation over chains [95% CI], then the share of chains that got there within "
+        "the cell's generations; stages: collapselab.metrics.stages",
+    )
     for cell, df in stages.groupby("cell", sort=False):
         row = df.set_index("stage")
         cols = []
@@ -334,5 +366,3 @@ def _print_stages(stages: pd.DataFrame, cells: dict, summary: pd.DataFrame) -> N
                 cols.append(f"not reached  {share}")
         table.add_row(str(cell), *cols)
     out_console.print(table)
-
-

@@ -39,12 +39,13 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import CollapselabError, RunInterrupted, SpecError
 from ..plugins import CURATION_STAGES
@@ -412,15 +413,18 @@ def _rate_batch(texts: list[str], p) -> list[float]:
                 reply = json.loads(_read_reply(resp, deadline))["choices"][0]["message"]["content"]
             return _parse_ratings(reply, len(texts))
         except urllib.error.HTTPError as e:
-            last = f"HTTP {e.code}" + (": redirect refused (the key goes to the endpoint alone)"
-                                       if 300 <= e.code < 400 else "")
+            last = f"HTTP {e.code}" + (
+                ": redirect refused (the key goes to the endpoint alone)" if 300 <= e.code < 400 else ""
+            )
             if e.code in (400, 401, 403, 404) or 300 <= e.code < 400:  # retrying cannot help
                 break
         except (urllib.error.URLError, TimeoutError, OSError, ValueError, KeyError, IndexError, TypeError) as e:
             last = f"{type(e).__name__}: {e}"
     # the endpoint, not the run, failed: the run keeps its checkpoints and resumes when the endpoint is back
-    raise RunInterrupted(f"curation llm-judge: {url} failed after {attempt + 1} attempt(s): {last}; the run's "
-                         "checkpoints are kept: resume it when the endpoint answers")
+    raise RunInterrupted(
+        f"curation llm-judge: {url} failed after {attempt + 1} attempt(s): {last}; the run's "
+        "checkpoints are kept: resume it when the endpoint answers"
+    )
 
 
 def _parse_ratings(reply: str, k: int) -> list[float]:
@@ -561,8 +565,9 @@ class Curator:
                 q = min(stage.spec.measure, pos_heldout.shape[1])
                 pos, neg = stage.score(pos_heldout[:, :q]), score[:, :aside]
             result = measure(pos, neg, cutoff, f"curation {name} at generation {g}")
-            metrics.update({f"{name}_auc": result.auc, f"{name}_precision": result.precision,
-                            f"{name}_recall": result.recall})
+            metrics.update(
+                {f"{name}_auc": result.auc, f"{name}_precision": result.precision, f"{name}_recall": result.recall}
+            )
             if result.chance:
                 notes.append(f"JUDGE NO BETTER THAN CHANCE — {result.summary}")
                 if stage.spec.on_chance == "error":
@@ -593,7 +598,7 @@ def check_curation(spec, source_kind: str, family_cls) -> None:
         cls = CURATION_STAGES.resolve(s.kind, f"curation.{i}.kind")
         try:
             params = cls.Params.model_validate(s.params)
-        except Exception as e:  # pydantic's ValidationError: one line naming the key
+        except ValidationError as e:  # one line naming the key
             raise SpecError(format_validation_error(e, f"curation[{i}].params")) from None
         cls.check(spec, params, source_kind, family_cls)
         if s.labels is not None:

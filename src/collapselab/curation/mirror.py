@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import SpecError
 from .._numerics.batched import psd_factor, sq_dist
+from ..errors import SpecError
 from ..families.gmm import fit_gmm
 
 LLOYD_STEPS = 5

@@ -32,17 +32,22 @@ def check_pipeline(spec, source, family_cls) -> None:
     if not active(spec):
         return
     if spec.population:
-        raise SpecError("policy.samples = 'infinite' fits distributions, not records: it cannot be combined with "
-                        "synthesis, curation, poison or screen")
+        raise SpecError(
+            "policy.samples = 'infinite' fits distributions, not records: it cannot be combined with "
+            "synthesis, curation, poison or screen"
+        )
     if spec.synthesis.kind == "cluster-mirrored" and source.kind != "continuous":
-        raise SpecError(f"synthesis.kind = 'cluster-mirrored' needs vector records (continuous sources), "
-                        f"not {source.kind}")
+        raise SpecError(
+            f"synthesis.kind = 'cluster-mirrored' needs vector records (continuous sources), not {source.kind}"
+        )
     check_curation(spec, source.kind, family_cls)
     check_poison(spec, source.kind)
     check_screens(spec)
     if spec.screen is not None and "loso" in spec.screen.methods and not family_cls.tags.scores_records:
-        raise SpecError(f"screen.methods: 'loso' refits the family and scores the trusted anchor set; "
-                        f"{family_cls.name!r} does not score records")
+        raise SpecError(
+            f"screen.methods: 'loso' refits the family and scores the trusted anchor set; "
+            f"{family_cls.name!r} does not score records"
+        )
 
 
 class Pipeline:
@@ -141,8 +146,12 @@ class Pipeline:
         flags = screen_flags(spec, pool.x, self.kind, pool.column("source"), self.family, trusted, rng)
         poisoned = pool.column("poisoned") > 0
         counts = self._screened
-        for name, v in (("flagged", flags.sum(1)), ("hit", (flags & poisoned).sum(1)),
-                        ("poisoned", poisoned.sum(1)), ("total", np.full(flags.shape[0], flags.shape[1]))):
+        for name, v in (
+            ("flagged", flags.sum(1)),
+            ("hit", (flags & poisoned).sum(1)),
+            ("poisoned", poisoned.sum(1)),
+            ("total", np.full(flags.shape[0], flags.shape[1])),
+        ):
             counts[name] = counts.get(name, 0) + v
         return pool.take(refill(flags, rng))
 
@@ -164,4 +173,3 @@ class Pipeline:
                 "screen_recall": np.where(c["poisoned"] > 0, c["hit"] / np.maximum(c["poisoned"], 1), np.nan),
                 "screen_removed": c["flagged"] / c["total"],
             }
-

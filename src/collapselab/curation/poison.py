@@ -232,8 +232,12 @@ def isolation_flags(f: np.ndarray, contamination: float, samples: int, rng) -> n
     out = np.zeros(f.shape[:2], bool)
     seeds = rng.integers(0, 2**31 - 1, f.shape[0])
     for r in range(f.shape[0]):  # one forest per replicate (see the module notes)
-        forest = IsolationForest(contamination=contamination, max_samples=min(samples, f.shape[1]),
-                                 random_state=int(seeds[r]), n_estimators=200)
+        forest = IsolationForest(
+            contamination=contamination,
+            max_samples=min(samples, f.shape[1]),
+            random_state=int(seeds[r]),
+            n_estimators=200,
+        )
         out[r] = forest.fit_predict(f[r]) < 0
     return out
 

@@ -57,7 +57,8 @@ def code_version() -> str:
 def fingerprint(resolved_spec: dict, seed: int, cell_index: int) -> str:
     text = json.dumps(
         {"spec": resolved_spec, "seed": seed, "cell": cell_index, "format": FORMAT_VERSION, "code": code_version()},
-        sort_keys=True, default=str,
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -115,7 +116,7 @@ class CellCheckpoints:
         except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
             return self._bad(path, f"unreadable ({e})")
 
-    def _bad(self, path: Path, why: str) -> None:
+    def _bad(self, path: Path, why: str) -> dict[str, np.ndarray] | None:
         warnings.warn(f"checkpoint {path} skipped: {why}", CheckpointWarning, stacklevel=3)
         return None
 
@@ -156,7 +157,7 @@ class CellCheckpoints:
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types the first keyword as allow_pickle
     data = buf.getvalue()
     write_atomic(path, data)
     return hashlib.sha256(data).hexdigest()

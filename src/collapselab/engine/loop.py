@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from ..theory import closed_forms
 from ..curation.pipeline import Pipeline
 from ..errors import CollapselabError
 from ..families import Reference
 from ..metrics.stages import first_reached, stage_codes, stage_shares
 from ..pool import Pool, StatsPool
 from ..rng import Stream, data_generator, generator
+from ..theory import closed_forms
 from .checkpoints import CellCheckpoints, fingerprint
 from .plan import CellPlan
 from .state import CellResult, CellState, GenerationRecord
@@ -50,7 +50,7 @@ def snapshot_generations(G: int) -> list[int]:
 
 
 def run_cell(
-    cell: CellPlan, seed: int, progress: Progress | None = None, checkpoints: "str | Path | None" = None
+    cell: CellPlan, seed: int, progress: Progress | None = None, checkpoints: str | Path | None = None
 ) -> CellResult:
     """Run one cell; with ``checkpoints`` (a folder), save after every generation and resume from it."""
     with _small_pages():
@@ -76,7 +76,7 @@ def _small_pages():
     differently each run. Ordinary pages cost a steady ~0.5 s for 1.4 GB. NumPy's switch is process-wide: it is
     put back afterwards."""
     try:
-        from numpy._core.multiarray import _set_madvise_hugepage as switch
+        from numpy._core.multiarray import _set_madvise_hugepage as switch  # type: ignore[attr-defined]
     except ImportError:  # another NumPy: leave the memory policy alone
         yield
         return
@@ -126,7 +126,7 @@ class CellKernel:
         return self.family.tags.uses_anchor or (self.pipeline is not None and self.pipeline.needs_anchor)
 
     # --- init -------------------------------------------------------------------------------------------------
-    def checkpoints(self, folder: "str | Path | None") -> CellCheckpoints | None:
+    def checkpoints(self, folder: str | Path | None) -> CellCheckpoints | None:
         """The cell's checkpoint folder; population chains have no pools, so they rerun in full instead."""
         if folder is None or self.population:
             return None
@@ -279,7 +279,7 @@ def fit_population(family, parts, spec, rng: np.random.Generator):
     return family.fit(np.concatenate(records, axis=1), rng)
 
 
-def first_replicate(model, R: int):
+def first_replicate(model: Any, R: int) -> Any:
     """Replicate 0's model alone: the model's own ``replicate(0)`` where it has one, else, for a model that is a
     dataclass of replicate-leading arrays (the parametric families), those arrays cut to their first row; a
     snapshot then samples one chain, not R. Other models are returned as they are."""
@@ -292,4 +292,4 @@ def first_replicate(model, R: int):
         for f in dataclasses.fields(model)
         if isinstance(v := getattr(model, f.name), np.ndarray) and v.ndim >= 1 and v.shape[0] == R
     }
-    return dataclasses.replace(model, **parts)
+    return dataclasses.replace(model, **parts)  # type: ignore[type-var]  # a dataclass instance, checked above

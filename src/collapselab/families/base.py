@@ -49,14 +49,14 @@ class SumStats:
     sums: np.ndarray  # (R, ...) sums over records
 
     @staticmethod
-    def merge(parts: "list[SumStats]") -> "SumStats":
-        return SumStats(sum(p.count for p in parts), sum(p.sums for p in parts))
+    def merge(parts: list[SumStats]) -> SumStats:
+        return SumStats(sum(p.count for p in parts), np.asarray(sum(p.sums for p in parts)))
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"count": np.array(self.count), "sums": self.sums}
 
     @staticmethod
-    def from_arrays(a: dict[str, np.ndarray]) -> "SumStats":
+    def from_arrays(a: dict[str, np.ndarray]) -> SumStats:
         return SumStats(int(a["count"]), a["sums"])
 
 
@@ -192,7 +192,7 @@ class Family:
         raise NotImplementedError
 
 
-def register_family(cls_or_name: "type[Family] | str | None" = None):
+def register_family(cls_or_name: type[Family] | str | None = None):
     """Register a family under ``cls.name`` (or a given name). Use as ``@register_family``."""
     if isinstance(cls_or_name, type):
         return FAMILIES.register(cls_or_name)
@@ -203,9 +203,7 @@ def resolve_family(model_spec, source) -> tuple[type[Family], BaseModel]:
     """The family class a spec's ``model`` names, checked against the source's records, and its parameters."""
     cls = FAMILIES.get(model_spec.family)
     if cls is None:
-        raise SpecError(
-            f"model.family: unknown family {model_spec.family!r}; allowed: {', '.join(sorted(FAMILIES))}"
-        )
+        raise SpecError(f"model.family: unknown family {model_spec.family!r}; allowed: {', '.join(sorted(FAMILIES))}")
     if source.kind not in cls.tags.accepts:
         fits = [n for n, c in sorted(FAMILIES.items()) if source.kind in c.tags.accepts]
         raise SpecError(

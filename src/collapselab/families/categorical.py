@@ -41,7 +41,6 @@ class CategoricalFamily(Family):
         nz = p[p > 0]
         return {"rare_mass": 1.0, "support": float(nz.size), "entropy": float(-(nz * np.log(nz)).sum())}
 
-
     class Params(Params):
         exact: bool = True
         temperature: float = Field(default=1.0, gt=0, description="sampling bias: < 1 favours common categories")
@@ -52,8 +51,9 @@ class CategoricalFamily(Family):
 
     def fit_population(self, parts, R):
         probs = sum(p.weight * (p.truth.probs if p.truth is not None else p.model.sampling_probs) for p in parts)
-        return CategoricalModel(np.array(np.broadcast_to(probs, (R, self.reference.truth.categories))),
-                                self.params.temperature)
+        return CategoricalModel(
+            np.array(np.broadcast_to(probs, (R, self.reference.truth.categories))), self.params.temperature
+        )
 
     # exact path: the category counts are multinomial
     def stats_of(self, x):

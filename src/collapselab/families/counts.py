@@ -16,7 +16,6 @@ from .base import Family, FamilyTags, Params, SumStats, register_family
 class _SumFamily(Family):
     """Bernoulli and Poisson fitted by the sample mean: the sufficient statistic is the sum of the records."""
 
-
     class Params(Params):
         exact: bool = True
 
@@ -25,8 +24,10 @@ class _SumFamily(Family):
 
     def fit_population(self, parts, R):
         """The sample mean of infinitely many records: the mixture's mean."""
-        mean = sum(p.weight * (getattr(p.truth, self.parameter) if p.truth is not None
-                               else getattr(p.model, self.parameter)) for p in parts)
+        mean = sum(
+            p.weight * (getattr(p.truth, self.parameter) if p.truth is not None else getattr(p.model, self.parameter))
+            for p in parts
+        )
         return self.Model(np.array(np.broadcast_to(mean, (R,)), dtype=float))
 
     def merge_stats(self, parts):

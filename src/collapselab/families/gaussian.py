@@ -9,8 +9,8 @@ import numpy as np
 from pydantic import Field
 from scipy import special
 
-from ..errors import SpecError
 from .._numerics.batched import bmm, gaussian_cross_entropy, gaussian_logpdf, psd_factor, psd_sqrt
+from ..errors import SpecError
 from .base import Family, FamilyTags, Params, register_family
 
 
@@ -50,7 +50,7 @@ class GaussianStats:
     scatter: np.ndarray
 
     @staticmethod
-    def merge(parts: "list[GaussianStats]") -> "GaussianStats":
+    def merge(parts: list[GaussianStats]) -> GaussianStats:
         out = parts[0]
         for p in parts[1:]:  # Chan et al.'s pairwise update of mean and scatter
             n = out.count + p.count
@@ -85,13 +85,13 @@ class GaussianFamily(Family):
     tail_metrics = ("tail_mass",)
     spread_metrics = ("std_ratio",)
 
-
     class Params(Params):
         estimator: Literal["mle", "unbiased"] = "mle"
         exact: bool = True
         truncation: float = Field(
             default=1.0, gt=0, le=1, description="sampling bias: draw at this fraction of the fitted spread"
         )
+
     @classmethod
     def check_spec(cls, spec, params):
         if params.estimator == "unbiased" and min(spec.data.n, spec.samples) < 2:

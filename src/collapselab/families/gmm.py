@@ -13,9 +13,18 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
+from .._numerics.batched import (
+    LOG_2PI,
+    ROWS_MAX_D,
+    bmm,
+    categorical_sample,
+    coordinate_rows,
+    dot_rows,
+    gaussian_logpdf,
+    psd_factor,
+    sq_dist_cols,
+)
 from ..errors import SpecError
-from .._numerics.batched import (LOG_2PI, ROWS_MAX_D, bmm, categorical_sample, coordinate_rows, dot_rows,
-                                 gaussian_logpdf, psd_factor, sq_dist_cols)
 from .base import Family, FamilyTags, Params, register_family
 
 
@@ -45,8 +54,9 @@ class GMMModel:
         per component."""
         with np.errstate(divide="ignore"):
             logw = np.log(self.weights)
-        return [gaussian_logpdf(records, self.means[:, k], self.covs[:, k]) + logw[:, k, None]
-                for k in range(logw.shape[1])]
+        return [
+            gaussian_logpdf(records, self.means[:, k], self.covs[:, k]) + logw[:, k, None] for k in range(logw.shape[1])
+        ]
 
     def log_prob(self, x):
         return logsumexp_parts(self.component_logpdf(coordinate_rows(x)))
@@ -230,8 +240,9 @@ class GMMFamily(Family):
         x = model.means[:, :, None, :] + np.einsum("rkij,sj->rksi", psd_factor(model.covs), z)  # (R, K, S, d)
         R, K = model.weights.shape
         flat = x.reshape(1, R * K * RARE_POINTS, t.dim)
-        logp = np.stack([gaussian_logpdf(flat, t.means[k], t.covs[k])[0] + np.log(t.weights[k])
-                         for k in range(t.components)])  # (K_truth, points)
+        logp = np.stack(
+            [gaussian_logpdf(flat, t.means[k], t.covs[k])[0] + np.log(t.weights[k]) for k in range(t.components)]
+        )  # (K_truth, points)
         post = np.exp(logp[self.rare] - logsumexp_last(logp.T)).reshape(R, K, RARE_POINTS)
         return np.sum(model.weights * post.mean(axis=2), axis=1)
 

@@ -28,9 +28,9 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from .. import datasets
+from .._numerics.neural import seed_of, torch
 from ..errors import SpecError
 from ..metrics.text import rare_words, text_metrics
-from .._numerics.neural import seed_of, torch
 from .base import Family, FamilyTags, Metrics, Params, register_family
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub: everything is on disk (DATA.md)
@@ -82,9 +82,14 @@ class LMModel:
                 batch = tok(texts[s : s + p.sample_batch], return_tensors="pt", padding=True)
                 with t.no_grad():
                     gen = model.generate(
-                        **batch, max_new_tokens=int(1.5 * (self.words - P)) + 4, do_sample=p.num_beams == 1,
-                        temperature=p.temperature, top_p=p.top_p, num_beams=p.num_beams,
-                        repetition_penalty=p.repetition_penalty, pad_token_id=tok.pad_token_id,
+                        **batch,
+                        max_new_tokens=int(1.5 * (self.words - P)) + 4,
+                        do_sample=p.num_beams == 1,
+                        temperature=p.temperature,
+                        top_p=p.top_p,
+                        num_beams=p.num_beams,
+                        repetition_penalty=p.repetition_penalty,
+                        pad_token_id=tok.pad_token_id,
                     )
                 new = tok.batch_decode(gen[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
                 for i, text in enumerate(new):
@@ -137,6 +142,7 @@ def _quiet_transformers() -> None:
 
     logging.set_verbosity_error()  # padding / loss-type notices, once per sequence: not for our users
     logging.disable_progress_bar()  # weight-loading bars, every generation
+
 
 def _blocks(tokenizer, texts: list[str], block: int):
     """Texts joined with end-of-text marks, tokenised, cut into (B, block) sequences (the last one padded by wrapping)."""
@@ -205,7 +211,6 @@ class _LMFamily(Family):
     def set_anchor(self, model, real):
         self.anchor = model
         self.rare = rare_words(real, len(self.vocab), self.params.rare_count)
-
 
     def record_loglik(self, model, x):
         return -model.record_nll(x)[0]  # per token
@@ -323,8 +328,18 @@ class TransformerFamily(_LMFamily):
 
     def base(self):
         p = self.params
-        key = ("transformer", self.reference.truth.info["corpus"], p.bpe_vocab, p.layers, p.width, p.heads, p.block,
-               p.dropout, len(self.reference.truth.train), self.lowercase)
+        key = (
+            "transformer",
+            self.reference.truth.info["corpus"],
+            p.bpe_vocab,
+            p.layers,
+            p.width,
+            p.heads,
+            p.block,
+            p.dropout,
+            len(self.reference.truth.train),
+            self.lowercase,
+        )
         if key not in _BASES:
             from transformers import GPT2LMHeadModel
 
@@ -340,12 +355,22 @@ def gpt_config(p: TransformerFamily.Params, tokenizer):
     """The GPT-2 configuration of a ``transformer`` family (also what benchmarks/transformer_mfu.py trains)."""
     from transformers import GPT2Config
 
-    return GPT2Config(vocab_size=len(tokenizer), n_positions=2 * p.block, n_embd=p.width, n_layer=p.layers,
-                      n_head=p.heads, resid_pdrop=p.dropout, embd_pdrop=p.dropout, attn_pdrop=p.dropout,
-                      # GPT-2's tanh GELU as one fused kernel (gelu_new is five elementwise passes)
-                      activation_function="gelu_pytorch_tanh", attn_implementation="sdpa",
-                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                      pad_token_id=tokenizer.pad_token_id)
+    return GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=2 * p.block,
+        n_embd=p.width,
+        n_layer=p.layers,
+        n_head=p.heads,
+        resid_pdrop=p.dropout,
+        embd_pdrop=p.dropout,
+        attn_pdrop=p.dropout,
+        # GPT-2's tanh GELU as one fused kernel (gelu_new is five elementwise passes)
+        activation_function="gelu_pytorch_tanh",
+        attn_implementation="sdpa",
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
 
 
 def train_bpe(texts: list[str], vocab_size: int):
@@ -356,10 +381,15 @@ def train_bpe(texts: list[str], vocab_size: int):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   pad_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
     fast.padding_side = "left"
     return fast

@@ -45,8 +45,9 @@ def contexts(x: np.ndarray, order: int, start: int):
     padded = np.concatenate([np.full((R, M, k - 1), start, np.int64), x.astype(np.int64)], axis=2)
     rid = np.broadcast_to(np.arange(R, dtype=np.uint64)[:, None, None], (R, M, L)).ravel()
     words = padded[:, :, k - 1 :].ravel()
-    keys = [_hash(rid, *(padded[:, :, k - j + i : k - j + i + L].ravel() for i in range(j - 1)))
-            for j in range(1, k + 1)]
+    keys = [
+        _hash(rid, *(padded[:, :, k - j + i : k - j + i + L].ravel() for i in range(j - 1))) for j in range(1, k + 1)
+    ]
     return words, keys
 
 
@@ -63,7 +64,7 @@ class _Table:
     pair_counts: np.ndarray  # (P,) their counts, aligned with pair_keys
 
     @classmethod
-    def build(cls, ctx_keys: np.ndarray, nexts: np.ndarray) -> "_Table":
+    def build(cls, ctx_keys: np.ndarray, nexts: np.ndarray) -> _Table:
         # distinct pairs by one sort of their hashes (lexsort on two keys is ~30x slower), then the pairs
         # grouped by context with a stable sort: deterministic, and the words of a context stay contiguous
         hashes = _hash(ctx_keys, nexts)
@@ -117,7 +118,7 @@ class NGramModel:
         return len(self.tables)
 
     def _contexts(self, hist: list[np.ndarray], rid: np.ndarray, j: int) -> np.ndarray:
-        return _hash(rid, *hist[len(hist) - (j - 1):]) if j > 1 else _hash(rid)
+        return _hash(rid, *hist[len(hist) - (j - 1) :]) if j > 1 else _hash(rid)
 
     def sample(self, m: int, rng: np.random.Generator) -> np.ndarray:
         k, R = self.order, self.R
@@ -204,7 +205,6 @@ class NGramFamily(Family):
     def set_anchor(self, model, real):
         self.anchor = model
         self.rare = rare_words(real, self.V, self.params.rare_count)
-
 
     def record_loglik(self, model, x):
         return -model.record_nll(x)  # per word: records have equal lengths

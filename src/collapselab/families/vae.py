@@ -16,8 +16,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ..metrics.images import MAX_EVAL, ImageJudge, image_metrics
 from .._numerics.neural import BatchedMLP, seed_of, torch
+from ..metrics.images import MAX_EVAL, ImageJudge, image_metrics
 from .base import Family, FamilyTags, Params, register_family
 
 _JUDGES: dict[tuple, tuple[ImageJudge, np.ndarray]] = {}

@@ -33,8 +33,9 @@ STAGES = ("healthy", "early", "late", "total")
 HEALTHY, EARLY, LATE, TOTAL = range(4)
 
 
-def retention(metrics: dict[str, np.ndarray], names, references: dict[str, float], reference: str,
-              rows: slice = slice(None)) -> np.ndarray:
+def retention(
+    metrics: dict[str, np.ndarray], names, references: dict[str, float], reference: str, rows: slice = slice(None)
+) -> np.ndarray:
     """Smallest retention over ``names`` at generations ``rows``, shape (G, R); NaN where no metric defines it."""
     parts = []
     for name in names:

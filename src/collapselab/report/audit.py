@@ -34,9 +34,11 @@ def share_figures(s: dict) -> list[dict]:
     if edges.size > 1:
         fig, ax = plt.subplots(figsize=(6, 3.2))
         centres, width = (edges[1:] + edges[:-1]) / 2, np.diff(edges)
-        for key, colour, label in (("human", "#1d5fa8", "human (calibration)"),
-                                   ("synthetic", "#cf222e", "synthetic (calibration)"),
-                                   ("candidate", "#555555", "candidate")):
+        for key, colour, label in (
+            ("human", "#1d5fa8", "human (calibration)"),
+            ("synthetic", "#cf222e", "synthetic (calibration)"),
+            ("candidate", "#555555", "candidate"),
+        ):
             counts = curves.get(key)
             if counts:
                 dens = np.asarray(counts, float) / max(sum(counts), 1) / width
@@ -48,10 +50,12 @@ def share_figures(s: dict) -> list[dict]:
         ax.set_xlabel("detector score (higher: more machine-like)")
         ax.set_ylabel("density")
         ax.legend(fontsize=8, frameon=False)
-        caption = ("Detector scores: human and synthetic calibration records (each scored out of sample) and the "
-                   "candidate" if curves.get("synthetic") else
-                   "Detector scores of human calibration records and the candidate; dotted: the human band beyond "
-                   "which a record is flagged")
+        caption = (
+            "Detector scores: human and synthetic calibration records (each scored out of sample) and the candidate"
+            if curves.get("synthetic")
+            else "Detector scores of human calibration records and the candidate; dotted: the human band beyond "
+            "which a record is flagged"
+        )
         out.append({"src": figure_data_url(fig), "caption": caption})
     roc = curves.get("roc")
     if roc:
@@ -73,7 +77,7 @@ def null_figures(cal: dict) -> list[dict]:
     if not ms:
         return []
     fig, ax = plt.subplots(figsize=(6.5, 0.32 * len(ms) + 0.9))
-    for i, (name, m) in enumerate(ms):
+    for i, (_name, m) in enumerate(ms):
         med = m["null_median"] if m["null_median"] else 1.0
         lo, hi = (b / med for b in m["null_band"])
         ax.plot([lo, hi], [i, i], color="#9bb7d6", lw=6, solid_capstyle="butt")
@@ -82,8 +86,13 @@ def null_figures(cal: dict) -> list[dict]:
     ax.set_yticks(range(len(ms)), [name for name, _ in ms], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("candidate / null median (band: the null's 5–95%)")
-    return [{"src": figure_data_url(fig), "caption": "Each calibrated measure of the candidate (dot; red when flagged) against "
-                                          "what two samples of one distribution give (band)"}]
+    return [
+        {
+            "src": figure_data_url(fig),
+            "caption": "Each calibrated measure of the candidate (dot; red when flagged) against "
+            "what two samples of one distribution give (band)",
+        }
+    ]
 
 
 def render(report: dict, share_line: str) -> str:
@@ -103,13 +112,29 @@ def render(report: dict, share_line: str) -> str:
         for st in ("early", "late", "total"):
             if st in proj:
                 v = proj[st]
-                proj_rows.append({"stage": st, "median": "not within the run" if v["median"] is None else fmt(v["median"]),
-                                  "low": fmt(v["ci"][0]), "high": fmt(v["ci"][1]), "reached": f"{v['reached']:.0%}"})
+                proj_rows.append(
+                    {
+                        "stage": st,
+                        "median": "not within the run" if v["median"] is None else fmt(v["median"]),
+                        "low": fmt(v["ci"][0]),
+                        "high": fmt(v["ci"][1]),
+                        "reached": f"{v['reached']:.0%}",
+                    }
+                )
     with matplotlib.rc_context({"text.parse_math": False}):  # column names are users' text, not TeX
         return env.get_template("audit.html").render(
-            r=report, s=s, share_line=share_line, fmt=fmt, colour=COLOURS.get(report["verdict"], "#222"),
-            share_figures=share_figures(s), null_figures=null_figures(cal) if cal else [], cal=cal,
+            r=report,
+            s=s,
+            share_line=share_line,
+            fmt=fmt,
+            colour=COLOURS.get(report["verdict"], "#222"),
+            share_figures=share_figures(s),
+            null_figures=null_figures(cal) if cal else [],
+            cal=cal,
             cal_rows=sorted(cal["measures"].items(), key=lambda kv: kv[1]["p_value"]) if cal else [],
-            plain=plain, columns=columns, proj=proj, proj_rows=proj_rows,
+            plain=plain,
+            columns=columns,
+            proj=proj,
+            proj_rows=proj_rows,
             proj_policy=json.dumps(proj.get("policy", {})) if proj else "",
         )

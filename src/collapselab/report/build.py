@@ -60,22 +60,38 @@ def load_series(run_dirs: list[Path]) -> tuple[list[Series], list[dict]]:
         spec = tomllib.loads(tables.get("spec_toml", "")) if tables.get("spec_toml") else {}
         name = spec.get("name", d.name)
         notes = (d / "notes.txt").read_text(encoding="utf-8").splitlines() if (d / "notes.txt").is_file() else []
-        runs.append({"name": name, "path": str(d), "description": spec.get("description", ""),
-                     "spec": tables.get("spec_toml", ""), "cells": len(tables["cells"]) or 1, "notes": notes})
+        runs.append(
+            {
+                "name": name,
+                "path": str(d),
+                "description": spec.get("description", ""),
+                "spec": tables.get("spec_toml", ""),
+                "cells": len(tables["cells"]) or 1,
+                "notes": notes,
+            }
+        )
         empty = pd.DataFrame(columns=["cell"])
         for cell, df in tables["summary"].groupby("cell", sort=False):
             overrides = tables["cells"].get(str(cell), {})
             label = f"cell {cell}" + (f": {describe_overrides(overrides)}" if overrides else "")
             if len(run_dirs) > 1:
                 label = f"{name} · {label}"
-            pick = lambda t: t[t["cell"] == str(cell)] if t is not None and not t.empty else empty  # noqa: E731
-            series.append(Series(
-                key=f"r{i}c{cell}", label=label, summary=df,
-                theory=pick(tables.get("theory")), stages=pick(tables.get("stages")),
-                snapshots=tables["snapshots"].get(str(cell), {}),
-                distributions=tables["distributions"].get(str(cell), {}), kind=_source_kind(spec, overrides),
-                overrides=overrides,
-            ))
+            pick = lambda t, cell=cell, empty=empty: (
+                t[t["cell"] == str(cell)] if t is not None and not t.empty else empty
+            )  # noqa: E731
+            series.append(
+                Series(
+                    key=f"r{i}c{cell}",
+                    label=label,
+                    summary=df,
+                    theory=pick(tables.get("theory")),
+                    stages=pick(tables.get("stages")),
+                    snapshots=tables["snapshots"].get(str(cell), {}),
+                    distributions=tables["distributions"].get(str(cell), {}),
+                    kind=_source_kind(spec, overrides),
+                    overrides=overrides,
+                )
+            )
     return series, runs
 
 
@@ -116,8 +132,16 @@ def metric_figure(metric: str, series: list[Series]) -> str:
     ax.grid(alpha=0.3)
     if not many:
         ax.legend(fontsize=7, loc="best", frameon=False)
-    ax.set_title(f"{metric}: mean across chains" + ("" if many else ", 5–95% band") + ("; dashed: closed form" if any(
-        len(s.theory) and (s.theory["metric"] == metric).any() for s in series) else ""), fontsize=9)
+    ax.set_title(
+        f"{metric}: mean across chains"
+        + ("" if many else ", 5–95% band")
+        + (
+            "; dashed: closed form"
+            if any(len(s.theory) and (s.theory["metric"] == metric).any() for s in series)
+            else ""
+        ),
+        fontsize=9,
+    )
     return figure_data_url(fig)
 
 
@@ -130,8 +154,13 @@ def stage_figure(s: Series) -> str | None:
     wide = df.pivot_table(index="generation", columns="metric", values="mean")
     fig, ax = plt.subplots(figsize=(7.2, 2.2))
     g = wide.index.to_numpy()
-    ax.stackplot(g, *[wide[f"stage_{k}"].to_numpy() for k in STAGES], labels=STAGES,
-                 colors=[STAGE_COLOURS[k] for k in STAGES], alpha=0.85)
+    ax.stackplot(
+        g,
+        *[wide[f"stage_{k}"].to_numpy() for k in STAGES],
+        labels=STAGES,
+        colors=[STAGE_COLOURS[k] for k in STAGES],
+        alpha=0.85,
+    )
     share = s.summary[s.summary["metric"] == "synthetic_share"].sort_values("generation")
     if len(share):
         ax.plot(share["generation"], share["mean"], color="black", lw=1.5, ls=":", label="synthetic share")
@@ -176,8 +205,9 @@ def snapshot_figure(s: Series) -> str | None:
             else:  # a bar per category would be a million rectangles: frequency by rank instead, as for words
                 ranked = np.sort(freq[freq > 0])[::-1]
                 ax.loglog(np.arange(1, ranked.size + 1), ranked, color="#3465a4", lw=1.5)
-                ax.set_xlabel(f"{'category' if s.kind == 'categorical' else 'value'} rank ({ranked.size} seen)",
-                              fontsize=7)
+                ax.set_xlabel(
+                    f"{'category' if s.kind == 'categorical' else 'value'} rank ({ranked.size} seen)", fontsize=7
+                )
         elif s.kind == "regression" or x.ndim == 1 or x.shape[1] == 1:
             v = x[:, -1] if x.ndim == 2 else x
             lo, hi = np.percentile(first[:, -1] if first.ndim == 2 else first, [0.5, 99.5])
@@ -217,8 +247,15 @@ def distribution_figure(s: Series) -> str | None:
         for g, colour in zip(gens, colours):
             v = s.distributions[g].get(name)
             if v is not None:
-                ax.hist(v[np.isfinite(v)], bins=bins, density=True, histtype="step", color=colour, lw=1.4,
-                        label=f"generation {g}")
+                ax.hist(
+                    v[np.isfinite(v)],
+                    bins=bins,
+                    density=True,
+                    histtype="step",
+                    color=colour,
+                    lw=1.4,
+                    label=f"generation {g}",
+                )
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ticker.StrMethodFormatter("{x:g}"))
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
@@ -305,19 +342,28 @@ def phase_sections(run_dirs: list[Path]) -> list[dict]:
             sentences = []
             for yv, xv in front.items():
                 if xv is None:
-                    sentences.append(f"{grid.y_key} = {yv}: no real fraction in the sweep keeps half of the chains "
-                                     f"healthy at each of the {G} generations")
+                    sentences.append(
+                        f"{grid.y_key} = {yv}: no real fraction in the sweep keeps half of the chains "
+                        f"healthy at each of the {G} generations"
+                    )
                 else:
-                    sentences.append(f"{grid.y_key} = {yv}: from {FRACTION_KEY} = {xv} up, at least half of the "
-                                     f"chains are healthy at each of the {G} generations")
-            sections.append({
-                "title": grid.title(), "run": str(d),
-                "figures": [phase_figure(grid, label, values, front)
-                            for label, values in quantities(grid, summary, tables.get("stages"))],
-                "frontier": sentences,
-                "rule": f"healthy throughout: at least {HEALTHY_SHARE:.0%} of chains healthy at every generation "
-                        "(a chain may dip into a stage and recover; the stage table counts the dip)",
-            })
+                    sentences.append(
+                        f"{grid.y_key} = {yv}: from {FRACTION_KEY} = {xv} up, at least half of the "
+                        f"chains are healthy at each of the {G} generations"
+                    )
+            sections.append(
+                {
+                    "title": grid.title(),
+                    "run": str(d),
+                    "figures": [
+                        phase_figure(grid, label, values, front)
+                        for label, values in quantities(grid, summary, tables.get("stages"))
+                    ],
+                    "frontier": sentences,
+                    "rule": f"healthy throughout: at least {HEALTHY_SHARE:.0%} of chains healthy at every generation "
+                    "(a chain may dip into a stage and recover; the stage table counts the dip)",
+                }
+            )
     return sections
 
 
@@ -341,15 +387,24 @@ def build_html(run_dirs: list[Path], title: str | None = None) -> str:
 
 
 def _render(env, series, runs, run_dirs, title) -> str:
-    metrics = list(dict.fromkeys(
-        m for s in series for m in s.summary["metric"] if not m.startswith("stage_") and m != "synthetic_share"
-    ))
+    metrics = list(
+        dict.fromkeys(
+            m for s in series for m in s.summary["metric"] if not m.startswith("stage_") and m != "synthetic_share"
+        )
+    )
     page = env.get_template("report.html").render(
         title=title or (runs[0]["name"] if len(runs) == 1 else "comparison of " + ", ".join(r["name"] for r in runs)),
         runs=runs,
-        series=[{"key": s.key, "label": s.label, "stages": stage_figure(s), "snapshots": snapshot_figure(s),
-                 "distributions": distribution_figure(s)}
-                for s in series[:MAX_DETAILED_SERIES]],
+        series=[
+            {
+                "key": s.key,
+                "label": s.label,
+                "stages": stage_figure(s),
+                "snapshots": snapshot_figure(s),
+                "distributions": distribution_figure(s),
+            }
+            for s in series[:MAX_DETAILED_SERIES]
+        ],
         more_series=max(0, len(series) - MAX_DETAILED_SERIES),
         phases=phase_sections(run_dirs),
         metrics=[{"name": m, "figure": metric_figure(m, series)} for m in metrics],

@@ -17,8 +17,13 @@ def figure(dec: Decomposition, title: str = "") -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"total": "black", "expressivity": "#c4a000", "statistical": "#3465a4", "approximation": "#cc0000",
-               "well_specified": "#888888"}
+    colours = {
+        "total": "black",
+        "expressivity": "#c4a000",
+        "statistical": "#3465a4",
+        "approximation": "#cc0000",
+        "well_specified": "#888888",
+    }
     with matplotlib.rc_context({"text.parse_math": False}):  # the title is a user's file name, not TeX
         fig, ax = plt.subplots(figsize=(7, 3.6))
         _draw(ax, dec, colours, title)
@@ -43,8 +48,10 @@ def write(dec: Decomposition, out, title: str) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "decomposition.csv"
     write_atomic(csv, dec.table.to_csv(index=False, float_format=lambda v: repr(float(v))).encode())
-    variants = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v) or 'the spec as given')}</li>"
-                       for k, v in dec.variants.items())
+    variants = "".join(
+        f"<li><b>{html.escape(k)}</b>: {html.escape(str(v) or 'the spec as given')}</li>"
+        for k, v in dec.variants.items()
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
 img{{max-width:100%}}td,th{{padding:.2rem .6rem;text-align:right}}</style></head><body>

@@ -53,10 +53,7 @@ def grids(cells: dict[str, dict], generations: int) -> list[PhaseGrid]:
     keys = list(dict.fromkeys(k for o in flat.values() for k in o))
     # axes: keys every cell sets (a key set by only some cells, e.g. real_fraction beside kind = "replace",
     # is a linked setting, not an axis) with more than one value
-    varying = [
-        k for k in keys
-        if all(k in o for o in flat.values()) and len({repr(o[k]) for o in flat.values()}) > 1
-    ]
+    varying = [k for k in keys if all(k in o for o in flat.values()) and len({repr(o[k]) for o in flat.values()}) > 1]
     if len(varying) < 2:
         return []
     x_key, y_key, rest = varying[0], varying[1], varying[2:]
@@ -119,8 +116,9 @@ def quantities(grid: PhaseGrid, summary: pd.DataFrame, stages: pd.DataFrame | No
     if stages is not None and not stages.empty:
         st = stages.set_index(["cell", "stage"])["first_median"]
         for stage in ("early", "late"):
-            out.append((f"generations to {stage} collapse (median chain)",
-                        fill(lambda c, s=stage: st.get((c, s), np.nan))))
+            out.append(
+                (f"generations to {stage} collapse (median chain)", fill(lambda c, s=stage: st.get((c, s), np.nan)))
+            )
     last = summary[summary["generation"] == grid.generations - 1].set_index(["cell", "metric"])["mean"]
     metrics = [m for m in dict.fromkeys(summary["metric"]) if m != "synthetic_share" and not m.startswith("stage_")]
     if "stage_healthy" in set(summary["metric"]):

@@ -15,8 +15,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import datasets
-from ..errors import SpecError
 from .._numerics.batched import subsample_rows
+from ..errors import SpecError
 from ..text import Vocabulary, blocks, tokenize
 from .base import Source, register_source
 
