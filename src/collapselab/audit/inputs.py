@@ -52,7 +52,9 @@ def read_pair(reference, candidate, provenance: str = "origin", examples=None):
     if examples is not None:
         kinds.add(kind_of(examples, "--synthetic-examples"))
     if len(kinds) > 1:
-        raise InputError(f"--reference and --candidate must be the same kind of data, got {' and '.join(sorted(kinds))}")
+        raise InputError(
+            f"--reference and --candidate must be the same kind of data, got {' and '.join(sorted(kinds))}"
+        )
     kind = kinds.pop()
     if kind == "table":
         ref, cand, ex = _tables(reference, candidate, provenance, examples)
@@ -65,7 +67,9 @@ def read_pair(reference, candidate, provenance: str = "origin", examples=None):
         )
     for records, path, what in ((ref, reference, "--reference"), (cand, candidate, "--candidate")):
         if len(records) < MIN_RECORDS:
-            raise InputError(f"{what} {path}: {len(records)} records are too few to audit (need at least {MIN_RECORDS})")
+            raise InputError(
+                f"{what} {path}: {len(records)} records are too few to audit (need at least {MIN_RECORDS})"
+            )
     return ref, cand, ex
 
 

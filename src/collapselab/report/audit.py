@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from .build import figure_data_url
+from .build import figure_data_url, templates
 
 COLOURS = {"healthy": "#1a7f37", "early": "#bf8700", "late": "#cf222e", "total": "#82071e"}
 MAX_NULL_ROWS = 40  # measures drawn in the null-band figure (flagged first); the table lists them all
@@ -97,10 +97,9 @@ def null_figures(cal: dict) -> list[dict]:
 
 def render(report: dict, share_line: str) -> str:
     import matplotlib
-    from jinja2 import Environment, PackageLoader, select_autoescape
 
     matplotlib.use("Agg")
-    env = Environment(loader=PackageLoader("collapselab.report", "templates"), autoescape=select_autoescape(["html"]))
+    env = templates()
     s = report["synthetic_share"]
     measures = report["measures"]
     cal = measures.get("calibrated")

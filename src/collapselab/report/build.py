@@ -8,6 +8,7 @@ URIs, the stylesheet is in the template, and no script or font is fetched. All t
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import tomllib
 from dataclasses import dataclass, field
@@ -371,16 +372,22 @@ MAX_DETAILED_SERIES = 12
 MAX_BARS = 100  # categories drawn as bars; more are drawn by rank
 
 
+@functools.cache
+def templates():
+    """The Jinja environment of every page (report/templates/), HTML autoescaped: user text is never markup."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    return Environment(loader=PackageLoader("collapselab.report", "templates"), autoescape=select_autoescape(["html"]))
+
+
 def build_html(run_dirs: list[Path], title: str | None = None) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
     series, runs = load_series(run_dirs)
     if not series:
         raise CollapselabError("nothing to report: the runs hold no cells")
-    env = Environment(loader=PackageLoader("collapselab.report", "templates"), autoescape=select_autoescape(["html"]))
+    env = templates()
     # labels are users' text: "$\\nope$" is a case name, not TeX for matplotlib to parse
     with matplotlib.rc_context({"text.parse_math": False}):
         return _render(env, series, runs, run_dirs, title)

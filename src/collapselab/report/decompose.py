@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
+
+from markupsafe import Markup
 
 from ..decompose import Decomposition
 from ..io import write_atomic
-from .build import figure_data_url
+from .build import figure_data_url, templates
 
 
 def figure(dec: Decomposition, title: str = "") -> str:
@@ -48,20 +49,18 @@ def write(dec: Decomposition, out, title: str) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "decomposition.csv"
     write_atomic(csv, dec.table.to_csv(index=False, float_format=lambda v: repr(float(v))).encode())
-    variants = "".join(
-        f"<li><b>{html.escape(k)}</b>: {html.escape(str(v) or 'the spec as given')}</li>"
-        for k, v in dec.variants.items()
+    wide = dec.table.pivot(index="generation", columns="part", values="mean")
+    page = (
+        templates()
+        .get_template("decomposition.html")
+        .render(
+            title=title,
+            metric=dec.metric,
+            figure=figure(dec, title),
+            variants=[(k, str(v) or "the spec as given") for k, v in dec.variants.items()],
+            table=Markup(wide.to_html(float_format="%.4g")),  # pandas escapes the cells
+        )
     )
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
-img{{max-width:100%}}td,th{{padding:.2rem .6rem;text-align:right}}</style></head><body>
-<h1>Error sources: {html.escape(title)}</h1>
-<p>Distance to the truth: <code>{dec.metric}</code>. total = expressivity + statistical + approximation, chain by
-chain (see <code>collapselab.decompose</code>). Bands: 95% intervals across replicate chains.</p>
-<figure><img src="{figure(dec, title)}" alt="error sources over generations"></figure>
-<h2>Variants</h2><ul>{variants}</ul>
-<h2>Table</h2>{dec.table.pivot(index="generation", columns="part", values="mean").to_html(float_format="%.4g")}
-</body></html>"""
     page_path = out / "decomposition.html"
     write_atomic(page_path, page.encode())
     return {"csv": str(csv), "html": str(page_path)}
