@@ -13,10 +13,11 @@ import pytest
 
 import collapselab as cl
 from collapselab.curation.judges import LLMJudge, http_judge
-from collapselab.curation.poison import Attack, ShiftedParams, screen_flags
+from collapselab.curation.poison import ShiftedParams, screen_flags
 from collapselab.errors import CollapselabError, SpecError
 from collapselab.families.base import Reference
 from collapselab.families.gmm import GMMFamily
+from collapselab.plugins import ATTACKS
 from collapselab.sources.truth import MixtureTruth
 from collapselab.spec import ScreenSpec
 
@@ -112,7 +113,7 @@ def test_on_chance_error_stops_the_run():
 
 def _poisoned(truth, rng, R=16, n=1000, sources=10):
     x = truth.sample((R, n), rng)
-    xp, mask = Attack("shifted-cluster", ShiftedParams(), 0.05, sources).inject(x, x, rng)
+    xp, mask = ATTACKS["shifted-cluster"](ShiftedParams(), 0.05, sources).inject(x, x, rng)
     source = np.broadcast_to((np.arange(n) * sources // n).astype(float), (R, n)).copy()
     source[mask] = sources
     family = GMMFamily(GMMFamily.Params(components=2), Reference(truth, truth.sample((2000,), rng), n))

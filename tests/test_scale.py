@@ -370,7 +370,7 @@ def test_concurrent_runs_share_the_store_without_losing_or_duplicating_rows(tmp_
 def test_plain_progress_lines_when_not_on_a_terminal(monkeypatch):
     from rich.console import Console
 
-    import collapselab.cli as cli_mod
+    import collapselab.cli.runs as cli_mod
 
     console = Console(stderr=True, force_terminal=False, record=True, width=200)
     monkeypatch.setattr(cli_mod, "err_console", console)
@@ -387,7 +387,7 @@ def test_progress_counts_each_cells_own_generations(monkeypatch):
     """Sweep cases with different generations (preset:mitigations: 60 and 15) end at 100%, not 675/900."""
     from rich.console import Console
 
-    import collapselab.cli as cli_mod
+    import collapselab.cli.runs as cli_mod
 
     console = Console(stderr=True, force_terminal=False, record=True, width=200)
     monkeypatch.setattr(cli_mod, "err_console", console)

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..datasets import cache_dir
 from ..errors import InputError
-from ..families.lm import load_judge_model
+from ..families.lm import load_judge_model, torch
 from ..io import connect_sqlite
 
 SCORES = ("loglik", "logrank", "entropy", "fast_detectgpt")  # the zero-shot scores
@@ -71,8 +71,6 @@ class LMScorer:
 
     def _load(self):
         if self._model is None:
-            from ..families.lm import torch
-
             self._model, self._tokenizer = _loaded(self.model_name)
             self._torch = torch()
             # what the cache keys on: the model's configuration and weights' shapes and a checksum of its values

@@ -47,7 +47,9 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .._numerics.neural import torch
 from ..errors import CollapselabError, RunInterrupted, SpecError
+from ..families.lm import load_judge_model
 from ..plugins import CURATION_STAGES
 from ..spec import TRUSTED_MODULES, format_validation_error, require_plugins
 from .features import record_features, standardise
@@ -260,9 +262,6 @@ _LOCAL: dict[str, tuple] = {}
 
 def local_judge(texts: list[str], p) -> list[float]:
     """logit P("Yes") − logit P("No") of a local chat model asked whether each text meets the rubric."""
-    from .._numerics.neural import torch
-    from ..families.lm import load_judge_model
-
     t = torch()
     if p.model not in _LOCAL:
         _LOCAL[p.model] = load_judge_model(p.model)
@@ -283,8 +282,6 @@ def local_judge(texts: list[str], p) -> list[float]:
 
 def _fluency(model, tok, texts: list[str], batch_size: int) -> list[float]:
     """Mean log-likelihood per token of each text under the model (right-padded, padding masked out)."""
-    from .._numerics.neural import torch
-
     t = torch()
     start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     out: list[float] = []

@@ -10,6 +10,8 @@ returns one batched model holding R fitted models; ``metrics`` returns one value
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -94,8 +96,14 @@ class Metrics(dict):
         self.per_record = per_record
 
 
-# class attributes that were capabilities before FamilyTags; a family that still sets one is told where it went
-_FORMER_FLAGS = ("accepts", "measures_samples", "uses_anchor", "scores_records", "supports_exact", "record_metrics")
+# class attributes that were capabilities before FamilyTags, and the tag each one became
+_FORMER_FLAGS = {
+    "accepts": "accepts",
+    "measures_samples": "measures_samples",
+    "uses_anchor": "uses_anchor",
+    "scores_records": "scores_records",
+    "supports_exact": "exact",
+}
 
 
 class Family:
@@ -114,11 +122,20 @@ class Family:
     spread_metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
+        """A family written before FamilyTags (``accepts = ("continuous",)`` and flags as class attributes) still
+        works: its attributes are folded into its tags, with a DeprecationWarning saying where they go now."""
         super().__init_subclass__(**kwargs)
-        for flag in _FORMER_FLAGS:
-            if flag in cls.__dict__:
-                where = "tags = FamilyTags(...)" if flag != "record_metrics" else "Metrics(..., per_record=...)"
-                raise TypeError(f"family {cls.__name__}: {flag!r} is now set in {where} (collapselab.FamilyTags)")
+        former = {tag: cls.__dict__[flag] for flag, tag in _FORMER_FLAGS.items() if flag in cls.__dict__}
+        if former:
+            if "accepts" in former:
+                former["accepts"] = tuple(former["accepts"])
+            cls.tags = dataclasses.replace(cls.tags, **former)
+            warnings.warn(
+                f"family {cls.__name__}: set {', '.join(sorted(former))} in tags = FamilyTags(...), not as class "
+                "attributes",
+                DeprecationWarning,
+                stacklevel=2,
+            )
 
     def record_loglik(self, model: Model, x: np.ndarray) -> np.ndarray:
         """Log-likelihood of each record (R, N, ...) under its own replicate's model: (R, N)."""

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import datasets
 from .._numerics.batched import bincount_rows
+from .._numerics.neural import torch
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant: a multiplicative hash of n-grams
 
@@ -85,9 +87,6 @@ def embedding_diversity(texts_per_replicate: list[list[str]], max_records: int =
     1 - mean cosine similarity over distinct pairs: it falls as a generation's texts become alike in meaning,
     which distinct-n (surface n-grams) can miss.
     """
-    from .. import datasets
-    from .._numerics.neural import torch
-
     t = torch()
     if not _EMBEDDER:
         from transformers import AutoModel, AutoTokenizer
