@@ -3,7 +3,11 @@
 A spec describes one experiment; its optional ``[sweep]`` table maps dotted keys to lists and expands
 the spec into the grid of *cells* (their cartesian product, in the order the keys are written). The key
 ``cases`` lists named variants instead: tables of keys set together (``{case = "mix 10%", policy = {kind = "mix",
-real_fraction = 0.1}}``), for comparisons that are not a grid. Every cell is fully validated before anything runs or is written.
+real_fraction = 0.1}}``), for comparisons that are not a grid.
+
+This module is the schema alone: it names plug-ins (sources, families, policies, curation stages, attacks,
+screens) by plain strings and imports none of them. ``engine.plan.expand`` builds the cells, resolves every name
+against the registries (``collapselab.plugins``) and checks each cell in full before anything runs or is written.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The family interface and registry.
+"""The family interface: Family, its capabilities (FamilyTags), its metrics (Metrics), register_family.
 
 A family is a class of generative models. It is built once per cell with its validated parameters and
 the cell's :class:`Reference` (the ground truth and held-out real data), and then only fits, samples

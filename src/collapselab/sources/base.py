@@ -1,3 +1,5 @@
+"""The source interface: Source, register_source, and get_source (a source built from its validated parameters)."""
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
