@@ -28,12 +28,15 @@ from typing import Any
 
 import numpy as np
 
+from .curation.judges import Stage
 from .engine.loop import CellKernel, run_cell
 from .engine.plan import CellPlan, expand
 from .engine.state import CellResult
 from .errors import SpecError
+from .families import Family
 from .plugins import CURATION_STAGES, POLICIES, SOURCES
-from .sources import get_source
+from .policies import Policy
+from .sources import Source, get_source
 from .spec import allow_plugins, load_spec
 
 # a small data section per record kind: what a family of that kind is checked on
@@ -83,7 +86,9 @@ def check_rejects(spec: dict[str, Any], key: str, what: str) -> None:
     raise AssertionError(f"{what}: a spec with {key!r} was accepted")
 
 
-def check_family(family_cls: type, data: dict[str, Any] | None = None, params: dict[str, Any] | None = None) -> None:
+def check_family(
+    family_cls: type[Family], data: dict[str, Any] | None = None, params: dict[str, Any] | None = None
+) -> None:
     """A family's contract on a small spec of the first record kind it accepts (or ``data``)."""
     kinds = family_cls.tags.accepts
     assert kinds, f"family {family_cls.__name__}: its tags accept no record kind"
@@ -99,7 +104,7 @@ def check_family(family_cls: type, data: dict[str, Any] | None = None, params: d
     check_rejects(bad, "model.params.no_such_key", what)
 
 
-def check_source(source_cls: type, params: dict[str, Any] | None = None, n: int = 30, R: int = 4) -> None:
+def check_source(source_cls: type[Source], params: dict[str, Any] | None = None, n: int = 30, R: int = 4) -> None:
     """A source's contract: its truth draws (R, n, ...) records, deterministically, and bad params are refused."""
     what = f"source {source_cls.name!r}"
     assert SOURCES.get(source_cls.name) is source_cls, f"{what} is not registered"
@@ -120,7 +125,7 @@ def check_source(source_cls: type, params: dict[str, Any] | None = None, n: int 
         raise AssertionError(f"{what}: an unknown parameter was accepted")
 
 
-def check_policy(policy_cls: type, data: dict[str, Any] | None = None, family: str = "gaussian") -> None:
+def check_policy(policy_cls: type[Policy], data: dict[str, Any] | None = None, family: str = "gaussian") -> None:
     """A policy's contract in a small Gaussian loop: shapes, determinism, resume, its real-fraction rule, and a
     synthetic share of 0 at generation 0 and within [0, 1] after."""
     what = f"policy {policy_cls.kind!r}"
@@ -139,7 +144,10 @@ def check_policy(policy_cls: type, data: dict[str, Any] | None = None, family: s
 
 
 def check_stage(
-    stage_cls: type, params: dict[str, Any] | None = None, data: dict[str, Any] | None = None, family: str = "gaussian"
+    stage_cls: type[Stage],
+    params: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    family: str = "gaussian",
 ) -> None:
     """A curation stage's contract in a small loop: shapes, determinism, resume, its measured AUC recorded, and
     unknown params refused."""
@@ -180,5 +188,6 @@ def _assert_same(a: CellResult, b: CellResult, message: str) -> None:
     assert set(a.metrics) == set(b.metrics), f"{message}: other metrics"
     for name in a.metrics:
         assert np.array_equal(a.metrics[name], b.metrics[name], equal_nan=True), f"{message} (metric {name!r})"
+    assert set(a.snapshots) == set(b.snapshots), f"{message}: snapshots at other generations"
     for g in a.snapshots:
-        assert np.array_equal(a.snapshots[g], b.snapshots.get(g), equal_nan=True), f"{message} (snapshot {g})"
+        assert np.array_equal(a.snapshots[g], b.snapshots[g], equal_nan=True), f"{message} (snapshot {g})"
