@@ -10,6 +10,10 @@ import collapselab as cl
 from collapselab.plugins import CURATION_STAGES, FAMILIES, POLICIES, SOURCES
 from collapselab.testing import check_family, check_policy, check_source, check_stage
 
+# networks are checked on 2 chains and 2 generations: each check fits every chain 3 times over (two runs and
+# a resume), and a pretrained LM at the default 6 x 3 took over 20 minutes
+NETWORK_SIZE = {"generations": 2, "replicates": 2}
+
 # what each built-in needs beyond the defaults of collapselab.testing; families that train networks are slow
 FAMILY_CASES = {
     "gaussian": {},
@@ -20,9 +24,22 @@ FAMILY_CASES = {
     "poisson": {},
     "linear": {},
     "ngram": {"marks": [pytest.mark.data("shakespeare")]},
-    "transformer": {"marks": [pytest.mark.neural, pytest.mark.slow]},
-    "pretrained": {"marks": [pytest.mark.neural, pytest.mark.data("smollm2"), pytest.mark.slow]},
-    "vae": {"marks": [pytest.mark.neural, pytest.mark.slow]},
+    "transformer": {
+        "params": {"layers": 1, "width": 32, "heads": 2, "bpe_vocab": 300, "epochs": 1},
+        "size": NETWORK_SIZE,
+        "marks": [pytest.mark.neural, pytest.mark.slow],
+    },
+    "pretrained": {
+        "data": {"source": "shakespeare", "n": 8, "heldout": 8, "params": {"max_tokens": 20_000}},
+        "params": {"block": 32, "sample_batch": 8},
+        "size": NETWORK_SIZE,
+        "marks": [pytest.mark.neural, pytest.mark.data("smollm2"), pytest.mark.slow],
+    },
+    "vae": {
+        "params": {"latent": 4, "hidden": 32, "epochs": 1},
+        "size": NETWORK_SIZE,
+        "marks": [pytest.mark.neural, pytest.mark.slow],
+    },
 }
 SOURCE_CASES = {
     "shakespeare": {"params": {"max_tokens": 20_000}, "marks": [pytest.mark.data("shakespeare")]},
@@ -45,7 +62,11 @@ STAGE_CASES = {
     "likelihood": {},
     "discriminator": {},
     "verifier": {"params": {"function": "collapselab.curation.examples:random_scores"}},
-    "llm-judge": {"marks": [pytest.mark.neural, pytest.mark.data("smollm2"), pytest.mark.slow], "text": True},
+    "llm-judge": {
+        "marks": [pytest.mark.neural, pytest.mark.data("smollm2"), pytest.mark.slow],
+        "text": True,
+        "size": NETWORK_SIZE,
+    },
 }
 
 
@@ -65,7 +86,7 @@ def test_every_builtin_kind_has_a_contract_case():
 @pytest.mark.parametrize("name", _cases(FAMILIES, FAMILY_CASES))
 def test_family_contract(name):
     case = FAMILY_CASES.get(name, {})
-    check_family(FAMILIES[name], params=case.get("params"))
+    check_family(FAMILIES[name], data=case.get("data"), params=case.get("params"), size=case.get("size"))
 
 
 @pytest.mark.parametrize("name", _cases(SOURCES, SOURCE_CASES))
@@ -92,7 +113,7 @@ def test_curation_stage_contract(name):
     case = STAGE_CASES[name]
     if case.get("text"):
         data = {"source": "shakespeare", "n": 40, "heldout": 40, "params": {"max_tokens": 20_000}}
-        check_stage(CURATION_STAGES[name], params={"local": True}, data=data, family="ngram")
+        check_stage(CURATION_STAGES[name], data=data, family="ngram", size=case.get("size"))
     else:
         check_stage(CURATION_STAGES[name], params=case.get("params"))
 

@@ -87,14 +87,18 @@ def check_rejects(spec: dict[str, Any], key: str, what: str) -> None:
 
 
 def check_family(
-    family_cls: type[Family], data: dict[str, Any] | None = None, params: dict[str, Any] | None = None
+    family_cls: type[Family],
+    data: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    size: dict[str, int] | None = None,
 ) -> None:
-    """A family's contract on a small spec of the first record kind it accepts (or ``data``)."""
+    """A family's contract on a small spec of the first record kind it accepts (or ``data``). ``size``
+    overrides the loop's ``generations`` and ``replicates`` (a network family is checked on fewer)."""
     kinds = family_cls.tags.accepts
     assert kinds, f"family {family_cls.__name__}: its tags accept no record kind"
     assert isinstance(getattr(family_cls, "name", None), str), f"family {family_cls.__name__}: no name"
     data = data or DATA_FOR_KIND[kinds[0]]
-    spec = {**SMALL, "data": data, "model": {"family": family_cls.name, "params": params or {}}}
+    spec = {**SMALL, **(size or {}), "data": data, "model": {"family": family_cls.name, "params": params or {}}}
     what = f"family {family_cls.name!r}"
     results = check_spec(spec, what)
     names = set(results[0].metrics)
@@ -148,13 +152,20 @@ def check_stage(
     params: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
     family: str = "gaussian",
+    size: dict[str, int] | None = None,
 ) -> None:
     """A curation stage's contract in a small loop: shapes, determinism, resume, its measured AUC recorded, and
-    unknown params refused."""
+    unknown params refused. ``size`` as for :func:`check_family`."""
     what = f"curation stage {stage_cls.kind!r}"
     assert CURATION_STAGES.get(stage_cls.kind) is stage_cls, f"{what} is not registered"
     stage = {"kind": stage_cls.kind, "keep": 0.5, "measure": 20, "params": params or {}}
-    spec = {**SMALL, "data": data or DATA_FOR_KIND["continuous"], "model": {"family": family}, "curation": [stage]}
+    spec = {
+        **SMALL,
+        **(size or {}),
+        "data": data or DATA_FOR_KIND["continuous"],
+        "model": {"family": family},
+        "curation": [stage],
+    }
     metrics = check_spec(spec, what)[0].metrics
     assert f"{stage_cls.kind}_auc" in metrics, f"{what}: its measured AUC is not recorded"
     bad = {**spec, "curation": [{**stage, "params": {**(params or {}), "no_such_key": 1}}]}
