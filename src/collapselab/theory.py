@@ -12,10 +12,14 @@ Under ``replace``:
 - Gaussian, unbiased covariance                   E[σ²_g]/σ² = 1, E‖μ_g-μ‖² = tr Σ (1/n + g/m)
 - Gaussian determinant (Wishart moments)          E[det Σ_g]/det Σ = c_n c_m^g, c_k = Π_{i=1..d}(k-i)/k
                                                   (denominator k-1 for the unbiased estimator)
+                                                  E[log det Σ_g/det Σ] = l_n + g l_m (log_det_ratio),
+                                                  l_k = Σ_{i=1..d} (ψ((k-i)/2) + log 2) - d log k, ψ = digamma
 - KDE, bandwidth h (1-D variance recursion)       V_0 = a_n σ² + h², V_g = a_m V_{g-1} + h²
 - Categorical MLE (Wright-Fisher drift)           E[H_g] = (1-1/n)(1-1/m)^g · H, H = 1 - Σ p_k²
                                                   E[support_g] = Σ_k P(category k not yet lost)
 - Bernoulli / Poisson (Suresh et al. 2024)        E[p_g] = p, E[λ_g] = λ (martingales);
+                                                  E[p_g(1-p_g)] = p(1-p)(1-1/n)(1-1/m)^g  (variance)
+                                                  P(0 < p_g < 1) = alive(p) + alive(1-p) - 1  (unfixed)
                                                   P(alive) from the exact binomial chain / the Poisson
                                                   branching process: P(dead by g) = exp(nλ(q-1)),
                                                   q = h(f^(g-1)(0)), f(s)=e^(s-1), h(s)=e^((m/n)(s-1))
@@ -34,7 +38,7 @@ variance, for a pool P_g of N_g records: A_g = E Σ x², B_g = E (Σ x)², with 
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from .rng import data_generator
 from .spec import Spec
@@ -90,6 +94,13 @@ def _gaussian_replace(spec: Spec, truth) -> dict:
             return np.prod((k - i) / (k - 1 if unbiased else k))
 
         out["det_ratio"] = c(n) * (c(m) * psi2**d) ** g
+
+        def log_c(k):  # E log det(scatter/k'): Σ_i E log χ²(k - i) - d log k', Bartlett's decomposition
+            i = np.arange(1, d + 1)
+            return np.sum(special.digamma((k - i) / 2) + np.log(2)) - d * np.log(k - 1 if unbiased else k)
+
+        if min(n, m) > d:  # fitted on d records or fewer, a covariance is singular: log det = -inf
+            out["log_det_ratio"] = log_c(n) + (log_c(m) + d * np.log(psi2)) * g
     return out
 
 
@@ -160,10 +171,13 @@ def _categorical_replace(spec: Spec, truth) -> dict:
 
 
 def _bernoulli_replace(spec: Spec, truth) -> dict:
-    out = {"p": np.full(spec.generations, truth.p)}
-    alive = _survival(np.array([truth.p]), spec.data.n, spec.samples, spec.generations)
-    if alive is not None:
+    G, n, m, p = spec.generations, spec.data.n, spec.samples, truth.p
+    # E[p_g(1 - p_g)] shrinks by (1 - 1/k) per fit on k records (the heterozygosity of Wright-Fisher drift)
+    out = {"p": np.full(G, p), "variance": p * (1 - p) * (1 - 1 / n) * (1 - 1 / m) ** np.arange(G)}
+    alive = _survival(np.array([p, 1.0 - p]), n, m, G)
+    if alive is not None:  # the chain of the ones, and the chain of the zeros (fixation at 1 = the zeros' death)
         out["alive"] = alive[0]
+        out["unfixed"] = alive[0] + alive[1] - 1.0  # P(0 < count < m) = 1 - P(count = 0) - P(count = m)
     return out
 
 

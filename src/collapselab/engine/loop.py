@@ -263,7 +263,7 @@ class CellKernel:
             first = first_reached(codes)
         # the closed forms are for finite samples of the model itself, without anything between generations
         theory = {} if self.population or self.pipeline is not None else closed_forms(self.plan, self.truth)
-        notes = self.pipeline.warnings() if self.pipeline is not None else []
+        notes = family.notes(metrics) + (self.pipeline.warnings() if self.pipeline is not None else [])
         plan = self.plan
         return CellResult(plan.id, plan.overrides, metrics, theory, first, state.snapshots, state.distributions, notes)
 

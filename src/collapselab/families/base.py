@@ -208,6 +208,10 @@ class Family:
         """One value per replicate for each metric; ``samples`` (R, m, ...) only where ``measures_samples``."""
         raise NotImplementedError
 
+    def notes(self, metrics: dict[str, np.ndarray]) -> list[str]:
+        """Warnings about a finished cell, read off its (G, R) metrics (so a resumed cell says the same)."""
+        return []
+
 
 def register_family(cls_or_name: type[Family] | str | None = None):
     """Register a family under ``cls.name`` (or a given name). Use as ``@register_family``."""

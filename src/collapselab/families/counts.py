@@ -1,7 +1,10 @@
 """One-parameter families of Suresh et al. 2024: Bernoulli and Poisson, fitted by their sample mean.
 
 Both are martingales under replace (the mean is kept in expectation) yet die out: once the fitted
-parameter hits zero it stays there, so ``alive`` falls generation after generation.
+parameter hits zero it stays there, so ``alive`` falls generation after generation. A Bernoulli chain fixes
+at either end: at p = 1 it is as dead as at p = 0 (one outcome only, no spread), so its stage signals are the
+minority outcome's share min(p, 1 - p) (tail) and the variance p(1 - p) (spread), and ``unfixed`` is the
+indicator of 0 < p < 1 (its mean across chains: the share not yet fixed).
 """
 
 from __future__ import annotations
@@ -62,8 +65,8 @@ class BernoulliFamily(_SumFamily):
     parameter = "p"
     Model = BernoulliModel
     tags = FamilyTags(accepts=("binary",), exact=True)
-    tail_metrics = ("alive",)
-    spread_metrics = ("alive",)
+    tail_metrics = ("minority",)
+    spread_metrics = ("variance",)
 
     def fit(self, x, rng):
         return BernoulliModel(x.mean(axis=1))
@@ -75,7 +78,14 @@ class BernoulliFamily(_SumFamily):
         return BernoulliModel(stats.sums / stats.count)
 
     def metrics(self, model):
-        return {"p": model.p, "alive": (model.p > 0).astype(float)}
+        p = model.p
+        return {
+            "p": p,
+            "alive": (p > 0).astype(float),
+            "unfixed": ((p > 0) & (p < 1)).astype(float),
+            "minority": np.minimum(p, 1.0 - p),
+            "variance": p * (1.0 - p),
+        }
 
 
 @register_family

@@ -19,6 +19,15 @@ class GaussianModel:
     mean: np.ndarray  # (R, d)
     cov: np.ndarray  # (R, d, d)
     truncation: float = 1.0  # sampling bias ψ: records are drawn at ψ times the fitted spread
+    # log det cov where the exact path knows it without forming cov (R,); None: read it off cov
+    log_det: np.ndarray | None = None
+    records: int = 0  # how many records it was fitted on (0: not fitted on records)
+
+    def log_det_cov(self) -> np.ndarray:
+        """log det of the fitted covariance (R,): the exact path's own value, else LU's (-inf where not > 0)."""
+        if self.log_det is not None:
+            return self.log_det
+        return slogdet_or_minus_inf(self.cov)
 
     @property
     def sampling_cov(self) -> np.ndarray:
@@ -48,10 +57,13 @@ class GaussianStats:
     count: int
     mean: np.ndarray
     scatter: np.ndarray
+    # log det of the scatter where a Bartlett draw gave it directly (R,): exact when the scatter's own
+    # determinant is lost to rounding (condition number past 1/eps, d = 31 after ~85 generations)
+    log_det: np.ndarray | None = None
 
     @staticmethod
     def merge(parts: list[GaussianStats]) -> GaussianStats:
-        out = parts[0]
+        out = parts[0]  # one part keeps its log det; a merged scatter's is read off the matrix
         for p in parts[1:]:  # Chan et al.'s pairwise update of mean and scatter
             n = out.count + p.count
             delta = p.mean - out.mean
@@ -59,6 +71,12 @@ class GaussianStats:
             extra = (out.count * p.count / n) * (delta[:, :, None] * delta[:, None, :])
             out = GaussianStats(n, mean, out.scatter + p.scatter + extra)
         return out
+
+
+def slogdet_or_minus_inf(cov: np.ndarray) -> np.ndarray:
+    """log det of (R, d, d) covariances by LU, -inf where the determinant is not positive (collapsed or lost)."""
+    sign, logdet = np.linalg.slogdet(cov)
+    return np.where(sign > 0, logdet, -np.inf)
 
 
 def fit_moments(x: np.ndarray, ddof: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,10 +116,10 @@ class GaussianFamily(Family):
             raise SpecError("model.params.estimator = 'unbiased' needs at least 2 records per training set")
 
     def fit(self, x, rng):
-        return self._model(*fit_moments(x, ddof=self._ddof))
+        return self._model(*fit_moments(x, ddof=self._ddof), records=x.shape[1])
 
-    def _model(self, mean, cov) -> GaussianModel:
-        return GaussianModel(mean, cov, self.params.truncation)
+    def _model(self, mean, cov, records: int = 0) -> GaussianModel:
+        return GaussianModel(mean, cov, self.params.truncation, records=records)
 
     def fit_population(self, parts, R):
         """Maximum likelihood on a distribution = its mean and covariance (both estimators agree at n = ∞)."""
@@ -137,31 +155,60 @@ class GaussianFamily(Family):
             if i:
                 a[:, i, :i] = rng.standard_normal((R, i))
         fa = bmm(factor, a)
-        return GaussianStats(m, mean, bmm(fa, np.swapaxes(fa, 1, 2)))
+        # det(F A Aᵀ Fᵀ) = det(ψ²Σ) Π A_ii²: the log det of the draw, exact, whatever the rounding of its matrix
+        log_det = None
+        if d > 1:
+            diag = np.diagonal(a, axis1=1, axis2=2)
+            with np.errstate(divide="ignore"):
+                log_det = model.log_det_cov() + 2 * d * np.log(model.truncation) + np.sum(np.log(diag**2), axis=1)
+        return GaussianStats(m, mean, bmm(fa, np.swapaxes(fa, 1, 2)), log_det)
 
     def merge_stats(self, parts):
         return GaussianStats.merge(parts)
 
     def fit_stats(self, stats: GaussianStats) -> GaussianModel:
-        return self._model(stats.mean, stats.scatter / (stats.count - self._ddof))
+        denominator = stats.count - self._ddof
+        model = self._model(stats.mean, stats.scatter / denominator, records=stats.count)
+        if stats.log_det is not None:
+            model.log_det = stats.log_det - model.mean.shape[1] * np.log(denominator)
+        return model
 
     def stats_arrays(self, stats):
-        return {"count": np.array(stats.count), "mean": stats.mean, "scatter": stats.scatter}
+        arrays = {"count": np.array(stats.count), "mean": stats.mean, "scatter": stats.scatter}
+        if stats.log_det is not None:
+            arrays["log_det"] = stats.log_det
+        return arrays
 
     def stats_from_arrays(self, a):
-        return GaussianStats(int(a["count"]), a["mean"], a["scatter"])
+        return GaussianStats(int(a["count"]), a["mean"], a["scatter"], a.get("log_det"))
 
     def metrics(self, model: GaussianModel) -> dict[str, np.ndarray]:
         truth = self.reference.truth
         d = truth.dim
         cov = model.cov
-        det_true = np.linalg.det(truth.cov)
-        det_ratio = np.linalg.det(cov) / det_true if d > 1 else cov[:, 0, 0] / det_true
         out = {}
-        if d == 1:
-            out["var_ratio"] = cov[:, 0, 0] / truth.cov[0, 0]
-        out["std_ratio"] = np.clip(det_ratio, 0, None) ** (1 / (2 * d))
-        out["det_ratio"] = det_ratio
+        with np.errstate(divide="ignore"):
+            if d == 1:  # the variance itself: no determinant to lose
+                det_ratio = cov[:, 0, 0] / truth.cov[0, 0]
+                out["var_ratio"] = det_ratio
+                out["std_ratio"] = np.clip(det_ratio, 0, None) ** 0.5
+                out["det_ratio"] = det_ratio
+                out["log_det_ratio"] = np.log(np.clip(det_ratio, 0, None))
+            else:  # in the log domain: a determinant of 31 shrinking eigenvalues underflows long before its log
+                from_matrix = slogdet_or_minus_inf(cov)
+                log_det = from_matrix if model.log_det is None else model.log_det
+                log_ratio = log_det - slogdet_or_minus_inf(truth.cov[None])[0]
+                out["std_ratio"] = np.exp(log_ratio / (2 * d))
+                out["det_ratio"] = np.exp(log_ratio)
+                out["log_det_ratio"] = log_ratio
+                # the matrix no longer carries its own determinant: metrics read off it rest on rounding. Known
+                # where the exact path tracks log det; on records, a fit on more than d of them is positive
+                # definite, so a determinant not > 0 is rounding (on d or fewer it is singular in fact)
+                if model.log_det is not None:
+                    lost = ~np.isfinite(from_matrix) | (np.abs(from_matrix - log_det) > CONDITIONING_TOLERANCE)
+                else:
+                    lost = ~np.isfinite(from_matrix) & (model.records > d)
+                out["conditioning_lost"] = lost.astype(float)
         out["trace_ratio"] = np.trace(cov, axis1=1, axis2=2) / np.trace(truth.cov)
         drift = model.mean - truth.mean
         out["mean_sq_drift"] = np.sum(drift * drift, axis=1)
@@ -170,6 +217,23 @@ class GaussianFamily(Family):
         out["kl"] = out["nll_real"] - self.truth_nll()
         out["tail_mass"] = tail_mass_ratio(model.mean, cov, truth)
         return out
+
+    def notes(self, metrics):
+        lost = metrics.get("conditioning_lost")
+        if lost is None or not np.any(lost == 1):
+            return []
+        G, R = lost.shape
+        first = int(np.argmax(np.any(lost == 1, axis=1)))
+        return [
+            f"the fitted covariance lost its conditioning (its determinant is off by more than 1%, or not positive) "
+            f"from generation {first}, in {np.mean(lost[-1]):.0%} of chains at generation {G - 1}: on the exact "
+            f"path std_ratio, det_ratio and log_det_ratio stay exact (it knows log det), but w2, kl, nll_real, "
+            f"tail_mass and trace_ratio there rest on rounding"
+        ]
+
+
+# |log det from the matrix - log det known exactly| past this (the determinant off by 1%): conditioning is lost
+CONDITIONING_TOLERANCE = 0.01
 
 
 def gaussian_w2(mean, cov, mean_true, cov_true_sqrt) -> np.ndarray:
