@@ -9,6 +9,8 @@ import pytest
 from helpers import assert_within_se, expected, metric, simulate
 from scipy import special
 
+import collapselab as cl
+
 G = np.arange
 
 
@@ -199,6 +201,33 @@ def test_linear_regression_chain(kind):
     shape = k if kind == "replace" else np.cumsum(1 / k**2)
     np.testing.assert_allclose(expected(r, "test_error"), base * shape)
     assert_within_se(r, "test_error", base * shape)
+
+
+@pytest.mark.parametrize(
+    "kind, dim, n", [("replace", 4, 16), ("accumulate", 4, 16), ("replace", 10, 30), ("accumulate", 2, 8)]
+)
+def test_linear_regression_chain_with_a_design_per_chain(kind, dim, n):
+    """Each chain draws its own Gaussian design: the expectation is over designs too, E tr((XᵀX)⁻¹) =
+    dim / (n - dim - 1) (the inverse-Wishart mean), written out here."""
+    gens, noise = 10, 0.7
+    params = {"dim": dim, "noise": noise, "design": "per-chain"}
+    r = simulate(gens, 20000, "linear", n, "linear", params, kind=kind)
+    k = np.arange(1, gens + 1)
+    shape = k if kind == "replace" else np.cumsum(1 / k**2)
+    truth = noise**2 * dim / (n - dim - 1) * shape
+    np.testing.assert_allclose(expected(r, "test_error"), truth)
+    assert_within_se(r, "test_error", truth)
+
+
+def test_a_design_per_chain_differs_between_chains_and_a_shared_one_does_not():
+    spec = {"generations": 1, "replicates": 3, "seed": 0, "data": {"source": "linear", "n": 6}}
+    spec["model"] = {"family": "linear"}
+    for design, differ in (("shared", False), ("per-chain", True)):
+        spec["data"]["params"] = {"dim": 2, "design": design}
+        cell = cl.api.plan(spec).cells[0]
+        truth = cell.source.truth(6, np.random.default_rng(0))
+        x = truth.sample((3, 6), np.random.default_rng(1))[..., :2]
+        assert (not np.array_equal(x[0], x[1])) == differ
 
 
 # --- KDE spreads --------------------------------------------------------------------------------------

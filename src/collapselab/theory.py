@@ -24,6 +24,7 @@ Under ``replace``:
                                                   branching process: P(dead by g) = exp(nλ(q-1)),
                                                   q = h(f^(g-1)(0)), f(s)=e^(s-1), h(s)=e^((m/n)(s-1))
 - Linear regression, fixed design X, m = n        E‖ŵ_g-w*‖² = σ² tr((XᵀX)⁻¹) (g+1)      (Dohmatob et al. 2024)
+                                                  a Gaussian design per chain: tr((XᵀX)⁻¹) -> d/(n-d-1)
 
 Under ``accumulate`` and ``fresh``, Gaussian (MLE or unbiased; exact moment recursions derived here, per unit of
 variance, for a pool P_g of N_g records: A_g = E Σ x², B_g = E (Σ x)², with x centred on the true mean):
@@ -99,7 +100,7 @@ def _gaussian_replace(spec: Spec, truth) -> dict:
             i = np.arange(1, d + 1)
             return np.sum(special.digamma((k - i) / 2) + np.log(2)) - d * np.log(k - 1 if unbiased else k)
 
-        if min(n, m) > d:  # fitted on d records or fewer, a covariance is singular: log det = -inf
+        if d > 1 and min(n, m) > d:  # (in 1-D var_ratio says it all; on d records or fewer, log det = -inf)
             out["log_det_ratio"] = log_c(n) + (log_c(m) + d * np.log(psi2)) * g
     return out
 
@@ -198,8 +199,14 @@ def _linear(accumulate: bool):
     def handler(spec: Spec, truth) -> dict:
         if spec.samples != spec.data.n:  # the closed form needs synthetic labels on the same design
             return {}
-        X = truth.design
-        base = truth.noise**2 * np.trace(np.linalg.inv(X.T @ X))
+        n, d = truth.design.shape
+        if truth.design_seed is None:  # one shared design: the expectation given it
+            X = truth.design
+            base = truth.noise**2 * np.trace(np.linalg.inv(X.T @ X))
+        elif n > d + 1:  # a Gaussian design per chain: E tr((XᵀX)⁻¹) = d / (n - d - 1) (inverse Wishart)
+            base = truth.noise**2 * d / (n - d - 1)
+        else:  # the inverse Wishart has no mean
+            return {}
         k = np.arange(1, spec.generations + 1)
         return {"test_error": base * (np.cumsum(1.0 / k**2) if accumulate else k)}
 

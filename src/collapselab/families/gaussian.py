@@ -193,7 +193,6 @@ class GaussianFamily(Family):
                 out["var_ratio"] = det_ratio
                 out["std_ratio"] = np.clip(det_ratio, 0, None) ** 0.5
                 out["det_ratio"] = det_ratio
-                out["log_det_ratio"] = np.log(np.clip(det_ratio, 0, None))
             else:  # in the log domain: a determinant of 31 shrinking eigenvalues underflows long before its log
                 from_matrix = slogdet_or_minus_inf(cov)
                 log_det = from_matrix if model.log_det is None else model.log_det

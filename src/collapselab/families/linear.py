@@ -21,8 +21,11 @@ class LinearModel:
 
     def sample(self, m, rng):
         R = self.weights.shape[0]
-        rows = np.resize(np.arange(self.truth.design.shape[0]), m)
-        labels = np.einsum("rd,md->rm", self.weights, self.truth.design[rows])  # not BLAS: see _numerics/batched.bmm
+        if self.truth.design_seed is None:
+            rows = np.resize(np.arange(self.truth.design.shape[0]), m)
+            labels = np.einsum("rd,md->rm", self.weights, self.truth.design[rows])  # not BLAS: see batched.bmm
+        else:
+            labels = np.einsum("rd,rmd->rm", self.weights, self.truth.rows(R, m))
         labels = labels + self.truth.noise * rng.standard_normal((R, m))
         return self.truth.records(labels)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -208,8 +210,11 @@ class PoissonSource(Source):
 
 @register_source
 class LinearSource(Source):
-    """Fixed-design linear regression: X (n × dim, standard normal rows, drawn once per cell and shared
-    by every replicate), y = X w* + noise·ε. ``weights`` defaults to w* = 1/sqrt(dim) in each coordinate."""
+    """Fixed-design linear regression: X (n × dim, standard normal rows), y = X w* + noise·ε. ``weights``
+    defaults to w* = 1/sqrt(dim) in each coordinate. ``design = "shared"`` (the default) draws X once per cell
+    for every replicate chain: the chains are then independent given X only, and a cell's standard errors
+    say how far its mean is from the expectation *for that X*, not over designs. ``design = "per-chain"``
+    draws an X for each chain, so the chains are independent draws of the whole experiment."""
 
     name = "linear"
     kind = "regression"
@@ -218,6 +223,9 @@ class LinearSource(Source):
         dim: int = Field(ge=1)
         noise: float = Field(default=1.0, gt=0)
         weights: list[float] | None = None
+        design: Literal["shared", "per-chain"] = Field(
+            default="shared", description="one design for every chain, or a design per chain"
+        )
 
         @model_validator(mode="after")
         def _shape(self):
@@ -235,4 +243,6 @@ class LinearSource(Source):
     def truth(self, n, rng):
         p = self.params
         w = np.full(p.dim, 1 / np.sqrt(p.dim)) if p.weights is None else np.asarray(p.weights, float)
-        return LinearTruth(rng.standard_normal((n, p.dim)), w, float(p.noise))
+        design = rng.standard_normal((n, p.dim))
+        seed = int(rng.integers(2**63)) if p.design == "per-chain" else None  # shared: the stream as before
+        return LinearTruth(design, w, float(p.noise), seed)

@@ -6,7 +6,7 @@ a fitted model against it without knowing which source produced it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -139,11 +139,17 @@ class PoissonTruth:
 
 @dataclass(frozen=True, eq=False)
 class LinearTruth:
-    """Fixed-design regression y = X w + noise·ε; records are rows [x, y] of length dim + 1."""
+    """Fixed-design regression y = X w + noise·ε; records are rows [x, y] of length dim + 1.
 
-    design: np.ndarray  # (n, dim), shared by every replicate
+    The design is one draw shared by every replicate chain (``design_seed`` None: chains then differ only in
+    their noise, and a cell's standard errors are conditional on that one design), or one design per chain,
+    drawn from ``design_seed`` when the chains are known (chains are then independent in their design too)."""
+
+    design: np.ndarray  # (n, dim): the shared design
     weights: np.ndarray  # (dim,)
     noise: float
+    design_seed: int | None = None  # a design per chain, drawn from this seed
+    _designs: dict = field(default_factory=dict, repr=False)  # R -> (R, n, dim), drawn once
 
     kind = "regression"
 
@@ -151,17 +157,36 @@ class LinearTruth:
     def dim(self) -> int:
         return self.design.shape[1]
 
-    def records(self, labels: np.ndarray) -> np.ndarray:
-        """Rows [x_i, y_i] for labels of shape (R, k): design rows are reused cyclically."""
-        R, k = labels.shape
+    def designs(self, R: int) -> np.ndarray | None:
+        """Each chain's design (R, n, dim), or None when the design is shared."""
+        if self.design_seed is None:
+            return None
+        if R not in self._designs:
+            shape = (R, *self.design.shape)
+            self._designs[R] = np.random.default_rng(self.design_seed).standard_normal(shape)
+        return self._designs[R]
+
+    def rows(self, R: int, k: int) -> np.ndarray:
+        """The design rows of k records per chain (R, k, dim): the design's rows reused cyclically."""
         rows = np.resize(np.arange(self.design.shape[0]), k)
-        x = np.broadcast_to(self.design[rows], (R, k, self.dim))
-        return np.concatenate([x, labels[..., None]], axis=-1)
+        per_chain = self.designs(R)
+        if per_chain is None:
+            return np.broadcast_to(self.design[rows], (R, k, self.dim))
+        return per_chain[:, rows]
+
+    def records(self, labels: np.ndarray) -> np.ndarray:
+        """Rows [x_i, y_i] for labels of shape (R, k)."""
+        R, k = labels.shape
+        return np.concatenate([self.rows(R, k), labels[..., None]], axis=-1)
 
     def sample(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-        if len(shape) == 1:  # a held-out set: one shared set of rows
+        if len(shape) == 1:  # a held-out set: one set of rows (the first chain's design)
             return self.sample((1,) + shape, rng)[0]
         R, k = shape
-        rows = np.resize(np.arange(self.design.shape[0]), k)
-        labels = np.einsum("kd,d->k", self.design[rows], self.weights) + self.noise * rng.standard_normal((R, k))
+        if self.design_seed is None:
+            rows = np.resize(np.arange(self.design.shape[0]), k)
+            mean = np.einsum("kd,d->k", self.design[rows], self.weights)
+        else:
+            mean = np.einsum("rkd,d->rk", self.rows(R, k), self.weights)
+        labels = mean + self.noise * rng.standard_normal((R, k))
         return self.records(labels)
