@@ -7,9 +7,10 @@ import pytest
 from scipy import stats
 
 import collapselab as cl
-from collapselab.engine.loop import run_cell
+from collapselab.engine.loop import CellKernel, run_cell
 from collapselab.engine.plan import expand
 from collapselab.families import FAMILIES
+from collapselab.pool import Pool, StatsPool
 from collapselab.spec import load_spec
 
 CASES = {
@@ -97,3 +98,23 @@ def test_exact_path_resumes_from_checkpoints_bit_for_bit(tmp_path, policy):
         resumed = run_cell(cell, 1, checkpoints=tmp_path)
     for name, values in whole.metrics.items():
         np.testing.assert_array_equal(resumed.metrics[name], values)
+
+
+def test_accumulate_on_the_exact_path_keeps_one_running_statistic():
+    """Accumulate merged real + every pool again each generation (quadratic in G, every pool held: 3.5 GB at
+    d = 31); it keeps one running merge, the same left fold, so its numbers are those of merging all pools."""
+    cell = expand(load_spec({**_spec("gaussian-3d-unbiased", {"kind": "accumulate"}, True), "replicates": 50}))[0]
+    kernel = CellKernel(cell, 1)
+    state = kernel.init()
+    pools = []
+    for _ in range(6):
+        state, record = kernel.step(state)
+        pools.append(record.pool)
+    assert len(state.pools) == 1 and isinstance(state.pools[0], StatsPool)
+    merged = StatsPool.merge([kernel.real, *pools])  # what accumulate built before: everything, merged again
+    for a, b in zip(
+        (state.pools[0].stats.mean, state.pools[0].stats.scatter), (merged.stats.mean, merged.stats.scatter)
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert (state.pools[0].real, state.pools[0].synthetic) == (merged.real, merged.synthetic)
+    assert isinstance(kernel.real, Pool)

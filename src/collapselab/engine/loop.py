@@ -142,7 +142,10 @@ class CellKernel:
         for name, done in loaded.metrics.items():
             metrics[name] = np.empty((self.G, self.R))
             metrics[name][: loaded.generation] = done
-        state = dataclasses.replace(loaded, metrics=metrics)
+        kept: list = []
+        for pool in loaded.pools:  # the checkpoints hold each generation's own pool: keep them as step does
+            kept = self.policy.keep(kept, pool, self.real)
+        state = dataclasses.replace(loaded, metrics=metrics, pools=kept)
         if self.needs_anchor:  # generation 0 trained on the real pool: refit it, same stream, same model
             self._set_anchor(state, self.family.fit(self.real.x, self._rng(Stream.FIT, 0)))
         return state
@@ -178,7 +181,7 @@ class CellKernel:
                 record.distribution = {k: np.asarray(v, dtype=float) for k, v in per_record.items()}
         pools, models = state.pools, state.models
         if pool is not None:
-            pools = [*pools, pool] if self.policy.keeps_all_pools else [pool]
+            pools = self.policy.keep(pools, pool, self.real)
         if self.population:
             models = [*models, model] if self.policy.keeps_all_pools else [model]
         snapshots, distributions = dict(state.snapshots), dict(state.distributions)

@@ -238,9 +238,13 @@ CONDITIONING_TOLERANCE = 0.01
 def gaussian_w2(mean, cov, mean_true, cov_true_sqrt) -> np.ndarray:
     """Closed-form 2-Wasserstein distance between N(mean_r, cov_r) and the true Gaussian."""
     drift = mean - mean_true
-    cross = psd_sqrt(bmm(bmm(cov_true_sqrt[None], cov), cov_true_sqrt[None]))
+    inner = bmm(bmm(cov_true_sqrt[None], cov), cov_true_sqrt[None])
+    if mean.shape[1] == 1:
+        cross = np.trace(psd_sqrt(inner), axis1=1, axis2=2)
+    else:  # tr sqrt(M) = Σ sqrt(λ_i(M)): eigenvalues alone, not the eigenvectors and a product back (~3x at d = 10)
+        cross = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh(inner), 0, None)), axis=-1)
     true_cov = bmm(cov_true_sqrt, cov_true_sqrt)
-    bures = np.trace(cov, axis1=1, axis2=2) + np.trace(true_cov) - 2 * np.trace(cross, axis1=1, axis2=2)
+    bures = np.trace(cov, axis1=1, axis2=2) + np.trace(true_cov) - 2 * cross
     return np.sqrt(np.clip(np.sum(drift * drift, axis=1) + bures, 0, None))
 
 

@@ -1,0 +1,65 @@
+"""Gaussian chains under ``accumulate`` (Gerstgrasser et al. 2024): collapselab's exact path against the loop the
+papers' code runs (per chain: keep every generation's records, refit mean and covariance on all of them, sample
+n more), at d = 1, 10 and 31; and collapselab's time at G = 100, 200 and 400 generations, which must grow
+linearly in G (one running merged statistic), not quadratically (every pool merged again each generation).
+
+The peer loop runs on a subset of the chains and is compared per chain-generation.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import collapselab as cl
+from benchmarks.common import save
+
+N = 100
+
+
+def _spec(d: int, chains: int, generations: int) -> dict:
+    return {
+        "generations": generations,
+        "replicates": chains,
+        "seed": 0,
+        "data": {"source": "gaussian", "n": N, "params": {"mean": [0.0] * d}},
+        "model": {"family": "gaussian"},
+        "policy": {"kind": "accumulate"},
+    }
+
+
+def _ours(d: int, chains: int, generations: int) -> float:
+    t = time.perf_counter()
+    cl.run(_spec(d, chains, generations), save=False)
+    return time.perf_counter() - t
+
+
+def accumulate_loop(chains: int, d: int, generations: int, seed: int = 0) -> None:
+    """The peers' loop: every record kept, the Gaussian refitted on all of them each generation."""
+    rng = np.random.default_rng(seed)
+    for _ in range(chains):
+        data = rng.standard_normal((N, d))
+        for _ in range(generations):
+            mean, cov = data.mean(axis=0), np.atleast_2d(np.cov(data, rowvar=False, bias=True))
+            data = np.concatenate([data, rng.multivariate_normal(mean, cov, size=N)])
+
+
+def run() -> dict:
+    record: dict = {}
+    growth = {G: _ours(1, 4000, G) for G in (100, 200, 400)}
+    record["d1_4000_chains_seconds_G100_200_400"] = [round(growth[G], 3) for G in (100, 200, 400)]
+    record["G400_over_G100"] = round(growth[400] / growth[100], 2)
+    generations = 100
+    for d, chains, base_chains in ((1, 4000, 20), (10, 1000, 10), (31, 500, 5)):
+        ours = _ours(d, chains, generations) / (chains * generations)
+        t = time.perf_counter()
+        accumulate_loop(base_chains, d, generations)
+        peer = (time.perf_counter() - t) / (base_chains * generations)
+        record[f"d{d}_speedup_vs_peer_loop"] = round(peer / ours, 1)
+    save("accumulate", record)
+    return record
+
+
+if __name__ == "__main__":
+    print(run())
