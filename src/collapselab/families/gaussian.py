@@ -203,8 +203,9 @@ class GaussianFamily(Family):
                 # the matrix no longer carries its own determinant: metrics read off it rest on rounding. Known
                 # where the exact path tracks log det; on records, a fit on more than d of them is positive
                 # definite, so a determinant not > 0 is rounding (on d or fewer it is singular in fact)
-                if model.log_det is not None:
-                    lost = ~np.isfinite(from_matrix) | (np.abs(from_matrix - log_det) > CONDITIONING_TOLERANCE)
+                if model.log_det is not None:  # (a log det of -inf is a singular matrix in fact, not lost)
+                    off = ~np.isfinite(from_matrix) | (np.abs(from_matrix - log_det) > CONDITIONING_TOLERANCE)
+                    lost = np.isfinite(log_det) & off
                 else:
                     lost = ~np.isfinite(from_matrix) & (model.records > d)
                 out["conditioning_lost"] = lost.astype(float)
