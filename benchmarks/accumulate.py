@@ -1,5 +1,5 @@
-"""Gaussian chains under ``accumulate`` (Gerstgrasser et al. 2024): collapselab's exact path against the loop the
-papers' code runs (per chain: keep every generation's records, refit mean and covariance on all of them, sample
+"""Gaussian and linear-regression chains under ``accumulate`` (Gerstgrasser et al. 2024): collapselab's exact path
+against the loop the papers' code runs (per chain: keep every generation's records, refit mean and covariance on all of them, sample
 n more), at d = 1, 10 and 31; and collapselab's time at G = 100, 200 and 400 generations, which must grow
 linearly in G (one running merged statistic), not quadratically (every pool merged again each generation).
 
@@ -45,6 +45,33 @@ def accumulate_loop(chains: int, d: int, generations: int, seed: int = 0) -> Non
             data = np.concatenate([data, rng.multivariate_normal(mean, cov, size=N)])
 
 
+def linear_loop(chains: int, d: int, generations: int, seed: int = 0) -> None:
+    """The peers' linear chain: one design, every generation's labels kept, OLS on all rows each generation."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((N, d))
+    w = np.full(d, 1 / np.sqrt(d))
+    for _ in range(chains):
+        xs, ys = [X], [X @ w + rng.standard_normal(N)]
+        for _ in range(generations):
+            fit, *_ = np.linalg.lstsq(np.concatenate(xs), np.concatenate(ys), rcond=None)
+            xs.append(X)
+            ys.append(X @ fit + rng.standard_normal(N))
+
+
+def _ours_linear(d: int, chains: int, generations: int) -> float:
+    spec = {
+        "generations": generations,
+        "replicates": chains,
+        "seed": 0,
+        "data": {"source": "linear", "n": N, "params": {"dim": d}},
+        "model": {"family": "linear"},
+        "policy": {"kind": "accumulate"},
+    }
+    t = time.perf_counter()
+    cl.run(spec, save=False)
+    return time.perf_counter() - t
+
+
 def run() -> dict:
     record: dict = {}
     growth = {G: _ours(1, 4000, G) for G in (100, 200, 400)}
@@ -57,6 +84,12 @@ def run() -> dict:
         accumulate_loop(base_chains, d, generations)
         peer = (time.perf_counter() - t) / (base_chains * generations)
         record[f"d{d}_speedup_vs_peer_loop"] = round(peer / ours, 1)
+    for d, chains, base_chains in ((1, 4000, 20), (10, 4000, 20), (31, 1000, 10)):
+        ours = _ours_linear(d, chains, generations) / (chains * generations)
+        t = time.perf_counter()
+        linear_loop(base_chains, d, generations)
+        peer = (time.perf_counter() - t) / (base_chains * generations)
+        record[f"linear_d{d}_speedup_vs_peer_loop"] = round(peer / ours, 1)
     save("accumulate", record)
     return record
 

@@ -24,6 +24,8 @@ CASES = {
     "categorical": ("zipf", {"categories": 12}, "categorical", {}),
     "poisson": ("poisson", {"rate": 0.4}, "poisson", {}),
     "bernoulli": ("bernoulli", {"p": 0.2}, "bernoulli", {}),
+    "linear": ("linear", {"dim": 3, "noise": 0.5}, "linear", {}),
+    "linear-per-chain": ("linear", {"dim": 3, "design": "per-chain"}, "linear", {}),
 }
 POLICIES = [
     {"kind": "replace"},
@@ -79,9 +81,10 @@ def test_exact_path_is_off_where_it_would_not_be_exact(monkeypatch):
     cl.run(_spec("gaussian-1d", {"kind": "replace"}, False), save=False)  # switched off
 
 
+@pytest.mark.parametrize("case", ["gaussian-3d-unbiased", "linear"])
 @pytest.mark.parametrize("policy", [{"kind": "replace"}, {"kind": "accumulate"}], ids=lambda p: p["kind"])
-def test_exact_path_resumes_from_checkpoints_bit_for_bit(tmp_path, policy):
-    cell = expand(load_spec(_spec("gaussian-3d-unbiased", policy, True)))[0]
+def test_exact_path_resumes_from_checkpoints_bit_for_bit(tmp_path, policy, case):
+    cell = expand(load_spec(_spec(case, policy, True)))[0]
     whole = run_cell(cell, 1)
 
     class Crash(Exception):
