@@ -130,9 +130,9 @@ class AccumulateSubsample(Accumulate):
     supports_stats = False  # a random subset of records is not a function of the pools' statistics
 
     def _build(self, g, real, synthetic, draw_real, rng):
-        pool = super()._build(g, real, synthetic, draw_real, rng)
-        R = pool.x.shape[0]
-        return pool.take(subsample_rows(R, pool.size, self.n, rng))
+        pools = [real, *synthetic]
+        total = sum(p.size for p in pools)
+        return Pool.take_concat(pools, subsample_rows(real.x.shape[0], total, self.n, rng))
 
 
 @POLICIES.register

@@ -69,6 +69,30 @@ class Pool:
             {n: np.concatenate([p.column(n) for p in pools], axis=1) for n in names},
         )
 
+    @staticmethod
+    def take_concat(pools: Sequence[Pool], idx: np.ndarray) -> Pool:
+        """``Pool.concat(pools).take(idx)`` without the concatenation: only the k records of each replicate are
+        copied, not all N (at d = 31 copying every accumulated record was most of a subsampled generation)."""
+        if len(pools) == 1:
+            return pools[0].take(idx)
+        R, k = idx.shape
+        x = np.empty((R, k, *pools[0].x.shape[2:]), dtype=np.result_type(*(p.x for p in pools)))
+        generation = np.empty((R, k), dtype=np.result_type(*(p.generation for p in pools)))
+        names = sorted({n for p in pools for n in p.extra})
+        extra = {n: np.empty((R, k), dtype=np.result_type(*(p.column(n) for p in pools))) for n in names}
+        ends = np.cumsum([p.size for p in pools])
+        which = np.searchsorted(ends, idx, side="right")  # the pool each index falls in
+        start = 0
+        for i, pool in enumerate(pools):
+            rows, cols = np.nonzero(which == i)
+            local = idx[rows, cols] - start
+            x[rows, cols] = pool.x[rows, local]
+            generation[rows, cols] = pool.generation[rows, local]
+            for n in names:
+                extra[n][rows, cols] = pool.column(n)[rows, local]
+            start = int(ends[i])
+        return Pool(x, generation, extra)
+
     def synthetic_share(self) -> np.ndarray:
         """Share of synthetic records in each replicate's pool, shape (R,)."""
         return (self.generation != REAL).mean(axis=1)
