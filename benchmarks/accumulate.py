@@ -1,5 +1,5 @@
 """Gaussian and linear-regression chains under ``accumulate`` (Gerstgrasser et al. 2024): collapselab's exact path
-against the loop the papers' code runs (per chain: keep every generation's records, refit mean and covariance on all of them, sample
+against the loop the papers' code runs (per chain: keep every generation's records, refit on all of them, sample
 n more), at d = 1, 10 and 31; and collapselab's time at G = 100, 200 and 400 generations, which must grow
 linearly in G (one running merged statistic), not quadratically (every pool merged again each generation).
 
@@ -18,21 +18,33 @@ from benchmarks.common import save
 N = 100
 
 
-def _spec(d: int, chains: int, generations: int) -> dict:
+def _spec(source: str, params: dict, family: str, chains: int, generations: int) -> dict:
     return {
         "generations": generations,
         "replicates": chains,
         "seed": 0,
-        "data": {"source": "gaussian", "n": N, "params": {"mean": [0.0] * d}},
-        "model": {"family": "gaussian"},
+        "data": {"source": source, "n": N, "params": params},
+        "model": {"family": family},
         "policy": {"kind": "accumulate"},
     }
 
 
-def _ours(d: int, chains: int, generations: int) -> float:
+def gaussian_spec(d: int, chains: int, generations: int) -> dict:
+    return _spec("gaussian", {"mean": [0.0] * d}, "gaussian", chains, generations)
+
+
+def linear_spec(d: int, chains: int, generations: int) -> dict:
+    return _spec("linear", {"dim": d}, "linear", chains, generations)
+
+
+def _seconds(fn, *args) -> float:
     t = time.perf_counter()
-    cl.run(_spec(d, chains, generations), save=False)
+    fn(*args)
     return time.perf_counter() - t
+
+
+def _ours(spec: dict) -> float:
+    return _seconds(lambda: cl.run(spec, save=False))
 
 
 def accumulate_loop(chains: int, d: int, generations: int, seed: int = 0) -> None:
@@ -58,38 +70,21 @@ def linear_loop(chains: int, d: int, generations: int, seed: int = 0) -> None:
             ys.append(X @ fit + rng.standard_normal(N))
 
 
-def _ours_linear(d: int, chains: int, generations: int) -> float:
-    spec = {
-        "generations": generations,
-        "replicates": chains,
-        "seed": 0,
-        "data": {"source": "linear", "n": N, "params": {"dim": d}},
-        "model": {"family": "linear"},
-        "policy": {"kind": "accumulate"},
-    }
-    t = time.perf_counter()
-    cl.run(spec, save=False)
-    return time.perf_counter() - t
+def _speedups(record: dict, prefix: str, spec_for, peer_loop, cases, generations: int = 100) -> None:
+    """Per chain-generation: the peer loop's time over collapselab's, for each (d, chains, peer chains)."""
+    for d, chains, peer_chains in cases:
+        ours = _ours(spec_for(d, chains, generations)) / (chains * generations)
+        peer = _seconds(peer_loop, peer_chains, d, generations) / (peer_chains * generations)
+        record[f"{prefix}d{d}_speedup_vs_peer_loop"] = round(peer / ours, 1)
 
 
 def run() -> dict:
     record: dict = {}
-    growth = {G: _ours(1, 4000, G) for G in (100, 200, 400)}
+    growth = {G: _ours(gaussian_spec(1, 4000, G)) for G in (100, 200, 400)}
     record["d1_4000_chains_seconds_G100_200_400"] = [round(growth[G], 3) for G in (100, 200, 400)]
     record["G400_over_G100"] = round(growth[400] / growth[100], 2)
-    generations = 100
-    for d, chains, base_chains in ((1, 4000, 20), (10, 1000, 10), (31, 500, 5)):
-        ours = _ours(d, chains, generations) / (chains * generations)
-        t = time.perf_counter()
-        accumulate_loop(base_chains, d, generations)
-        peer = (time.perf_counter() - t) / (base_chains * generations)
-        record[f"d{d}_speedup_vs_peer_loop"] = round(peer / ours, 1)
-    for d, chains, base_chains in ((1, 4000, 20), (10, 4000, 20), (31, 1000, 10)):
-        ours = _ours_linear(d, chains, generations) / (chains * generations)
-        t = time.perf_counter()
-        linear_loop(base_chains, d, generations)
-        peer = (time.perf_counter() - t) / (base_chains * generations)
-        record[f"linear_d{d}_speedup_vs_peer_loop"] = round(peer / ours, 1)
+    _speedups(record, "", gaussian_spec, accumulate_loop, ((1, 4000, 20), (10, 1000, 10), (31, 500, 5)))
+    _speedups(record, "linear_", linear_spec, linear_loop, ((1, 4000, 20), (10, 4000, 20), (31, 1000, 10)))
     save("accumulate", record)
     return record
 

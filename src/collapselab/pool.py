@@ -79,7 +79,11 @@ class Pool:
         x = np.empty((R, k, *pools[0].x.shape[2:]), dtype=np.result_type(*(p.x for p in pools)))
         generation = np.empty((R, k), dtype=np.result_type(*(p.generation for p in pools)))
         names = sorted({n for p in pools for n in p.extra})
-        extra = {n: np.empty((R, k), dtype=np.result_type(*(p.column(n) for p in pools))) for n in names}
+        # provenance columns are float; a pool without one reads it as its default (Pool.column), also float
+        extra = {
+            n: np.empty((R, k), dtype=np.result_type(*(p.extra[n] for p in pools if n in p.extra), float))
+            for n in names
+        }
         ends = np.cumsum([p.size for p in pools])
         which = np.searchsorted(ends, idx, side="right")  # the pool each index falls in
         start = 0
