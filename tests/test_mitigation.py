@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import collapselab as cl
-from collapselab.curation.judges import LLMJudge, http_judge
+from collapselab.curation.judges import LLMJudge, _auc_parts, auc, http_judge, measure
 from collapselab.curation.poison import ShiftedParams, screen_flags
 from collapselab.errors import CollapselabError, SpecError
 from collapselab.families.base import Reference
@@ -109,6 +109,30 @@ def test_on_chance_error_stops_the_run():
     }
     with pytest.raises(CollapselabError, match="no better than chance"):
         cl.run(spec, save=False)
+
+
+@pytest.mark.parametrize("shared", [(True, False), (False, False)])
+def test_a_judge_at_chance_is_called_better_than_chance_about_one_time_in_forty(shared):
+    """Scores without information, measured on held-out records that every chain shares (or on each chain's own):
+    the one-sided 1.96-SE test must pass a chance judge as better than chance ~2.5% of the time, not more. With the
+    shared records' variance divided by the number of chains it did so 17.5% of the time at 8 chains."""
+    rng = np.random.default_rng(7)
+    trials, R, n1, n2 = 2000, 8, 100, 100
+    better = 0
+    for _ in range(trials):
+        pos = np.broadcast_to(rng.random(n1), (R, n1)) if shared[0] else rng.random((R, n1))
+        result = measure(pos, rng.random((R, n2)), np.full(R, 0.5), "t", shared)
+        better += not result.chance
+    rate = better / trials
+    assert 0.01 < rate < 0.045, rate  # ~0.025; binomial SE 0.0035 at 2,000 trials
+
+
+def test_delong_parts_add_up_to_the_variance_of_the_auc_over_independent_draws():
+    rng = np.random.default_rng(3)
+    pos, neg = rng.normal(0.5, 1, (20000, 40)), rng.normal(0, 1, (20000, 30))
+    values = auc(pos, neg)
+    _, var_pos, var_neg = _auc_parts(pos, neg)
+    assert np.mean(var_pos + var_neg) == pytest.approx(values.var(), rel=0.05)
 
 
 def _poisoned(truth, rng, R=16, n=1000, sources=10):

@@ -21,6 +21,68 @@ def test_pool_provenance_survives_take_and_concat():
     np.testing.assert_array_equal(vec.x, [[[9, 10, 11]], [[12, 13, 14]]])
 
 
+def test_a_pool_extended_generation_by_generation_holds_every_record_once():
+    rng = np.random.default_rng(0)
+    parts = [Pool.synthetic(rng.standard_normal((3, 4, 2)), generation=g) for g in range(5)]
+    parts[2].extra["poisoned"] = np.ones((3, 4))
+    grown = parts[0]
+    for p in parts[1:]:
+        grown = grown.extended(p, capacity=16)
+    plain = Pool.concat(parts)
+    np.testing.assert_array_equal(grown.x, plain.x)
+    np.testing.assert_array_equal(grown.generation, plain.generation)
+    np.testing.assert_array_equal(grown.column("poisoned"), plain.column("poisoned"))
+    # extending a pool that is no longer the newest copies it instead of writing over its successor
+    shorter = parts[0].extended(parts[1], capacity=16)
+    longer = shorter.extended(parts[2], capacity=16)
+    other = shorter.extended(parts[3], capacity=16)
+    np.testing.assert_array_equal(longer.x, Pool.concat(parts[:3]).x)
+    np.testing.assert_array_equal(other.x, Pool.concat([parts[0], parts[1], parts[3]]).x)
+    idx = rng.integers(0, 20, (3, 7))
+    np.testing.assert_array_equal(grown.take(idx).x, plain.take(idx).x)
+    np.testing.assert_array_equal(Pool.take_concat(parts, idx).x, plain.take(idx).x)
+    np.testing.assert_array_equal(Pool.take_concat(parts, idx).column("poisoned"), plain.take(idx).column("poisoned"))
+
+
+def test_sparse_subsamples_are_distinct_and_every_subset_equally_likely():
+    import itertools
+
+    from scipy import stats
+
+    from collapselab._numerics.batched import sparse_subsample_rows
+
+    idx = sparse_subsample_rows(100_000, 16, 3, np.random.default_rng(1))  # k <= N / 4: draws and redraws
+    assert np.all(np.diff(idx, axis=1) > 0)
+    codes = (idx * np.array([256, 16, 1])).sum(axis=1)
+    counts = np.bincount(codes, minlength=4096)
+    observed = [counts[a * 256 + b * 16 + c] for a, b, c in itertools.combinations(range(16), 3)]
+    assert sum(observed) == 100_000
+    assert stats.chisquare(observed).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("dim", [1, 3])
+def test_accumulate_subsample_agrees_with_a_plain_loop_over_chains(dim):
+    """The vectorised chains (one pool with room, sparse distinct draws) against the papers' loop, chain by chain:
+    keep every record, refit on n of them drawn without replacement, add n more."""
+    R, n, G = 600, 12, 25
+    result = simulate(G, R, "gaussian", n, "gaussian", {"mean": [0.0] * dim}, kind="accumulate-subsample")
+    ours = result.raw[0].metrics["trace_ratio"]
+    rng = np.random.default_rng(11)
+    plain = np.empty((G, R))
+    for r in range(R):
+        data = rng.standard_normal((n, dim))
+        train = data
+        for g in range(G):
+            mean, cov = train.mean(axis=0), np.atleast_2d(np.cov(train, rowvar=False, bias=True))
+            plain[g, r] = np.trace(cov) / dim
+            data = np.concatenate([data, rng.multivariate_normal(mean, cov, size=n)])
+            train = data[rng.choice(len(data), n, replace=False)]
+    for g in (1, 5, 12, G - 1):
+        gap = ours[g].mean() - plain[g].mean()
+        se = np.sqrt(ours[g].var() / R + plain[g].var() / R)
+        assert abs(gap) < 4 * se, (g, ours[g].mean(), plain[g].mean(), se)
+
+
 def test_synthetic_share_of_every_policy():
     n, m, gens = 20, 10, 6
     g = np.arange(gens)

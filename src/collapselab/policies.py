@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._numerics.batched import subsample_rows
+from ._numerics.batched import sparse_subsample_rows, subsample_rows
 from .errors import SpecError
 from .plugins import POLICIES
 from .pool import Pool, StatsPool
@@ -55,6 +55,7 @@ class Policy:
     def __init__(self, spec: Spec):
         self.n = spec.data.n
         self.samples = spec.samples
+        self.generations = spec.generations
         self.real_fraction = spec.policy.real_fraction
 
     def real_count(self) -> int:
@@ -132,7 +133,14 @@ class AccumulateSubsample(Accumulate):
     def _build(self, g, real, synthetic, draw_real, rng):
         pools = [real, *synthetic]
         total = sum(p.size for p in pools)
-        return Pool.take_concat(pools, subsample_rows(real.x.shape[0], total, self.n, rng))
+        return Pool.take_concat(pools, sparse_subsample_rows(real.x.shape[0], total, self.n, rng))
+
+    def keep(self, kept, pool, real):
+        """Every synthetic record in one pool with room for all generations' records, allocated once: the
+        training set is then gathered from two pools (real, synthetic), not from every generation's."""
+        if not kept:
+            return [pool]
+        return [kept[-1].extended(pool, self.samples * max(self.generations - 1, 1))]
 
 
 @POLICIES.register

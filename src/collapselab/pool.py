@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._numerics.batched import take_rows
+
 REAL = -1
+
+
+def column_default(name: str) -> float:
+    """What a record without provenance column ``name`` reads: 0 for ``poisoned``, NaN for scores and sources."""
+    return 0.0 if name == "poisoned" else np.nan
 
 
 @dataclass(eq=False)
@@ -24,6 +31,8 @@ class Pool:
     x: np.ndarray  # (R, N, ...) records
     generation: np.ndarray  # (R, N) int16: REAL for real records, else the generation that sampled it
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (R, N) float per-record provenance
+    # arrays with room after this pool's records, and how much of them is filled (see extended)
+    _room: _Room | None = field(default=None, repr=False)
 
     @classmethod
     def real(cls, x: np.ndarray) -> Pool:
@@ -43,18 +52,17 @@ class Pool:
 
     def take(self, idx: np.ndarray) -> Pool:
         """Records ``idx`` (R, k) of each replicate."""
-        xi = idx.reshape(idx.shape + (1,) * (self.x.ndim - 2))
         return Pool(
-            np.take_along_axis(self.x, xi, axis=1),
-            np.take_along_axis(self.generation, idx, axis=1),
-            {n: np.take_along_axis(v, idx, axis=1) for n, v in self.extra.items()},
+            take_rows(self.x, idx),
+            take_rows(self.generation, idx),
+            {n: take_rows(v, idx) for n, v in self.extra.items()},
         )
 
     def column(self, name: str) -> np.ndarray:
         """A provenance column (R, N); records without it read as 0 (``poisoned``) or NaN (scores, sources)."""
         if name in self.extra:
             return self.extra[name]
-        return np.full(self.generation.shape, 0.0 if name == "poisoned" else np.nan)
+        return np.full(self.generation.shape, column_default(name))
 
     @staticmethod
     def concat(pools: Sequence[Pool | StatsPool]) -> Pool | StatsPool:
@@ -84,18 +92,34 @@ class Pool:
             n: np.empty((R, k), dtype=np.result_type(*(p.extra[n] for p in pools if n in p.extra), float))
             for n in names
         }
-        ends = np.cumsum([p.size for p in pools])
-        which = np.searchsorted(ends, idx, side="right")  # the pool each index falls in
         start = 0
-        for i, pool in enumerate(pools):
-            rows, cols = np.nonzero(which == i)
-            local = idx[rows, cols] - start
-            x[rows, cols] = pool.x[rows, local]
-            generation[rows, cols] = pool.generation[rows, local]
+        for pool in pools:  # each pool's records gathered where the indices fall in it: O(R k) per pool
+            inside = (idx >= start) & (idx < start + pool.size)
+            part = pool.take(np.clip(idx - start, 0, pool.size - 1))
+            np.copyto(x, part.x, where=inside.reshape(inside.shape + (1,) * (x.ndim - 2)))
+            np.copyto(generation, part.generation, where=inside)
             for n in names:
-                extra[n][rows, cols] = pool.column(n)[rows, local]
-            start = int(ends[i])
+                np.copyto(extra[n], part.extra.get(n, column_default(n)), where=inside)
+            start += pool.size
         return Pool(x, generation, extra)
+
+    def extended(self, other: Pool, capacity: int) -> Pool:
+        """This pool followed by ``other``, written into room after this pool's records, allocated once for
+        ``capacity`` records: a pool that grows by one generation's records at a time then costs each generation
+        only its new records, not a copy of everything it holds (accumulate-subsample keeps every record)."""
+        n, total = self.size, self.size + other.size
+        names = sorted({*self.extra, *other.extra})
+        room = self._room
+        if room is None or not room.fits(self, other, names, total):  # (also when extended before: room is taken)
+            room = _Room.around(self, other, names, max(capacity, total, 2 * n))
+        room.x[:, n:total] = other.x
+        room.generation[:, n:total] = other.generation
+        for name in names:
+            room.extra[name][:, n:total] = other.column(name)
+        room.filled = total
+        return Pool(
+            room.x[:, :total], room.generation[:, :total], {k: v[:, :total] for k, v in room.extra.items()}, room
+        )
 
     def synthetic_share(self) -> np.ndarray:
         """Share of synthetic records in each replicate's pool, shape (R,)."""
@@ -103,6 +127,39 @@ class Pool:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"x": self.x, "generation": self.generation, **{f"extra:{n}": v for n, v in self.extra.items()}}
+
+
+@dataclass(eq=False)
+class _Room:
+    """Arrays (R, capacity, ...) whose first ``filled`` records are a pool's: Pool.extended writes after them."""
+
+    x: np.ndarray
+    generation: np.ndarray
+    extra: dict[str, np.ndarray]
+    filled: int
+
+    @classmethod
+    def around(cls, pool: Pool, other: Pool, names: list[str], capacity: int) -> _Room:
+        R, n = pool.generation.shape
+        x = np.empty((R, capacity, *pool.x.shape[2:]), dtype=np.result_type(pool.x, other.x))
+        generation = np.empty((R, capacity), dtype=np.result_type(pool.generation, other.generation))
+        extra = {k: np.empty((R, capacity), dtype=np.result_type(pool.column(k), other.column(k))) for k in names}
+        x[:, :n], generation[:, :n] = pool.x, pool.generation
+        for k in names:
+            extra[k][:, :n] = pool.column(k)
+        return cls(x, generation, extra, n)
+
+    def fits(self, pool: Pool, other: Pool, names: list[str], total: int) -> bool:
+        """Whether ``other`` can be written after ``pool`` here: the pool is this room's newest, there is space,
+        and the records and columns are of the kinds the room holds."""
+        return (
+            self.filled == pool.size
+            and self.x.shape[1] >= total
+            and sorted(self.extra) == names
+            and np.result_type(self.x, other.x) == self.x.dtype
+            and np.result_type(self.generation, other.generation) == self.generation.dtype
+            and all(np.result_type(v, other.column(k)) == v.dtype for k, v in self.extra.items())
+        )
 
 
 @dataclass(eq=False)

@@ -83,29 +83,42 @@ def _safe_cholesky(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if d == 1:
         ok = cov[..., 0, 0] > 0
         return np.sqrt(np.where(ok[..., None, None], cov, 1.0)), ok
-    eig = np.linalg.eigvalsh(cov)
-    # numerically singular (collapsed, or fewer records than dimensions): relative to the largest eigenvalue
-    ok = eig[..., 0] > 1e-10 * np.maximum(eig[..., -1], 1e-300)
+    ok = _positive_definite(np.linalg.eigvalsh(cov))
     safe = np.where(ok[..., None, None], cov, np.eye(d))
     return np.linalg.cholesky(safe), ok
 
 
-def gaussian_cross_entropy(heldout: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+def _positive_definite(eigenvalues: np.ndarray) -> np.ndarray:
+    """Not numerically singular (collapsed, or fewer records than dimensions): relative to the largest eigenvalue."""
+    return eigenvalues[..., 0] > 1e-10 * np.maximum(eigenvalues[..., -1], 1e-300)
+
+
+def gaussian_cross_entropy(heldout: np.ndarray, mean: np.ndarray, cov: np.ndarray, eigen=None) -> np.ndarray:
     """Mean of -log N(x; mean_r, cov_r) over held-out points x (H, d), for each replicate r.
 
-    Uses the held-out mean and scatter, so the cost is O(R d³) instead of O(R H d²).
+    Uses the held-out mean and scatter, so the cost is O(R d³) instead of O(R H d²). ``eigen``: cov's
+    (eigenvalues, eigenvectors) where the caller has them (d >= 2), which spares a Cholesky factor and an inverse.
     """
     d = heldout.shape[-1]
     m_h = heldout.mean(axis=0)
     c_h = np.cov(heldout, rowvar=False, bias=True).reshape(d, d)
     diff = m_h - mean  # (R, d)
-    target = c_h + diff[:, :, None] * diff[:, None, :]  # (R, d, d)
     with np.errstate(divide="ignore", invalid="ignore"):
-        chol, ok = _safe_cholesky(cov)
-        safe = np.where(ok[:, None, None], cov, np.eye(d))
-        inv = 1.0 / safe if d == 1 else np.linalg.inv(safe)  # 1 x 1: skip LAPACK's per-matrix overhead
-        logdet = 2 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-        quad = np.einsum("rij,rji->r", inv, target)
+        if eigen is not None:
+            vals, vecs = eigen  # tr(cov⁻¹ T) = Σ_i v_iᵀ T v_i / λ_i, T = c_h + diff diffᵀ
+            ok = _positive_definite(vals)
+            safe = np.where(ok[:, None], vals, 1.0)
+            spread = np.sum(vecs * np.einsum("ij,rjk->rik", c_h, vecs), axis=1)  # v_iᵀ c_h v_i: (R, d)
+            along = np.einsum("rj,rjk->rk", diff, vecs)  # v_iᵀ diff
+            logdet = np.sum(np.log(safe), axis=-1)
+            quad = np.sum((spread + along * along) / safe, axis=-1)
+        else:
+            target = c_h + diff[:, :, None] * diff[:, None, :]  # (R, d, d)
+            chol, ok = _safe_cholesky(cov)
+            safe = np.where(ok[:, None, None], cov, np.eye(d))
+            inv = 1.0 / safe if d == 1 else np.linalg.inv(safe)  # 1 x 1: skip LAPACK's per-matrix overhead
+            logdet = 2 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+            quad = np.einsum("rij,rji->r", inv, target)
     return np.where(ok, 0.5 * (d * LOG_2PI + logdet + quad), np.inf)
 
 
@@ -139,6 +152,48 @@ def subsample_rows(R: int, N: int, k: int, rng: np.random.Generator) -> np.ndarr
     if k == N:
         return np.broadcast_to(np.arange(N), (R, N))
     return np.argpartition(rng.random((R, N)), k - 1, axis=1)[:, :k]
+
+
+def sparse_subsample_rows(R: int, N: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k distinct indices in [0, N) per replicate, in increasing order, uniform over k-subsets: O(R k log k)
+    where k <= N / 4.
+
+    ``subsample_rows`` draws a key per index, O(R N): quadratic in G under accumulate-subsample, whose N grows by
+    n each generation while k stays n. Here k indices are drawn with replacement and every repeat is drawn again
+    until none is left; each step treats all indices alike, so every k-subset is equally likely. Where k > N / 4
+    repeats would take many rounds, and keys are cheap: ``subsample_rows``.
+    """
+    if not 0 < k <= N:
+        raise ValueError(f"cannot take {k} of {N} records")
+    if 4 * k > N:
+        return subsample_rows(R, N, k, rng)
+    idx = np.sort(rng.integers(0, N, size=(R, k)), axis=1)
+    rows = np.arange(R)
+    while True:
+        sub = idx[rows]
+        repeat = sub[:, 1:] == sub[:, :-1]  # sorted: every copy of an index after its first
+        left = np.any(repeat, axis=1)
+        if not np.any(left):
+            return idx
+        rows, sub, repeat = rows[left], sub[left], repeat[left]
+        sub[:, 1:][repeat] = rng.integers(0, N, size=int(np.count_nonzero(repeat)))
+        idx[rows] = np.sort(sub, axis=1)
+
+
+def take_rows(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``np.take_along_axis(a, idx, axis=1)`` for records a (R, N, ...) and indices idx (R, k): (R, k, ...).
+
+    One ``np.take`` over a flat view of the rows (2-3x ``take_along_axis``, whose index arrays are broadcast);
+    a may be a view of a wider array (a pool with room, see Pool.extended).
+    """
+    R, N = a.shape[:2]
+    row, item = a.strides[:2]
+    trailing_contiguous = a[:1, :1].flags.c_contiguous
+    if R == 0 or item <= 0 or row <= 0 or row % item or not trailing_contiguous:
+        return np.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1)
+    step = row // item  # records from one replicate's first record to the next one's
+    flat = np.lib.stride_tricks.as_strided(a, shape=((R - 1) * step + N, *a.shape[2:]), strides=a.strides[1:])
+    return np.take(flat, idx + step * np.arange(R)[:, None], axis=0)
 
 
 def sq_dist(x, centres):

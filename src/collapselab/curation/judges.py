@@ -11,7 +11,8 @@ the first k of them). Each stage writes its score into the records' provenance (
 Before it filters, a judge is **measured** every generation on labelled records — held-out real records
 (good) against the generation's own candidates (bad), or the user's labelled examples — and the run records
 its AUC, and the precision and recall of its keep decision. A judge whose AUC is not above chance (0.5 plus
-1.96 standard errors, Hanley & McNeil) gets a loud warning in the run's notes; ``on_chance = "skip"`` then
+1.96 standard errors of the mean over chains, DeLong's variance, with the part from the held-out set shared by
+every chain not divided by their number) gets a loud warning in the run's notes; ``on_chance = "skip"`` then
 keeps a random subset instead of filtering, ``"error"`` stops the run.
 
 Stages:
@@ -484,29 +485,43 @@ def resolve_callable(ref: str, key: str) -> Callable:
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     """Mann–Whitney AUC per replicate: P(score of a good record > score of a bad one), ties count ½."""
+    return _auc_parts(pos, neg)[0]
+
+
+def _auc_parts(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The AUC per replicate (R,) and the two parts of its variance (DeLong et al. 1988): from the good records'
+    scores, var(V10)/n1, and from the bad records', var(V01)/n2, where V10 is a good record's share of bad ones
+    below it (ties ½) and V01 a bad record's share of good ones above it."""
     from scipy import stats  # late: importing collapselab stays fast
 
-    both = np.concatenate([pos, neg], axis=1)
-    ranks = stats.rankdata(both, axis=1)
     n1, n2 = pos.shape[1], neg.shape[1]
-    return (ranks[:, :n1].sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n2)
+    ranks = stats.rankdata(np.concatenate([pos, neg], axis=1), axis=1)
+    v10 = (ranks[:, :n1] - stats.rankdata(pos, axis=1)) / n2
+    v01 = 1 - (ranks[:, n1:] - stats.rankdata(neg, axis=1)) / n1
+    a = v10.mean(axis=1)
+    var_pos = v10.var(axis=1, ddof=1) / n1 if n1 > 1 else np.zeros_like(a)
+    var_neg = v01.var(axis=1, ddof=1) / n2 if n2 > 1 else np.zeros_like(a)
+    return a, var_pos, var_neg
 
 
-def hanley_mcneil_se(a: np.ndarray, n1: int, n2: int) -> np.ndarray:
-    q1, q2 = a / (2 - a), 2 * a**2 / (1 + a)
-    var = (a * (1 - a) + (n1 - 1) * (q1 - a**2) + (n2 - 1) * (q2 - a**2)) / (n1 * n2)
-    return np.sqrt(np.clip(var, 1e-12, None))
+def measure(
+    pos: np.ndarray, neg: np.ndarray, cutoff: np.ndarray, label: str, shared: tuple[bool, bool] = (False, False)
+) -> Measured:
+    """AUC, and precision and recall of "keep if score >= cutoff" (good records are the positives).
 
-
-def measure(pos: np.ndarray, neg: np.ndarray, cutoff: np.ndarray, label: str) -> Measured:
-    """AUC, and precision and recall of "keep if score >= cutoff" (good records are the positives)."""
-    a = auc(pos, neg)
+    Chance is judged on the mean AUC over the R chains. ``shared``: whether the good (bad) records are the same
+    in every chain (the held-out real records, labelled examples); their part of the variance then does not
+    shrink with R. Counted as independent, 4 chains scoring one shared held-out set at random read as better
+    than chance: the shared draw's luck was divided by 2."""
+    a, var_pos, var_neg = _auc_parts(pos, neg)
     kept_pos = (pos >= cutoff[:, None]).sum(axis=1)
     kept_neg = (neg >= cutoff[:, None]).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(kept_pos + kept_neg > 0, kept_pos / (kept_pos + kept_neg), np.nan)
     recall = kept_pos / pos.shape[1]
-    se = float(np.sqrt(np.mean(hanley_mcneil_se(a, pos.shape[1], neg.shape[1]) ** 2) / a.size))
+    R = a.size
+    var = sum(np.mean(v) / (1 if common else R) for v, common in zip((var_pos, var_neg), shared))
+    se = float(np.sqrt(max(var, 1e-12)))
     mean = float(a.mean())
     chance = mean - 0.5 < 1.96 * se
     summary = f"{label}: AUC {mean:.3f} ± {1.96 * se:.3f} on {pos.shape[1]} good + {neg.shape[1]} bad records"
@@ -558,10 +573,12 @@ class Curator:
             if name in self.labels:
                 good, bad = (np.broadcast_to(a[None], (R, *a.shape)) for a in self.labels[name])
                 pos, neg = stage.score(good), stage.score(bad)
+                shared = (True, True)
             else:
                 q = min(stage.spec.measure, pos_heldout.shape[1])
                 pos, neg = stage.score(pos_heldout[:, :q]), score[:, :aside]
-            result = measure(pos, neg, cutoff, f"curation {name} at generation {g}")
+                shared = (True, False)  # one held-out set for every chain; each chain's own candidates
+            result = measure(pos, neg, cutoff, f"curation {name} at generation {g}", shared)
             metrics.update(
                 {f"{name}_auc": result.auc, f"{name}_precision": result.precision, f"{name}_recall": result.recall}
             )
