@@ -57,6 +57,9 @@ SOURCE_CASES = {
     "bernoulli": {"params": {"p": 0.3}},
     "poisson": {"params": {"rate": 2.0}},
     "linear": {"params": {"dim": 2}},
+    "moons": {"params": {"noise": 0.1}},
+    "circles": {"params": {"noise": 0.05, "factor": 0.5}},
+    "swiss-roll": {},
 }
 STAGE_CASES = {
     "likelihood": {},

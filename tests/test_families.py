@@ -216,3 +216,57 @@ def test_family_metric_with_the_wrong_shape_is_reported():
             simulate(2, 20, "gaussian", 5, "test-bad-shape")
     finally:
         FAMILIES.pop("test-bad-shape")
+
+
+# --- the papers' toy sources (scikit-learn's generators) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["moons", "circles", "swiss-roll"])
+def test_shapes_draw_what_scikit_learn_draws(shape):
+    """Moments, marginal quantiles and (moons, circles) the density against scikit-learn's own generators."""
+    from sklearn import datasets
+
+    n = 300_000
+    make = {
+        "moons": lambda: datasets.make_moons(n, noise=0.1, random_state=0)[0],
+        "circles": lambda: datasets.make_circles(n, noise=0.1, factor=0.8, random_state=0)[0],
+        "swiss-roll": lambda: datasets.make_swiss_roll(n, noise=0.1, random_state=0)[0],
+    }
+    theirs = make[shape]()
+    truth = get_source(shape, {"noise": 0.1}).truth(10, np.random.default_rng(0))
+    ours = truth.sample((n,), np.random.default_rng(1))
+    scale = np.sqrt(np.diag(np.cov(theirs, rowvar=False)))
+    for x in (ours, theirs):  # the truth's moments and both samples agree to Monte-Carlo error
+        np.testing.assert_allclose(x.mean(axis=0), truth.mean, atol=0.01 * scale.max())
+        np.testing.assert_allclose(np.cov(x, rowvar=False), truth.cov, atol=0.02 * scale.max() ** 2)
+    assert np.all(np.abs(truth.marginal_quantile(0.05) - np.quantile(theirs, 0.05, axis=0)) < 0.02 * scale)
+    if shape != "swiss-roll":  # a normalised density: its mean log density on draws is minus the entropy, and
+        # matches a histogram of scikit-learn's points
+        grid = np.linspace(-2.5, 3.5, 121)
+        cell = (grid[1] - grid[0]) ** 2
+        hist, *_ = np.histogram2d(theirs[:, 0], theirs[:, 1], bins=[grid, grid])
+        centres = (grid[:-1] + grid[1:]) / 2
+        xy = np.stack(np.meshgrid(centres, centres, indexing="ij"), axis=-1)
+        dens = np.exp(truth.logpdf(xy))
+        assert dens.sum() * cell == pytest.approx(1.0, abs=0.01)
+        busy = hist > 200
+        np.testing.assert_allclose(hist[busy] / (n * cell), dens[busy], rtol=0.25)
+
+
+def test_shapes_run_with_kde_and_gaussian_and_gmm_is_refused():
+    r = cl.run({"generations": 4, "replicates": 50, "data": {"source": "moons", "n": 60}, "model": {"family": "kde"}})
+    assert np.all(np.isfinite(metric(r, "trace_ratio")[0]))
+    with pytest.raises(cl.SpecError, match="not one; families for it: gaussian, kde"):
+        cl.run({"generations": 2, "replicates": 2, "data": {"source": "circles", "n": 20}, "model": {"family": "gmm"}})
+
+
+def test_blobs_split_equally_draw_the_same_count_from_every_blob():
+    params = {"means": [[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], "stds": 0.5, "split": "equal"}
+    truth = get_source("blobs", params).truth(10, np.random.default_rng(0))
+    x = truth.sample((200, 31), np.random.default_rng(2))
+    nearest = np.argmin(((x[:, :, None, :] - truth.means[None, None]) ** 2).sum(-1), axis=-1)
+    counts = np.stack([(nearest == k).sum(axis=1) for k in range(3)], axis=1)
+    np.testing.assert_array_equal(counts, np.broadcast_to([11, 10, 10], (200, 3)))  # make_blobs: first gets 31 % 3
+    assert not np.all(nearest == nearest[0])  # in a random order per data set
+    with pytest.raises(cl.SpecError, match="give no weights"):
+        get_source("blobs", {**params, "weights": [0.2, 0.3, 0.5]})

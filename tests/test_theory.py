@@ -111,12 +111,16 @@ def test_gaussian_variance_law_holds_for_non_gaussian_real_data():
         ("categorical", {"probs": [0.5, 0.3, 0.15, 0.05]}, 20),
         ("zipf", {"categories": 50, "exponent": 1.1}, 100),
         ("categorical", {"probs": [0.25, 0.25, 0.25, 0.25]}, 4),
+        ("zipf", {"categories": 50, "exponent": 1.3, "shift": 2.7}, 60),  # Zipf–Mandelbrot
     ],
 )
 def test_categorical_gini_simpson_decay(source, params, n):
     gens = 30
     r = simulate(gens, 20000, source, n, "categorical", params)
-    probs = np.asarray(params["probs"]) if "probs" in params else np.arange(1, 51) ** -1.1
+    if "probs" in params:
+        probs = np.asarray(params["probs"])
+    else:  # p_k ∝ (k + b)^-a, k = 1 … K
+        probs = (np.arange(1, 51) + params.get("shift", 0.0)) ** -params["exponent"]
     probs = probs / probs.sum()
     H = 1 - np.sum(probs**2)
     assert_within_se(r, "gini_simpson", (1 - 1 / n) ** (G(gens) + 1) * H)  # REFERENCES.md
@@ -244,6 +248,64 @@ def test_kde_variance_recursion(bandwidth, n):
     assert_within_se(r, "var_ratio", v)
     if bandwidth**2 * n > 1:  # the fixed point h² n / 1 exceeds the truth's variance: the KDE spreads
         assert v[-1] > v[0] > 1
+
+
+@pytest.mark.parametrize(
+    "params, n",
+    [({"kernel": "tophat", "bandwidth": 0.8}, 12), ({"bandwidth": "scott"}, 25), ({"bandwidth": "silverman"}, 8)],
+)
+def test_kde_variance_recursion_with_a_tophat_kernel_and_estimated_bandwidths(params, n):
+    """The kernel's variance per generation written out here (not read from the package): tophat h²/3 in one
+    dimension, Scott's h = n^(-1/5), Silverman's h = (3n/4)^(-1/5) (scikit-learn's rules at d = 1)."""
+    gens = 20
+    r = simulate(gens, 20000, "gaussian", n, "kde", {"std": 1.0}, params)
+    h = {"scott": n ** (-1 / 5), "silverman": (3 * n / 4) ** (-1 / 5)}.get(params["bandwidth"], params["bandwidth"])
+    added = h**2 / 3 if params.get("kernel") == "tophat" else h**2
+    v = np.empty(gens)
+    v[0] = (n - 1) / n + added
+    for g in range(1, gens):
+        v[g] = (n - 1) / n * v[g - 1] + added
+    assert_within_se(r, "var_ratio", v)
+    assert_within_se(r, "var_ratio", expected(r, "var_ratio"))  # theory.py's closed form
+    if isinstance(params["bandwidth"], str):
+        np.testing.assert_allclose(metric(r, "bandwidth")[0], h)
+
+
+def test_kde_heldout_likelihood_matches_scipy_and_scikit_learn_conventions():
+    """nll_real against an independent computation: SciPy's normal density summed over the points (Gaussian
+    kernel), and a count of points within h over the ball's volume (tophat), on the same held-out records."""
+    from scipy import stats
+
+    from collapselab.families.kde import KDEModel
+
+    rng = np.random.default_rng(0)
+    points, heldout = rng.standard_normal((3, 40, 2)), rng.standard_normal((150, 2))
+    for kernel in ("gaussian", "tophat"):
+        ours = KDEModel(points, 0.6, kernel).log_prob(heldout)
+        for r in range(3):
+            diff = heldout[:, None, :] - points[r][None]
+            if kernel == "gaussian":
+                dens = stats.multivariate_normal(np.zeros(2), 0.36 * np.eye(2)).pdf(diff).mean(axis=1)
+            else:
+                dens = (np.linalg.norm(diff, axis=-1) <= 0.6).mean(axis=1) / (np.pi * 0.36)
+            with np.errstate(divide="ignore"):
+                np.testing.assert_allclose(ours[r], np.log(dens), rtol=1e-10)
+    # and in a run: the metric is the mean over the first heldout_nll held-out records
+    r = simulate(3, 8, "gaussian", 30, "kde", {"std": 1.0}, {"bandwidth": 0.5, "heldout_nll": 100})
+    assert np.all(np.isfinite(metric(r, "nll_real")[0]))
+    assert metric(r, "nll_real")[0][0] > stats.norm.entropy()  # a KDE of 30 points is worse than the truth
+
+
+def test_tophat_kde_samples_are_uniform_on_the_ball():
+    from collapselab.families.kde import KDEModel
+
+    rng = np.random.default_rng(1)
+    x = KDEModel(np.zeros((1, 1, 3)), 2.0, "tophat").sample(200_000, rng)[0]
+    radius = np.linalg.norm(x, axis=1)
+    assert radius.max() <= 2.0
+    # uniform on the ball of radius 2 in 3-d: P(|x| <= r) = (r/2)^3; covariance h²/(d + 2) I
+    np.testing.assert_allclose(np.mean(radius <= 1.0), 1 / 8, atol=0.003)
+    np.testing.assert_allclose(np.cov(x, rowvar=False), 4 / 5 * np.eye(3), atol=0.01)
 
 
 # --- Gaussian under accumulate and fresh: exact moment recursions (theory.py) -------------------------

@@ -77,6 +77,8 @@ class FamilyTags:
     - ``scores_records``: scores single records (``record_loglik``), so it can anchor likelihood curation and
       leave-one-source-out screens.
     - ``exact``: has the exact fast path over sufficient statistics (see ``Family.stats_of``).
+    - ``needs_mixture``: its metrics compare with a Gaussian-mixture truth (component by component): a source that
+      is not one (``Source.mixture = False``: moons, circles, swiss roll) is refused.
     """
 
     accepts: tuple[str, ...] = ()
@@ -84,6 +86,7 @@ class FamilyTags:
     uses_anchor: bool = False
     scores_records: bool = False
     exact: bool = False
+    needs_mixture: bool = False
 
 
 class Metrics(dict):
@@ -230,5 +233,11 @@ def resolve_family(model_spec, source) -> tuple[type[Family], BaseModel]:
         raise SpecError(
             f"model.family: {cls.name!r} cannot fit data.source {source.name!r} ({source.kind} records); "
             f"families for {source.kind} records: {', '.join(fits)}"
+        )
+    if cls.tags.needs_mixture and not getattr(source, "mixture", True):
+        fits = [n for n, c in sorted(FAMILIES.items()) if source.kind in c.tags.accepts and not c.tags.needs_mixture]
+        raise SpecError(
+            f"model.family: {cls.name!r} measures against a Gaussian-mixture truth and data.source {source.name!r} "
+            f"is not one; families for it: {', '.join(fits)}"
         )
     return cls, validate_params(cls.Params, model_spec.params, "model.params")

@@ -214,7 +214,7 @@ RARE_POINTS = 256
 @register_family
 class GMMFamily(Family):
     name = "gmm"
-    tags = FamilyTags(accepts=("continuous",), scores_records=True)
+    tags = FamilyTags(accepts=("continuous",), scores_records=True, needs_mixture=True)
     spread_metrics = ("component_std_max",)
 
     def __init__(self, params, reference):

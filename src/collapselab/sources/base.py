@@ -26,6 +26,7 @@ class Source:
     name: ClassVar[str]
     kind: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams
+    mixture: ClassVar[bool] = True  # continuous sources: whether the truth is a Gaussian mixture (FamilyTags)
 
     def __init__(self, params: BaseModel):
         self.params = params

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..errors import SpecError
 from .base import Source, register_source
-from .truth import BernoulliTruth, CategoricalTruth, LinearTruth, MixtureTruth, PoissonTruth
+from .truth import BernoulliTruth, CategoricalTruth, LinearTruth, MixtureTruth, PoissonTruth, ShapeTruth
 
 Vector = float | list[float]
 
@@ -85,7 +85,8 @@ class GaussianSource(Source):
 
 @register_source
 class BlobsSource(Source):
-    """A Gaussian mixture of isotropic blobs: ``means`` (one per blob), ``stds``, ``weights``."""
+    """A Gaussian mixture of isotropic blobs: ``means`` (one per blob), ``stds``, ``weights``; ``split = "equal"``
+    draws every data set with the same count from each blob, as scikit-learn's ``make_blobs`` does."""
 
     name = "blobs"
     kind = "continuous"
@@ -94,6 +95,9 @@ class BlobsSource(Source):
         means: list[list[float]] | list[float]
         stds: Vector = 1.0
         weights: list[float] | None = None
+        split: Literal["random", "equal"] = Field(
+            default="random", description="'equal': n / K records from each blob (no weights), not a draw per record"
+        )
 
         @model_validator(mode="after")
         def _shape(self):
@@ -109,6 +113,8 @@ class BlobsSource(Source):
                     raise ValueError(f"weights has {len(self.weights)} entries for {k} blobs")
                 if k > 1:
                     _check_probs(self.weights)
+                if self.split == "equal":
+                    raise ValueError("split = 'equal' takes the same count from every blob: give no weights")
             return self
 
     def truth(self, n, rng):
@@ -120,7 +126,7 @@ class BlobsSource(Source):
         stds = np.broadcast_to(np.atleast_1d(np.asarray(p.stds, dtype=float)), (k,))
         weights = np.full(k, 1.0 / k) if p.weights is None else np.asarray(p.weights, dtype=float)
         covs = stds[:, None, None] ** 2 * np.eye(d)
-        return MixtureTruth(weights / weights.sum(), means, covs)
+        return MixtureTruth(weights / weights.sum(), means, covs, equal_split=p.split == "equal")
 
 
 @register_source
@@ -154,6 +160,46 @@ class MixtureSource(Source):
         return MixtureTruth(w / w.sum(), np.asarray(p.means, float), np.asarray(p.covs, float))
 
 
+class _ShapeSource(Source):
+    kind = "continuous"
+    mixture = False  # not a Gaussian mixture: families that compare with one (gmm) refuse it
+
+    class Params(_Params):
+        noise: float = Field(default=0.1, ge=0, description="std of the Gaussian noise added to every point")
+
+    def truth(self, n, rng):
+        return ShapeTruth(self.name, self.params.noise)
+
+
+@register_source
+class MoonsSource(_ShapeSource):
+    """scikit-learn's two moons: half circles (cos t, sin t) and (1 - cos t, 0.5 - sin t), t ~ U(0, π), plus
+    ``noise``."""
+
+    name = "moons"
+
+
+@register_source
+class CirclesSource(_ShapeSource):
+    """scikit-learn's two circles: radius 1 and ``factor``, plus ``noise``."""
+
+    name = "circles"
+
+    class Params(_ShapeSource.Params):
+        factor: float = Field(default=0.8, gt=0, lt=1, description="the inner circle's radius")
+
+    def truth(self, n, rng):
+        return ShapeTruth(self.name, self.params.noise, self.params.factor)
+
+
+@register_source
+class SwissRollSource(_ShapeSource):
+    """scikit-learn's swiss roll in 3-d: (t cos t, 21 v, t sin t), t = 1.5π(1 + 2u), u, v ~ U(0, 1), plus
+    ``noise``."""
+
+    name = "swiss-roll"
+
+
 @register_source
 class CategoricalSource(Source):
     name = "categorical"
@@ -170,7 +216,8 @@ class CategoricalSource(Source):
 
 @register_source
 class ZipfSource(Source):
-    """Zipf's law over ``categories`` ranks: p_k ∝ k^-exponent."""
+    """Zipf's law over ``categories`` ranks k = 1 … K: p_k ∝ k^-exponent; with ``shift`` b, Zipf–Mandelbrot's
+    p_k ∝ (k + b)^-exponent (a flatter head: the b most frequent ranks are no longer far apart)."""
 
     name = "zipf"
     kind = "categorical"
@@ -178,9 +225,11 @@ class ZipfSource(Source):
     class Params(_Params):
         categories: int = Field(ge=2, le=1_000_000, description="ranks (at most a million: the model holds R x K)")
         exponent: float = Field(default=1.1, gt=0)
+        shift: float = Field(default=0.0, gt=-1, description="Zipf–Mandelbrot's b: p_k ∝ (k + shift)^-exponent")
 
     def truth(self, n, rng):
-        w = np.arange(1, self.params.categories + 1, dtype=float) ** -self.params.exponent
+        ranks = np.arange(1, self.params.categories + 1, dtype=float) + self.params.shift
+        w = ranks**-self.params.exponent
         return CategoricalTruth(w / w.sum())
 
 

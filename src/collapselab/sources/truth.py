@@ -20,6 +20,9 @@ class MixtureTruth:
     weights: np.ndarray  # (K,)
     means: np.ndarray  # (K, d)
     covs: np.ndarray  # (K, d, d)
+    # every draw of n records takes n·w_k of them from component k (scikit-learn's make_blobs: counts split
+    # evenly, the first n mod K components one more), in a random order; else each record's component is drawn
+    equal_split: bool = False
 
     kind = "continuous"
 
@@ -80,7 +83,13 @@ class MixtureTruth:
             rng.random(size)  # what choice() draws for the component: keeps the stream the same
             z = rng.standard_normal((size, 1))
             return (self.means[0] + z * chol[0, 0, 0]).reshape(*shape, 1)
-        comp = rng.choice(self.components, size=size, p=self.weights)
+        if self.equal_split and shape:
+            n, K = shape[-1], self.components
+            counts = np.full(K, n // K)
+            counts[: n % K] += 1
+            comp = rng.permuted(np.broadcast_to(np.repeat(np.arange(K), counts), shape), axis=-1).reshape(-1)
+        else:
+            comp = rng.choice(self.components, size=size, p=self.weights)
         z = rng.standard_normal((size, self.dim))
         x = self.means[comp] + np.einsum("nij,nj->ni", chol[comp], z)
         return x.reshape(*shape, self.dim)
@@ -190,3 +199,92 @@ class LinearTruth:
             mean = np.einsum("rkd,d->rk", self.rows(R, k), self.weights)
         labels = mean + self.noise * rng.standard_normal((R, k))
         return self.records(labels)
+
+
+SHAPE_GRID = 2000  # curve points per branch for a shape's moments and density (spacing ~ π/2000 on a moon)
+SHAPE_SAMPLE = 200_000  # draws (fixed seed) for a shape's marginal quantiles
+
+
+@dataclass(frozen=True, eq=False)
+class ShapeTruth:
+    """scikit-learn's toy shapes as distributions: a point c(t) on the shape plus ``noise`` · N(0, I).
+
+    ``moons``: two interleaved half circles; ``circles``: two concentric circles (the inner of radius
+    ``factor``); ``swiss-roll``: the 3-d roll (t cos t, 21 v, t sin t), t = 1.5π(1 + 2u). Every record draws its
+    branch and its t independently and uniformly (make_moons and make_circles space t evenly and split n
+    between the branches: the same distribution, drawn as a grid). Moments and the density come from an even
+    grid over t (closed-form accuracy: moments to ~1e-6); the density needs noise > 0 and is not computed for
+    the swiss roll (a surface: kl and nll_real read NaN there)."""
+
+    shape: str  # moons | circles | swiss-roll
+    noise: float
+    factor: float = 0.8
+
+    kind = "continuous"
+
+    @property
+    def dim(self) -> int:
+        return 3 if self.shape == "swiss-roll" else 2
+
+    def _curve(self, u: np.ndarray, branch: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Points on the shape for u, v in [0, 1) and a branch 0 / 1: (..., d)."""
+        if self.shape == "moons":
+            t = np.pi * u
+            outer = np.stack([np.cos(t), np.sin(t)], axis=-1)
+            inner = np.stack([1 - np.cos(t), 1 - np.sin(t) - 0.5], axis=-1)
+            return np.where(branch[..., None] == 0, outer, inner)
+        if self.shape == "circles":
+            t = 2 * np.pi * u
+            ring = np.stack([np.cos(t), np.sin(t)], axis=-1)
+            return np.where(branch[..., None] == 0, ring, self.factor * ring)
+        t = 1.5 * np.pi * (1 + 2 * u)
+        return np.stack([t * np.cos(t), 21 * v, t * np.sin(t)], axis=-1)
+
+    @cached_property
+    def _grid(self) -> np.ndarray:
+        """Points on the shape at even t (midpoints), both branches: (2 · SHAPE_GRID, d) (the roll's height at ½)."""
+        u = (np.arange(SHAPE_GRID) + 0.5) / SHAPE_GRID
+        u2, branch = np.concatenate([u, u]), np.repeat([0, 1], SHAPE_GRID)
+        return self._curve(u2, branch, np.full(u2.shape, 0.5))
+
+    @cached_property
+    def mean(self) -> np.ndarray:
+        return self._grid.mean(axis=0)
+
+    @cached_property
+    def cov(self) -> np.ndarray:
+        centred = self._grid - self.mean
+        cov = centred.T @ centred / len(centred) + self.noise**2 * np.eye(self.dim)
+        if self.shape == "swiss-roll":  # the height 21 v, v uniform and independent of t
+            cov[1, 1] += 21**2 / 12
+        return cov
+
+    @cached_property
+    def cov_sqrt(self) -> np.ndarray:
+        vals, vecs = np.linalg.eigh(self.cov)
+        return np.einsum("ij,kj->ik", vecs * np.sqrt(np.clip(vals, 0, None)), vecs)
+
+    def marginal_quantile(self, q: float) -> np.ndarray:
+        cache = self.__dict__.setdefault("_quantiles", {})
+        if q not in cache:
+            cache[q] = np.quantile(self.sample((SHAPE_SAMPLE,), np.random.default_rng(0)), q, axis=0)
+        return cache[q]
+
+    def sample(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        u = rng.random(shape)
+        branch = rng.integers(0, 2, size=shape)
+        v = rng.random(shape)
+        return self._curve(u, branch, v) + self.noise * rng.standard_normal((*shape, self.dim))
+
+    def logpdf(self, x: np.ndarray) -> np.ndarray:
+        """Log density at x (..., d): the noise kernel averaged over the grid (moons and circles, noise > 0)."""
+        if self.shape == "swiss-roll" or self.noise <= 0:
+            return np.full(x.shape[:-1], np.nan)
+        flat = x.reshape(-1, self.dim)
+        out = np.empty(len(flat))
+        s2 = self.noise**2
+        for start in range(0, len(flat), 256):
+            part = flat[start : start + 256]
+            sq = ((part[:, None, :] - self._grid[None]) ** 2).sum(axis=-1)
+            out[start : start + 256] = special.logsumexp(-sq / (2 * s2), axis=1) - np.log(len(self._grid))
+        return (out - 0.5 * self.dim * np.log(2 * np.pi * s2)).reshape(x.shape[:-1])
