@@ -98,6 +98,26 @@ def test_gmm_recovers_two_separated_blobs():
     np.testing.assert_allclose(m["component_std_max"], 1.0, atol=0.05)
 
 
+def test_gmm_distance_to_generation_0_and_per_component_stds_against_a_grid():
+    """l2_gen0 = (∫ (f - f0)²)^½ summed on a grid, and component_std_k = sqrt(tr Σ / d), ranked, by hand."""
+    truth = get_source("blobs", {"means": [[-2, 0], [2, 1]], "stds": [1.0, 0.6]}).truth(1, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    first, _ = fit_gmm(truth.sample((3, 60), rng), 2, rng)
+    later, _ = fit_gmm(truth.sample((3, 25), rng), 2, rng)
+    fam = GMMFamily(GMMFamily.Params(), Reference(truth, truth.sample((500,), rng), 60))
+    fam.set_anchor(first, None)
+    m = fam.metrics(later)
+    axis = np.linspace(-9, 9, 361)
+    xy = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(1, -1, 2)
+    for r in range(3):
+        f = [np.exp(model.log_prob(np.broadcast_to(xy, (3, *xy.shape[1:])))[r]) for model in (later, first)]
+        grid_l2 = np.sqrt(np.sum((f[0] - f[1]) ** 2) * (axis[1] - axis[0]) ** 2)
+        assert m["l2_gen0"][r] == pytest.approx(grid_l2, rel=1e-3)
+        stds = sorted((np.sqrt(np.trace(c) / 2) for c in later.covs[r]), reverse=True)
+        assert [m["component_std_1"][r], m["component_std_2"][r]] == pytest.approx(stds)
+    assert np.all(fam.metrics(first)["l2_gen0"] < 1e-6)  # generation 0 against itself
+
+
 def test_gmm_on_one_blob_loses_spread_under_replace():
     # Shumailov et al.: a GMM refitted on its own samples drifts away; its largest std falls
     r = simulate(40, 40, "blobs", 100, "gmm", {"means": [[0.0, 0.0]], "stds": 1.0}, {"components": 2})

@@ -214,7 +214,7 @@ RARE_POINTS = 256
 @register_family
 class GMMFamily(Family):
     name = "gmm"
-    tags = FamilyTags(accepts=("continuous",), scores_records=True, needs_mixture=True)
+    tags = FamilyTags(accepts=("continuous",), scores_records=True, uses_anchor=True, needs_mixture=True)
     spread_metrics = ("component_std_max",)
 
     def __init__(self, params, reference):
@@ -223,6 +223,10 @@ class GMMFamily(Family):
         # a truth with several clusters has a rarest one: its mass under the model is the tail signal
         self.rare = int(np.argmin(truth.weights)) if truth.components > 1 else None
         self.tail_metrics = ("rare_cluster_mass",) if self.rare is not None else ()
+
+    def set_anchor(self, model, real):
+        """Generation 0's fit: ``l2_gen0`` measures how far each later fit has moved from it."""
+        self.anchor = model
 
     def signal_references(self):
         refs = {"component_std_max": float(np.sqrt(np.linalg.eigvalsh(self.reference.truth.covs).max()))}
@@ -278,6 +282,16 @@ class GMMFamily(Family):
             "nll_real": nll,
             "kl": nll - self.truth_nll(),
         }
+        a = getattr(self, "anchor", None)  # (the engine sets it before measuring generation 0)
+        if a is not None:
+            fa = mixture_overlap(model.weights, model.means, model.covs, a.weights, a.means, a.covs)
+            aa = mixture_overlap(a.weights, a.means, a.covs, a.weights, a.means, a.covs)
+            out["l2_gen0"] = np.sqrt(np.clip(ff - 2 * fa + aa, 0, None))
+        # each component's spread as one std, sqrt(tr Σ_k / d) (the papers' per-component std), largest first:
+        # components have no identity across generations, their ranks do
+        spread = np.sqrt(np.trace(model.covs, axis1=2, axis2=3) / model.means.shape[-1])
+        for k, values in enumerate(-np.sort(-spread, axis=1).T, start=1):
+            out[f"component_std_{k}"] = values
         if self.rare is not None:
             out["rare_cluster_mass"] = self.rare_cluster_mass(model)
         return out
