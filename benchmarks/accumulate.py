@@ -1,7 +1,9 @@
 """Gaussian and linear-regression chains under ``accumulate`` (Gerstgrasser et al. 2024): collapselab's exact path
 against the loop the papers' code runs (per chain: keep every generation's records, refit on all of them, sample
-n more), at d = 1, 10 and 31; and collapselab's time at G = 100, 200 and 400 generations, which must grow
-linearly in G (one running merged statistic), not quadratically (every pool merged again each generation).
+n more), at d = 1, 10 and 31; ``accumulate-subsample`` (refit on n of the accumulated records, drawn without
+replacement) against the same loop with that draw; and collapselab's time at G = 100, 200 and 400 generations,
+which must grow linearly in G (one running merged statistic), not quadratically (every pool merged again each
+generation).
 
 The peer loop runs on a subset of the chains and is compared per chain-generation.
 """
@@ -33,6 +35,11 @@ def gaussian_spec(d: int, chains: int, generations: int) -> dict:
     return _spec("gaussian", {"mean": [0.0] * d}, "gaussian", chains, generations)
 
 
+def subsample_spec(d: int, chains: int, generations: int) -> dict:
+    spec = gaussian_spec(d, chains, generations)
+    return {**spec, "policy": {"kind": "accumulate-subsample"}}
+
+
 def linear_spec(d: int, chains: int, generations: int) -> dict:
     return _spec("linear", {"dim": d}, "linear", chains, generations)
 
@@ -55,6 +62,18 @@ def accumulate_loop(chains: int, d: int, generations: int, seed: int = 0) -> Non
         for _ in range(generations):
             mean, cov = data.mean(axis=0), np.atleast_2d(np.cov(data, rowvar=False, bias=True))
             data = np.concatenate([data, rng.multivariate_normal(mean, cov, size=N)])
+
+
+def subsample_loop(chains: int, d: int, generations: int, seed: int = 0) -> None:
+    """The peers' accumulate-subsample: every record kept, the Gaussian refitted on n of them drawn anew."""
+    rng = np.random.default_rng(seed)
+    for _ in range(chains):
+        data = rng.standard_normal((N, d))
+        train = data
+        for _ in range(generations):
+            mean, cov = train.mean(axis=0), np.atleast_2d(np.cov(train, rowvar=False, bias=True))
+            data = np.concatenate([data, rng.multivariate_normal(mean, cov, size=N)])
+            train = data[rng.choice(len(data), N, replace=False)]
 
 
 def linear_loop(chains: int, d: int, generations: int, seed: int = 0) -> None:
@@ -84,6 +103,7 @@ def run() -> dict:
     record["d1_4000_chains_seconds_G100_200_400"] = [round(growth[G], 3) for G in (100, 200, 400)]
     record["G400_over_G100"] = round(growth[400] / growth[100], 2)
     _speedups(record, "", gaussian_spec, accumulate_loop, ((1, 4000, 20), (10, 1000, 10), (31, 500, 5)))
+    _speedups(record, "subsample_", subsample_spec, subsample_loop, ((1, 4000, 20), (10, 1000, 10), (31, 500, 5)))
     _speedups(record, "linear_", linear_spec, linear_loop, ((1, 4000, 20), (10, 4000, 20), (31, 1000, 10)))
     save("accumulate", record)
     return record

@@ -95,3 +95,13 @@ def test_spec_objects_dicts_and_files_are_the_same_spec(tmp_path):
         {"policy": {"kind": "accumulate"}},
         {"policy": {"kind": "mix", "real_fraction": 0.1}},
     ]
+
+
+def test_every_preset_parses_and_papers_loops_runs_every_case():
+    for preset in cl.api.presets():
+        cl.load_spec(preset["preset"])
+    spec = cl.load_spec("preset:papers-loops").model_copy(update={"generations": 3, "replicates": 5})
+    result = cl.run(spec, save=False)
+    assert len(result.cells) == 6
+    names = set(result.summary["metric"])
+    assert {"nll_real", "bandwidth", "l2_gen0", "component_std_3", "test_mse", "var_ratio_above_0.5"} <= names

@@ -223,6 +223,51 @@ def test_linear_regression_chain_with_a_design_per_chain(kind, dim, n):
     assert_within_se(r, "test_error", truth)
 
 
+@pytest.mark.parametrize("kind, dim, n, fit", [("replace", 12, 8, "min-norm"), ("accumulate", 3, 10, "ols")])
+def test_linear_chains_with_w_star_per_chain_and_min_norm_fits_agree_with_a_plain_loop(kind, dim, n, fit):
+    """A design and a w* per chain, against the papers' loop chain by chain (np.linalg.lstsq: the minimum-norm
+    least-squares fit, over-parameterised at n < dim)."""
+    R, gens, noise = 3000, 6, 0.5
+    params = {"dim": dim, "noise": noise, "design": "per-chain", "weights": "per-chain"}
+    r = simulate(gens, R, "linear", n, "linear", params, {"fit": fit}, kind=kind)
+    ours = r.raw[0].metrics["test_error"]
+    rng = np.random.default_rng(5)
+    plain = np.empty((gens, R))
+    for c in range(R):
+        X, w = rng.standard_normal((n, dim)), rng.standard_normal(dim) / np.sqrt(dim)
+        xs, ys = [X], [X @ w + noise * rng.standard_normal(n)]
+        for g in range(gens):
+            fit_w = np.linalg.lstsq(np.concatenate(xs), np.concatenate(ys), rcond=None)[0]
+            plain[g, c] = np.sum((fit_w - w) ** 2)
+            labels = X @ fit_w + noise * rng.standard_normal(n)
+            xs, ys = ([*xs, X], [*ys, labels]) if kind == "accumulate" else ([X], [labels])
+    for g in range(gens):
+        gap = ours[g].mean() - plain[g].mean()
+        assert abs(gap) < 4 * np.sqrt(ours[g].var() / R + plain[g].var() / R), (g, ours[g].mean(), plain[g].mean())
+
+
+def test_linear_test_mse_on_a_finite_test_set_by_hand():
+    spec = {"generations": 1, "replicates": 4, "seed": 0, "data": {"source": "linear", "n": 9}}
+    spec["data"]["params"] = {"dim": 3, "noise": 0.3, "weights": "per-chain", "test": 50}
+    spec["model"] = {"family": "linear"}
+    cell = cl.api.plan(spec).cells[0]
+    truth = cell.source.truth(9, np.random.default_rng(0))
+    from collapselab.families.base import Reference
+    from collapselab.families.linear import LinearModel
+
+    family = cell.family(cell.family_params, Reference(truth, truth.sample((5,), np.random.default_rng(1)), 9))
+    fitted = np.random.default_rng(2).standard_normal((4, 3))
+    m = family.metrics(LinearModel(fitted, truth))
+    w_star = truth.chain_weights(4)
+    assert not np.allclose(w_star[0], w_star[1])
+    for c in range(4):
+        y = truth.test_rows @ w_star[c] + 0.3 * truth.test_noise
+        assert m["test_mse"][c] == pytest.approx(np.mean((truth.test_rows @ fitted[c] - y) ** 2))
+        assert m["test_error"][c] == pytest.approx(np.sum((fitted[c] - w_star[c]) ** 2))
+    with pytest.raises(cl.SpecError, match="model.params.fit = 'min-norm'"):
+        cl.api.plan({**spec, "data": {"source": "linear", "n": 3, "params": {"dim": 3}}})
+
+
 def test_a_design_per_chain_differs_between_chains_and_a_shared_one_does_not():
     spec = {"generations": 1, "replicates": 3, "seed": 0, "data": {"source": "linear", "n": 6}}
     spec["model"] = {"family": "linear"}
@@ -232,6 +277,23 @@ def test_a_design_per_chain_differs_between_chains_and_a_shared_one_does_not():
         truth = cell.source.truth(6, np.random.default_rng(0))
         x = truth.sample((3, 6), np.random.default_rng(1))[..., :2]
         assert (not np.array_equal(x[0], x[1])) == differ
+
+
+def test_threshold_share_of_chains_against_products_of_chi_squares():
+    """Pr(var_ratio_g > ε) under replace (d = 1, MLE): var_ratio_g is a product of g + 1 independent χ²(n-1)/n
+    draws; the probability from 400,000 such products here, against the run's var_ratio_above_ε."""
+    n, gens, eps = 10, 12, 0.5
+    spec = {"generations": gens, "replicates": 20000, "seed": 4, "data": {"source": "gaussian", "n": n}}
+    r = cl.run({**spec, "model": {"family": "gaussian"}, "thresholds": {"var_ratio": eps}}, save=False)
+    share = r.raw[0].metrics["var_ratio_above_0.5"]
+    rng = np.random.default_rng(9)
+    products = np.cumprod(rng.chisquare(n - 1, size=(400_000, gens)) / n, axis=1)
+    truth = (products > eps).mean(axis=0)
+    se = np.sqrt(truth * (1 - truth) / share.shape[1])
+    assert np.all(np.abs(share.mean(axis=1) - truth) < 4 * se + 0.003), (share.mean(axis=1), truth)
+    assert truth[0] > 0.8 and truth[-1] < 0.3  # the threshold is crossed inside the run
+    with pytest.raises(cl.SpecError, match="thresholds.sigma: the run has no metric 'sigma'"):
+        cl.run({**spec, "replicates": 4, "model": {"family": "gaussian"}, "thresholds": {"sigma": 0.5}}, save=False)
 
 
 # --- KDE spreads --------------------------------------------------------------------------------------

@@ -159,6 +159,8 @@ class Spec(_Strict):
         description="every cell of a sweep draws the same real data and held-out records (a paired comparison)",
     )
     sweep: dict[str, list[Any]] = {}
+    # metric -> ε: adds METRIC_above_ε, 1 where a chain's value exceeds ε (its mean: Pr(METRIC > ε) per generation)
+    thresholds: dict[str, float] = {}
 
     @model_validator(mode="after")
     def _sweep_lists(self):

@@ -205,6 +205,8 @@ def _linear(accumulate: bool):
         if spec.samples != spec.data.n:  # the closed form needs synthetic labels on the same design
             return {}
         n, d = truth.design.shape
+        if n <= d:  # the minimum-norm fit (over-parameterised): no closed form here
+            return {}
         if truth.design_seed is None:  # one shared design: the expectation given it
             X = truth.design
             base = truth.noise**2 * np.trace(np.linalg.inv(X.T @ X))

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..curation.pipeline import Pipeline
-from ..errors import CollapselabError
+from ..errors import CollapselabError, SpecError
 from ..families import Reference
 from ..metrics.stages import first_reached, stage_codes, stage_shares
 from ..pool import Pool, StatsPool
@@ -173,6 +173,7 @@ class CellKernel:
             values.update(self.pipeline.screen_values())
             for name in self.pipeline.metric_names:  # NaN where a stage did not run this generation
                 values.setdefault(name, np.full(self.R, np.nan))
+        values.update(self._above_thresholds(values))
         self._record(state.metrics, values, g)
         record = GenerationRecord(g, values, pool)
         if g in self.snapshot_at:  # its own stream: snapshots never change the chains' draws
@@ -231,6 +232,18 @@ class CellKernel:
         if self.exact:  # the statistics of exactly the records the policy will use: exact in distribution
             return StatsPool(self.family.sample_stats(model, self.used, rng), 0, self.used, self.R, self.family)
         return Pool.synthetic(model.sample(self.m, rng), g)
+
+    def _above_thresholds(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """METRIC_above_ε for the spec's ``thresholds``: 1 where a chain's value exceeds ε, 0 below, NaN where the
+        metric is (its mean over chains is Pr(METRIC > ε), without borrowing the stage thresholds)."""
+        out = {}
+        for name, eps in self.spec.thresholds.items():
+            if name not in values:
+                allowed = ", ".join(sorted(values))
+                raise SpecError(f"thresholds.{name}: the run has no metric {name!r}; its metrics: {allowed}")
+            v = values[name]
+            out[f"{name}_above_{eps:g}"] = np.where(np.isnan(v), np.nan, (v > eps).astype(float))
+        return out
 
     def _record(self, metrics: dict[str, np.ndarray], values: dict[str, np.ndarray], g: int) -> None:
         """Write generation g's values into the (G, R) metric arrays, checking the family kept its promise."""

@@ -12,10 +12,13 @@ one running d × d sum instead of every generation's rows (R·n·G·(d+1) floats
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from .._numerics.batched import bmm
+from ..errors import SpecError
 from ..sources.truth import LinearTruth
 from .base import Family, FamilyTags, Params, register_family
 
@@ -59,11 +62,27 @@ class LinearFamily(Family):
 
     class Params(Params):
         exact: bool = True
+        fit: Literal["ols", "min-norm"] = Field(
+            default="ols", description="'min-norm': ŵ = X⁺y, the least-norm least-squares fit (any n, also n <= dim)"
+        )
+
+    @classmethod
+    def check_spec(cls, spec, params):
+        dim = spec.data.params.get("dim", 0)
+        if params.fit == "ols" and min(spec.data.n, spec.samples) <= dim:
+            raise SpecError(
+                f"data.n: {min(spec.data.n, spec.samples)} rows cannot identify {dim} weights by OLS; allowed: "
+                f"more than data.params.dim ({dim}) rows per training set, or model.params.fit = 'min-norm'"
+            )
 
     def fit(self, x, rng):
         return self.fit_stats(self.stats_of(x))
 
     def _solve(self, gram, moment) -> LinearModel:
+        if self.params.fit == "min-norm":  # pinv(XᵀX) Xᵀy = X⁺y: the minimum-norm solution when XᵀX is singular
+            return LinearModel(
+                np.einsum("rij,rj->ri", np.linalg.pinv(gram, hermitian=True), moment), self.reference.truth
+            )
         try:
             weights = np.linalg.solve(gram, moment[..., None])[..., 0]
         except np.linalg.LinAlgError:  # a subsample that repeats design rows can be rank-deficient
@@ -109,5 +128,14 @@ class LinearFamily(Family):
         return LinearStats(int(a["count"]), a["gram"], a["moment"])
 
     def metrics(self, model):
-        err = model.weights - self.reference.truth.weights
-        return {"test_error": np.sum(err * err, axis=1)}
+        truth = self.reference.truth
+        R = model.weights.shape[0]
+        w_star = truth.chain_weights(R)
+        err = model.weights - w_star
+        out = {"test_error": np.sum(err * err, axis=1)}
+        if truth.test_rows is not None:  # a finite test set: mean (x·ŵ - y)², y = x·w* + noise·ε
+            X = truth.test_rows
+            y = np.einsum("kd,rd->rk", X, w_star) + truth.noise * truth.test_noise
+            residual = np.einsum("kd,rd->rk", X, model.weights) - y  # not BLAS: see batched.bmm
+            out["test_mse"] = np.mean(residual * residual, axis=1)
+        return out

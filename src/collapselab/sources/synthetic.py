@@ -7,7 +7,6 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..errors import SpecError
 from .base import Source, register_source
 from .truth import BernoulliTruth, CategoricalTruth, LinearTruth, MixtureTruth, PoissonTruth, ShapeTruth
 
@@ -260,7 +259,9 @@ class PoissonSource(Source):
 @register_source
 class LinearSource(Source):
     """Fixed-design linear regression: X (n × dim, standard normal rows), y = X w* + noise·ε. ``weights``
-    defaults to w* = 1/sqrt(dim) in each coordinate. ``design = "shared"`` (the default) draws X once per cell
+    defaults to w* = 1/sqrt(dim) in each coordinate; ``"per-chain"`` draws w* ~ N(0, I / dim) for each chain.
+    ``test = k`` draws a fresh test set of k rows (shared by the chains) for the family's ``test_mse``. With
+    n <= dim the fit must be the minimum-norm one (``model.params.fit = "min-norm"``). ``design = "shared"`` (the default) draws X once per cell
     for every replicate chain: the chains are then independent given X only, and a cell's standard errors
     say how far its mean is from the expectation *for that X*, not over designs. ``design = "per-chain"``
     draws an X for each chain, so the chains are independent draws of the whole experiment."""
@@ -271,27 +272,28 @@ class LinearSource(Source):
     class Params(_Params):
         dim: int = Field(ge=1)
         noise: float = Field(default=1.0, gt=0)
-        weights: list[float] | None = None
+        weights: list[float] | Literal["per-chain"] | None = Field(
+            default=None, description="w*; 'per-chain': w* ~ N(0, I / dim) drawn for each chain"
+        )
         design: Literal["shared", "per-chain"] = Field(
             default="shared", description="one design for every chain, or a design per chain"
         )
+        test: int = Field(default=0, ge=0, le=1_000_000, description="rows of a fresh test set for test_mse (0: none)")
 
         @model_validator(mode="after")
         def _shape(self):
-            if self.weights is not None and len(self.weights) != self.dim:
+            if isinstance(self.weights, list) and len(self.weights) != self.dim:
                 raise ValueError(f"weights has {len(self.weights)} entries, dim is {self.dim}")
             return self
 
-    def check_n(self, n):
-        if n <= self.params.dim:
-            raise SpecError(
-                f"data.n: {n} rows cannot identify {self.params.dim} weights; "
-                f"allowed: n > data.params.dim ({self.params.dim})"
-            )
-
     def truth(self, n, rng):
         p = self.params
-        w = np.full(p.dim, 1 / np.sqrt(p.dim)) if p.weights is None else np.asarray(p.weights, float)
+        w = np.asarray(p.weights, float) if isinstance(p.weights, list) else np.full(p.dim, 1 / np.sqrt(p.dim))
         design = rng.standard_normal((n, p.dim))
         seed = int(rng.integers(2**63)) if p.design == "per-chain" else None  # shared: the stream as before
-        return LinearTruth(design, w, float(p.noise), seed)
+        weights_seed = int(rng.integers(2**63)) if p.weights == "per-chain" else None
+        test_rows = rng.standard_normal((p.test, p.dim)) if p.test else None
+        test_noise = rng.standard_normal(p.test) if p.test else None
+        return LinearTruth(
+            design, w, float(p.noise), seed, weights_seed=weights_seed, test_rows=test_rows, test_noise=test_noise
+        )

@@ -155,10 +155,14 @@ class LinearTruth:
     drawn from ``design_seed`` when the chains are known (chains are then independent in their design too)."""
 
     design: np.ndarray  # (n, dim): the shared design
-    weights: np.ndarray  # (dim,)
+    weights: np.ndarray  # (dim,): w*, or the scale of per-chain draws (weights_seed)
     noise: float
     design_seed: int | None = None  # a design per chain, drawn from this seed
     _designs: dict = field(default_factory=dict, repr=False)  # R -> (R, n, dim), drawn once
+    weights_seed: int | None = None  # a w* per chain, w* ~ N(0, I / dim), drawn from this seed
+    # a finite test set shared by every chain: fresh rows X (k, dim) and their noise draws ε (k,): y = X w* + noise·ε
+    test_rows: np.ndarray | None = None
+    test_noise: np.ndarray | None = None
 
     kind = "regression"
 
@@ -174,6 +178,16 @@ class LinearTruth:
             shape = (R, *self.design.shape)
             self._designs[R] = np.random.default_rng(self.design_seed).standard_normal(shape)
         return self._designs[R]
+
+    def chain_weights(self, R: int) -> np.ndarray:
+        """Each chain's w* (R, dim): one draw per chain (weights_seed), else the one w* for all."""
+        if self.weights_seed is None:
+            return np.broadcast_to(self.weights, (R, self.dim))
+        key = ("weights", R)
+        if key not in self._designs:
+            draw = np.random.default_rng(self.weights_seed).standard_normal((R, self.dim))
+            self._designs[key] = draw / np.sqrt(self.dim)
+        return self._designs[key]
 
     def rows(self, R: int, k: int) -> np.ndarray:
         """The design rows of k records per chain (R, k, dim): the design's rows reused cyclically."""
@@ -192,7 +206,9 @@ class LinearTruth:
         if len(shape) == 1:  # a held-out set: one set of rows (the first chain's design)
             return self.sample((1,) + shape, rng)[0]
         R, k = shape
-        if self.design_seed is None:
+        if self.weights_seed is not None:
+            mean = np.einsum("rkd,rd->rk", self.rows(R, k), self.chain_weights(R))
+        elif self.design_seed is None:
             rows = np.resize(np.arange(self.design.shape[0]), k)
             mean = np.einsum("kd,d->k", self.design[rows], self.weights)
         else:
