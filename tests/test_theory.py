@@ -389,6 +389,41 @@ def test_gaussian_accumulate_and_fresh_moment_recursions(estimator, policy):
         assert_within_se(r, name, expected(r, name))
 
 
+@pytest.mark.parametrize("real_count, samples", [(4, 30), (25, 3), (0, 6)])
+def test_fresh_with_fixed_real_and_synthetic_counts(real_count, samples):
+    """k fresh real records beside m synthetic ones (the total k + m set by the design, not n): the closed form
+    (theory.py's recursion with N = k + m) and a plain NumPy loop over chains written here, within 4 SE."""
+    R, gens, n = 20000, 12, 10
+    policy = {"kind": "fresh", "real_count": real_count, "samples": samples}
+    r = simulate(gens, R, "gaussian", n, "gaussian", {"std": 1.0}, **policy)
+    ours = r.raw[0].metrics["var_ratio"]
+    np.testing.assert_allclose(r.raw[0].metrics["synthetic_share"][1:], samples / (real_count + samples))
+    assert_within_se(r, "var_ratio", expected(r, "var_ratio"))
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((R, n))
+    plain = np.empty((gens, R))
+    for g in range(gens):
+        mu, var = x.mean(axis=1), x.var(axis=1)
+        plain[g] = var
+        synthetic = mu[:, None] + np.sqrt(var)[:, None] * rng.standard_normal((R, samples))
+        x = np.concatenate([rng.standard_normal((R, real_count)), synthetic], axis=1)
+    gap = np.abs(ours.mean(axis=1) - plain.mean(axis=1))
+    assert np.all(gap < 4 * np.sqrt(ours.var(axis=1) / R + plain.var(axis=1) / R)), (ours.mean(1), plain.mean(1))
+
+
+def test_fixed_counts_are_checked_before_anything_runs():
+    base = {"generations": 2, "replicates": 2, "data": {"source": "gaussian", "n": 10}, "model": {"family": "gaussian"}}
+    for policy, message in (
+        ({"kind": "mix", "real_count": 11}, "allowed: 0 .. 10"),
+        ({"kind": "fresh", "real_count": 3, "real_fraction": 0.2}, "not both"),
+        ({"kind": "replace", "real_count": 3}, "policy.real_count = 3: only used by kind"),
+    ):
+        with pytest.raises(cl.SpecError, match=message):
+            cl.run({**base, "policy": policy}, save=False)
+    mixed = cl.run({**base, "generations": 3, "policy": {"kind": "mix", "real_count": 10, "samples": 5}}, save=False)
+    np.testing.assert_allclose(mixed.raw[0].metrics["synthetic_share"][1:], 5 / 15)
+
+
 def test_moment_recursion_reduces_to_the_replace_closed_form():
     # fresh with no real data and m = n is replace: the recursion must give ((n-1)/n)^(g+1) exactly
     from collapselab.engine.plan import expand

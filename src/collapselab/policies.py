@@ -57,9 +57,13 @@ class Policy:
         self.samples = spec.samples
         self.generations = spec.generations
         self.real_fraction = spec.policy.real_fraction
+        self.fixed_real = spec.policy.real_count  # fixed counts: this many real records beside m synthetic ones
 
     def real_count(self) -> int:
-        """Real records in a training set of n (only for policies that use a real fraction)."""
+        """Real records in a training set (only for policies that use a real fraction): round(f·n) of n, or the
+        spec's ``real_count``."""
+        if self.fixed_real is not None:
+            return self.fixed_real
         return int(round((self.real_fraction or 0.0) * self.n))
 
     def synthetic_used(self, m: int) -> int:
@@ -149,21 +153,24 @@ class Mix(Policy):
     uses_real_fraction = True
 
     def synthetic_used(self, m: int) -> int:
-        return self.n - self.real_count()
+        """n - round(f·n) of the newest pool; with fixed counts (``real_count``) all m records drawn."""
+        return m if self.fixed_real is not None else self.n - self.real_count()
 
     def _real_part(self, real: Pool, k: int, draw_real: DrawReal, rng) -> Pool:
         R = real.x.shape[0]
         return real.take(subsample_rows(R, real.size, k, rng))
 
     def _population_parts(self, truth, models):
-        f = self.real_count() / self.n
+        k = self.real_count()
+        f = k / (k + self.synthetic_used(self.samples))
         return [Part(f, truth=truth), Part(1.0 - f, model=models[-1])]
 
     def _build(self, g, real, synthetic, draw_real, rng):
         k = self.real_count()
         parts = [self._real_part(real, k, draw_real, rng)] if k else []
-        if self.n - k:
-            parts.append(synthetic[-1].head(self.n - k))
+        used = self.synthetic_used(self.samples)
+        if used:
+            parts.append(synthetic[-1].head(used))
         return Pool.concat(parts)
 
 
@@ -187,9 +194,23 @@ def make_policy(spec: Spec) -> Policy:
 def check_policy(spec: Spec) -> None:
     """Settings a policy cannot run, caught before anything runs."""
     cls = policy_class(spec)
-    if cls.uses_real_fraction:
-        if spec.policy.real_fraction is None:
-            raise SpecError(f"policy.kind = {spec.policy.kind!r} needs policy.real_fraction (a number in [0, 1])")
+    fraction, count = spec.policy.real_fraction, spec.policy.real_count
+    if cls.uses_real_fraction and count is not None:
+        if fraction is not None:
+            raise SpecError("policy.real_count: give policy.real_fraction or policy.real_count, not both")
+        if cls is Mix and count > spec.data.n:
+            raise SpecError(
+                f"policy.real_count = {count}: mix draws it from the real pool of data.n = {spec.data.n} records; "
+                f"allowed: 0 .. {spec.data.n} (fresh draws new real records: any count)"
+            )
+        if count + spec.samples == 0:
+            raise SpecError("policy.real_count = 0 with no synthetic records: an empty training set")
+    elif cls.uses_real_fraction:
+        if fraction is None:
+            raise SpecError(
+                f"policy.kind = {spec.policy.kind!r} needs policy.real_fraction (a number in [0, 1]) or "
+                f"policy.real_count (real records beside policy.samples synthetic ones)"
+            )
         policy = cls(spec)
         need = spec.data.n - policy.real_count()
         if spec.samples < need:
@@ -197,9 +218,11 @@ def check_policy(spec: Spec) -> None:
                 f"policy.samples = {spec.samples}: {spec.policy.kind} with real_fraction "
                 f"{spec.policy.real_fraction} needs at least {need} synthetic records per generation"
             )
-    elif spec.policy.real_fraction is not None:
-        allowed = ", ".join(repr(k) for k, c in POLICIES.items() if c.uses_real_fraction)
-        raise SpecError(
-            f"policy.real_fraction = {spec.policy.real_fraction}: only used by kind {allowed.replace(', ', ' or ')}, "
-            f"not {spec.policy.kind!r}"
-        )
+    else:
+        for key, value in (("real_fraction", fraction), ("real_count", count)):
+            if value is not None:
+                allowed = ", ".join(repr(k) for k, c in POLICIES.items() if c.uses_real_fraction)
+                raise SpecError(
+                    f"policy.{key} = {value}: only used by kind {allowed.replace(', ', ' or ')}, "
+                    f"not {spec.policy.kind!r}"
+                )

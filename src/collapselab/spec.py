@@ -52,6 +52,9 @@ class ModelSpec(_Strict):
 class PolicySpec(_Strict):
     kind: str = Field(default="replace", description="a registered policy (collapselab.plugins.POLICIES)")
     real_fraction: float | None = Field(default=None, ge=0, le=1)
+    real_count: int | None = Field(
+        default=None, ge=0, description="mix / fresh: real records per training set, beside `samples` synthetic ones"
+    )
     samples: int | Literal["infinite"] | None = Field(
         default=None, description="synthetic records drawn per generation, or 'infinite' (population refits)"
     )

@@ -42,6 +42,7 @@ import numpy as np
 from scipy import special, stats
 
 from .families.kde import KDEFamily, bandwidth_of, kernel_variance
+from .policies import make_policy
 from .rng import data_generator
 from .spec import Spec
 
@@ -119,10 +120,10 @@ def _gaussian_pooled(spec: Spec, truth) -> dict:
         mu2[g] = B / N**2
         if kind == "accumulate":
             A, B, N = A + m * (var[g] + mu2[g]), (1 + m / N) ** 2 * B + m * var[g], N + m
-        else:  # fresh: a new training set of k real and s synthetic records
-            k = int(round(spec.policy.real_fraction * n))
-            s = n - k
-            A, B, N = k + s * (var[g] + mu2[g]), k + s**2 * mu2[g] + s * var[g], n
+        else:  # fresh: a new training set of k real and s synthetic records (n - k, or m with fixed counts)
+            policy = make_policy(spec)
+            k, s = policy.real_count(), policy.synthetic_used(m)
+            A, B, N = k + s * (var[g] + mu2[g]), k + s**2 * mu2[g] + s * var[g], k + s
     out = {"trace_ratio": var, "mean_sq_drift": np.trace(truth.cov) * mu2}
     if truth.dim == 1:
         out["var_ratio"] = var
