@@ -223,6 +223,7 @@ class GMMFamily(Family):
         # a truth with several clusters has a rarest one: its mass under the model is the tail signal
         self.rare = int(np.argmin(truth.weights)) if truth.components > 1 else None
         self.tail_metrics = ("rare_cluster_mass",) if self.rare is not None else ()
+        self.anchor: GMMModel | None = None  # generation 0's fit (set_anchor), before generation 0 is measured
 
     def set_anchor(self, model, real):
         """Generation 0's fit: ``l2_gen0`` measures how far each later fit has moved from it."""
@@ -282,7 +283,7 @@ class GMMFamily(Family):
             "nll_real": nll,
             "kl": nll - self.truth_nll(),
         }
-        a = getattr(self, "anchor", None)  # (the engine sets it before measuring generation 0)
+        a = self.anchor
         if a is not None:
             fa = mixture_overlap(model.weights, model.means, model.covs, a.weights, a.means, a.covs)
             aa = mixture_overlap(a.weights, a.means, a.covs, a.weights, a.means, a.covs)

@@ -69,6 +69,8 @@ class KDEModel:
         R, N, d = self.points.shape
         h = self.bandwidth
         out = np.empty((R, x.shape[0]))
+        # tophat: the volume of the d-ball of radius h, π^(d/2) h^d / Γ(d/2 + 1)
+        log_volume = 0.5 * d * np.log(np.pi) + d * np.log(h) - special.gammaln(d / 2 + 1)
         for start in range(0, x.shape[0], HELDOUT_CHUNK):
             part = x[start : start + HELDOUT_CHUNK]
             sq = np.zeros((R, part.shape[0], N))
@@ -77,8 +79,7 @@ class KDEModel:
             if self.kernel == "gaussian":
                 log_k = -sq / (2 * h * h) - 0.5 * d * np.log(2 * np.pi * h * h)
                 out[:, start : start + part.shape[0]] = special.logsumexp(log_k, axis=-1) - np.log(N)
-            else:  # volume of the d-ball of radius h: π^(d/2) h^d / Γ(d/2 + 1)
-                log_volume = 0.5 * d * np.log(np.pi) + d * np.log(h) - special.gammaln(d / 2 + 1)
+            else:
                 inside = np.count_nonzero(sq <= h * h, axis=-1)
                 with np.errstate(divide="ignore"):
                     out[:, start : start + part.shape[0]] = np.log(inside / N) - log_volume

@@ -167,7 +167,7 @@ class _ShapeSource(Source):
         noise: float = Field(default=0.1, ge=0, description="std of the Gaussian noise added to every point")
 
     def truth(self, n, rng):
-        return ShapeTruth(self.name, self.params.noise)
+        return ShapeTruth(self.name, self.params.noise, getattr(self.params, "factor", ShapeTruth.factor))
 
 
 @register_source
@@ -186,9 +186,6 @@ class CirclesSource(_ShapeSource):
 
     class Params(_ShapeSource.Params):
         factor: float = Field(default=0.8, gt=0, lt=1, description="the inner circle's radius")
-
-    def truth(self, n, rng):
-        return ShapeTruth(self.name, self.params.noise, self.params.factor)
 
 
 @register_source

@@ -13,6 +13,12 @@ import numpy as np
 from scipy import optimize, special, stats
 
 
+def symmetric_sqrt(cov: np.ndarray) -> np.ndarray:
+    """The symmetric square root of one positive semi-definite matrix (a truth's, computed once)."""
+    vals, vecs = np.linalg.eigh(cov)
+    return np.einsum("ij,kj->ik", vecs * np.sqrt(np.clip(vals, 0, None)), vecs)
+
+
 @dataclass(frozen=True, eq=False)
 class MixtureTruth:
     """A Gaussian mixture in d dimensions; a single Gaussian is the one-component case."""
@@ -47,8 +53,7 @@ class MixtureTruth:
 
     @cached_property
     def cov_sqrt(self) -> np.ndarray:
-        vals, vecs = np.linalg.eigh(self.cov)
-        return np.einsum("ij,kj->ik", vecs * np.sqrt(np.clip(vals, 0, None)), vecs)
+        return symmetric_sqrt(self.cov)
 
     def marginal_quantile(self, q: float) -> np.ndarray:
         """Quantile q of each coordinate's marginal distribution, shape (d,) (computed once per q: metrics ask
@@ -158,7 +163,8 @@ class LinearTruth:
     weights: np.ndarray  # (dim,): w*, or the scale of per-chain draws (weights_seed)
     noise: float
     design_seed: int | None = None  # a design per chain, drawn from this seed
-    _designs: dict = field(default_factory=dict, repr=False)  # R -> (R, n, dim), drawn once
+    # per-chain draws, made once: R -> designs (R, n, dim), ("weights", R) -> w* (R, dim)
+    _per_chain: dict = field(default_factory=dict, repr=False)
     weights_seed: int | None = None  # a w* per chain, w* ~ N(0, I / dim), drawn from this seed
     # a finite test set shared by every chain: fresh rows X (k, dim) and their noise draws ε (k,): y = X w* + noise·ε
     test_rows: np.ndarray | None = None
@@ -174,20 +180,20 @@ class LinearTruth:
         """Each chain's design (R, n, dim), or None when the design is shared."""
         if self.design_seed is None:
             return None
-        if R not in self._designs:
+        if R not in self._per_chain:
             shape = (R, *self.design.shape)
-            self._designs[R] = np.random.default_rng(self.design_seed).standard_normal(shape)
-        return self._designs[R]
+            self._per_chain[R] = np.random.default_rng(self.design_seed).standard_normal(shape)
+        return self._per_chain[R]
 
     def chain_weights(self, R: int) -> np.ndarray:
         """Each chain's w* (R, dim): one draw per chain (weights_seed), else the one w* for all."""
         if self.weights_seed is None:
             return np.broadcast_to(self.weights, (R, self.dim))
         key = ("weights", R)
-        if key not in self._designs:
+        if key not in self._per_chain:
             draw = np.random.default_rng(self.weights_seed).standard_normal((R, self.dim))
-            self._designs[key] = draw / np.sqrt(self.dim)
-        return self._designs[key]
+            self._per_chain[key] = draw / np.sqrt(self.dim)
+        return self._per_chain[key]
 
     def rows(self, R: int, k: int) -> np.ndarray:
         """The design rows of k records per chain (R, k, dim): the design's rows reused cyclically."""
@@ -277,8 +283,7 @@ class ShapeTruth:
 
     @cached_property
     def cov_sqrt(self) -> np.ndarray:
-        vals, vecs = np.linalg.eigh(self.cov)
-        return np.einsum("ij,kj->ik", vecs * np.sqrt(np.clip(vals, 0, None)), vecs)
+        return symmetric_sqrt(self.cov)
 
     def marginal_quantile(self, q: float) -> np.ndarray:
         cache = self.__dict__.setdefault("_quantiles", {})
