@@ -23,6 +23,7 @@ FAMILY_CASES = {
     "bernoulli": {},
     "poisson": {},
     "linear": {},
+    "symmetric-mixture": {"data": {"source": "blobs", "n": 40, "params": {"means": [[-1.5], [1.5]]}}},
     "ngram": {"marks": [pytest.mark.data("shakespeare")]},
     "transformer": {
         "params": {"layers": 1, "width": 32, "heads": 2, "bpe_vocab": 300, "epochs": 1},

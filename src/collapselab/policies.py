@@ -51,6 +51,9 @@ class Policy:
     grows = False  # whether the training set grows by m records each generation (its cost, for scheduling)
     # the exact fast path (families/base.py) needs training sets built from whole pools
     supports_stats = True
+    # whether a model that is a point mass trains only on copies of that point from then on (so ``stop =
+    # "collapsed"`` may end the cell): true where each training set is the newest pool or every record so far
+    collapse_is_final = False
 
     def __init__(self, spec: Spec):
         self.n = spec.data.n
@@ -99,6 +102,7 @@ class Policy:
 @POLICIES.register
 class Replace(Policy):
     kind = "replace"
+    collapse_is_final = True
 
     def _build(self, g, real, synthetic, draw_real, rng):
         return synthetic[-1]
@@ -109,6 +113,7 @@ class Accumulate(Policy):
     kind = "accumulate"
     keeps_all_pools = True
     grows = True
+    collapse_is_final = True  # a point mass fitted on every record so far: every record is that point
 
     def _build(self, g, real, synthetic, draw_real, rng):
         if isinstance(synthetic[-1], StatsPool):  # the running merge of keep(): real pool included
@@ -132,6 +137,7 @@ class Accumulate(Policy):
 class AccumulateSubsample(Accumulate):
     kind = "accumulate-subsample"
     grows = False
+    collapse_is_final = False  # a subsample can hold one value while the pools still hold others
     supports_stats = False  # a random subset of records is not a function of the pools' statistics
 
     def _build(self, g, real, synthetic, draw_real, rng):

@@ -164,6 +164,11 @@ class Spec(_Strict):
     sweep: dict[str, list[Any]] = {}
     # metric -> ε: adds METRIC_above_ε, 1 where a chain's value exceeds ε (its mean: Pr(METRIC > ε) per generation)
     thresholds: dict[str, float] = {}
+    stop: Literal["collapsed"] | None = Field(
+        default=None,
+        description="'collapsed': end a cell once every chain has collapsed to a point mass (its family's "
+        "collapse_metric); `generations` is then the most it runs",
+    )
 
     @model_validator(mode="after")
     def _sweep_lists(self):

@@ -185,6 +185,7 @@ def _bernoulli_replace(spec: Spec, truth) -> dict:
     if alive is not None:  # the chain of the ones, and the chain of the zeros (fixation at 1 = the zeros' death)
         out["alive"] = alive[0]
         out["unfixed"] = alive[0] + alive[1] - 1.0  # P(0 < count < m) = 1 - P(count = 0) - P(count = m)
+        out["fixated"] = 1.0 - out["unfixed"]
     return out
 
 
@@ -198,7 +199,7 @@ def _poisson_replace(spec: Spec, truth) -> dict:
         if g >= 1:
             inner = np.exp(inner - 1.0)
         dead[g] = np.exp(n * lam * (q - 1.0))
-    return {"rate": np.full(G, lam), "alive": 1.0 - dead}
+    return {"rate": np.full(G, lam), "alive": 1.0 - dead, "extinct": dead}
 
 
 def _linear(accumulate: bool):

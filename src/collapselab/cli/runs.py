@@ -340,19 +340,20 @@ def _print_stages(stages: pd.DataFrame, cells: dict, summary: pd.DataFrame) -> N
     if stages is None or stages.empty:
         return
     last = summary.groupby("cell", sort=False)["generation"].max()  # each cell's own last generation
+    # early, late, total, then a family's collapse metric (fixated, extinct: the generations to collapse)
+    names = list(dict.fromkeys(["early", "late", "total", *stages["stage"]]))
     table = Table(
         "cell",
-        "early",
-        "late",
-        "total",
+        *names,
         title="first generation reaching each stage",
         caption="median generation over chains [95% CI], then the share of chains that got there within "
-        "the cell's generations; stages: collapselab.metrics.stages",
+        "the cell's generations; stages: collapselab.metrics.stages"
+        + ("; after total: the family's collapse to a point mass" if len(names) > 3 else ""),
     )
     for cell, df in stages.groupby("cell", sort=False):
         row = df.set_index("stage")
         cols = []
-        for stage in ("early", "late", "total"):
+        for stage in names:
             if stage not in row.index:
                 cols.append("-")
                 continue

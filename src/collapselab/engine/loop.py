@@ -30,7 +30,7 @@ import numpy as np
 from ..curation.pipeline import Pipeline
 from ..errors import CollapselabError, SpecError
 from ..families import Reference
-from ..metrics.stages import first_reached, stage_codes, stage_shares
+from ..metrics.stages import first_generation, first_reached, stage_codes, stage_shares
 from ..pool import Pool, StatsPool
 from ..rng import Stream, data_generator, generator
 from ..theory import closed_forms
@@ -59,12 +59,14 @@ def run_cell(
         state = kernel.init(saver)
         if state.generation and progress is not None:
             progress(cell.id, state.generation, kernel.G)
-        while state.generation < kernel.G:
+        while state.generation < kernel.G and not kernel.stopped(state):
             state, record = kernel.step(state)
             if saver is not None:
                 saver.save(record)
             if progress is not None:
                 progress(cell.id, state.generation, kernel.G)
+        if state.generation < kernel.G and progress is not None:  # stopped early: the cell is done
+            progress(cell.id, kernel.G, kernel.G)
         return kernel.finish(state)
 
 
@@ -266,10 +268,21 @@ class CellKernel:
         size = SNAPSHOT_RECORDS if one is not model else max(1, min(SNAPSHOT_RECORDS, 2_000_000 // self.R))
         return one.sample(size, self._rng(Stream.SNAPSHOT, g))[0]
 
+    def stopped(self, state: CellState) -> bool:
+        """Whether the spec's stop rule ends the cell before ``generations``: with ``stop = "collapsed"``, once the
+        last generation run left every chain a point mass (the plan allows it only where that state is final, so
+        every later generation would repeat it)."""
+        name = self.family.collapse_metric
+        if self.spec.stop != "collapsed" or state.generation == 0 or name is None:
+            return False
+        return bool(np.all(state.metrics[name][state.generation - 1] == 1.0))
+
     # --- finish -----------------------------------------------------------------------------------------------
     def finish(self, state: CellState) -> CellResult:
-        """The cell's result: its metrics, stages, closed forms (where they apply) and notes."""
-        metrics, family = state.metrics, self.family
+        """The cell's result: its metrics, stages, closed forms (where they apply) and notes; a cell its stop rule
+        ended early has its generations run, not ``generations``."""
+        family, ran = self.family, state.generation
+        metrics = {k: v[:ran] for k, v in state.metrics.items()} if ran < self.G else state.metrics
         codes = stage_codes(
             metrics, family.tail_metrics, family.spread_metrics, family.signal_references(), self.spec.stages
         )
@@ -277,8 +290,11 @@ class CellKernel:
         if codes is not None:
             metrics.update(stage_shares(codes))
             first = first_reached(codes)
+        if family.collapse_metric is not None:  # per chain, the generations to total collapse
+            first[family.collapse_metric] = first_generation(metrics[family.collapse_metric] == 1.0)
         # the closed forms are for finite samples of the model itself, without anything between generations
         theory = {} if self.population or self.pipeline is not None else closed_forms(self.plan, self.truth)
+        theory = {k: v[:ran] for k, v in theory.items()}
         notes = family.notes(metrics) + (self.pipeline.warnings() if self.pipeline is not None else [])
         plan = self.plan
         return CellResult(plan.id, plan.overrides, metrics, theory, first, state.snapshots, state.distributions, notes)

@@ -22,6 +22,7 @@ from ..curation.pipeline import active as pipeline_active
 from ..curation.pipeline import check_pipeline
 from ..errors import InputError, SpecError
 from ..families import Family, resolve_family
+from ..plugins import FAMILIES, POLICIES
 from ..policies import Policy, check_policy, policy_class
 from ..sources import Source, get_source
 from ..spec import CASE_LABEL, CASES, MAX_CELLS, Spec, import_plugins, parse_spec, set_dotted
@@ -65,11 +66,34 @@ class CellPlan:
         self.family.check_spec(spec, self.family_params)
         check_policy(spec)
         check_pipeline(spec, self.source, self.family)
+        if spec.stop == "collapsed":
+            self._check_stop()
         check_memory(spec, record_width(self.source, spec.data.n), self.policy.keeps_all_pools)
         if not self.resolved:
             self.resolved = spec.model_dump(exclude_none=True)
             self.resolved["data"]["params"] = self.source.params.model_dump(exclude_none=True)
             self.resolved["model"]["params"] = self.family_params.model_dump(exclude_none=True)
+
+    def _check_stop(self) -> None:
+        """``stop = "collapsed"`` needs a family that can collapse to a point mass, a policy under which that state
+        is final, and nothing between generations that could bring other records back."""
+        if self.family.collapse_metric is None:
+            able = ", ".join(n for n, c in sorted(FAMILIES.items()) if c.collapse_metric is not None)
+            raise SpecError(
+                f"stop = 'collapsed': family {self.family.name!r} never collapses to a point mass; families that "
+                f"do: {able}"
+            )
+        if not self.policy.collapse_is_final:
+            able = ", ".join(repr(k) for k, c in POLICIES.items() if c.collapse_is_final)
+            raise SpecError(
+                f"stop = 'collapsed': under policy.kind = {self.spec.policy.kind!r} a collapsed chain can train on "
+                f"other records again; allowed with policy.kind {able}"
+            )
+        if self.pipeline or self.spec.population:
+            raise SpecError(
+                "stop = 'collapsed': synthesis, curation, poisoning, screens and population refits can change a "
+                "collapsed chain's records; run without them"
+            )
 
     @property
     def kind(self) -> str:

@@ -123,6 +123,10 @@ class Family:
     # tails, and how much of its spread, a fitted model retains. Larger = more retained.
     tail_metrics: ClassVar[tuple[str, ...]] = ()
     spread_metrics: ClassVar[tuple[str, ...]] = ()
+    # a metric that is 1 where a chain's model is a point mass (one outcome left: total collapse, the fixed point of
+    # drift), for families that can reach one; the stage table reports its first generation per chain (the
+    # generations to collapse) and ``stop = "collapsed"`` ends a cell once every chain is there
+    collapse_metric: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs):
         """A family written before FamilyTags (``accepts = ("continuous",)`` and flags as class attributes) still

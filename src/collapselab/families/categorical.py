@@ -35,6 +35,7 @@ class CategoricalFamily(Family):
     tags = FamilyTags(accepts=("categorical",), exact=True)
     tail_metrics = ("rare_mass", "support")
     spread_metrics = ("entropy",)
+    collapse_metric = "fixated"  # one category left: the Wright-Fisher chain has fixed
 
     def signal_references(self):
         p = self.reference.truth.probs

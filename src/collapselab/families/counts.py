@@ -4,7 +4,8 @@ Both are martingales under replace (the mean is kept in expectation) yet die out
 parameter hits zero it stays there, so ``alive`` falls generation after generation. A Bernoulli chain fixes
 at either end: at p = 1 it is as dead as at p = 0 (one outcome only, no spread), so its stage signals are the
 minority outcome's share min(p, 1 - p) (tail) and the variance p(1 - p) (spread), and ``unfixed`` is the
-indicator of 0 < p < 1 (its mean across chains: the share not yet fixed).
+indicator of 0 < p < 1 (its mean across chains: the share not yet fixed; ``fixated`` is its complement, the
+collapse metric). A Poisson chain collapses at rate 0 (``extinct``).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class BernoulliFamily(_SumFamily):
     tags = FamilyTags(accepts=("binary",), exact=True)
     tail_metrics = ("minority",)
     spread_metrics = ("variance",)
+    collapse_metric = "fixated"
 
     def fit(self, x, rng):
         return BernoulliModel(x.mean(axis=1))
@@ -83,6 +85,7 @@ class BernoulliFamily(_SumFamily):
             "p": p,
             "alive": (p > 0).astype(float),
             "unfixed": ((p > 0) & (p < 1)).astype(float),
+            "fixated": ((p <= 0) | (p >= 1)).astype(float),
             "minority": np.minimum(p, 1.0 - p),
             "variance": p * (1.0 - p),
         }
@@ -96,6 +99,7 @@ class PoissonFamily(_SumFamily):
     tags = FamilyTags(accepts=("count",), exact=True)
     tail_metrics = ("alive",)
     spread_metrics = ("alive",)
+    collapse_metric = "extinct"
 
     def fit(self, x, rng):
         return PoissonModel(x.mean(axis=1))
@@ -107,4 +111,5 @@ class PoissonFamily(_SumFamily):
         return PoissonModel(stats.sums / stats.count)
 
     def metrics(self, model):
-        return {"rate": model.rate, "alive": (model.rate > 0).astype(float)}
+        alive = (model.rate > 0).astype(float)
+        return {"rate": model.rate, "alive": alive, "extinct": 1.0 - alive}

@@ -89,13 +89,14 @@ def stage_shares(codes: np.ndarray) -> dict[str, np.ndarray]:
 
 def first_reached(codes: np.ndarray) -> dict[str, np.ndarray]:
     """Per replicate, the first generation whose stage is at least each stage (NaN: never reached)."""
-    out = {}
-    for k, name in enumerate(STAGES[1:], start=1):
-        hit = codes >= k
-        first = np.argmax(hit, axis=0).astype(float)
-        first[~hit.any(axis=0)] = np.nan
-        out[name] = first
-    return out
+    return {name: first_generation(codes >= k) for k, name in enumerate(STAGES[1:], start=1)}
+
+
+def first_generation(hit: np.ndarray) -> np.ndarray:
+    """Per chain, the first generation (row) of a (G, R) boolean array that is true; NaN where none is."""
+    first = np.argmax(hit, axis=0).astype(float)
+    first[~hit.any(axis=0)] = np.nan
+    return first
 
 
 def median_with_ci(first: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:

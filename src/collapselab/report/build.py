@@ -282,14 +282,25 @@ def final_table(series: list[Series], metrics: list[str]) -> list[dict]:
     return rows
 
 
+def stage_names(series: list[Series]) -> list[str]:
+    """The stage table's columns: early, late, total, then any per-family ones (a collapse metric such as
+    fixated: the generations to total collapse)."""
+    extra = {k: None for s in series if not s.stages.empty for k in s.stages["stage"] if k not in STAGES}
+    return [*STAGES[1:], *extra]
+
+
 def stage_rows(series: list[Series]) -> list[dict]:
+    names = stage_names(series)
     rows = []
     for s in series:
         if s.stages.empty:
             continue
         st = s.stages.set_index("stage")
         out = []
-        for k in STAGES[1:]:
+        for k in names:
+            if k not in st.index:
+                out.append("–")
+                continue
             r = st.loc[k]
             share = f"{100 * r['reached']:.0f}% of chains"
             if np.isfinite(r["first_median"]):
@@ -419,6 +430,7 @@ def _render(env, series, runs, run_dirs, title) -> str:
         final_metrics=metrics,
         final=final_table(series, metrics),
         stage_table=stage_rows(series),
+        stage_columns=stage_names(series),
         comparison=len(series) > 1,
     )
     return page
