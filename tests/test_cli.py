@@ -224,3 +224,22 @@ def test_plugin_family_through_the_cli(tmp_path):
     s = pd.read_csv(tmp_path / "o" / "summary.csv")
     width = s[s.metric == "width"].sort_values("generation")["mean"].to_numpy()
     assert (width[1:] < width[:-1]).all()  # the range of a uniform refitted on its samples shrinks
+
+
+def test_a_run_until_collapse_shows_its_bounds_and_generations_to_collapse(tmp_path):
+    spec = tmp_path / "until.toml"
+    spec.write_text(
+        'name = "until"\ngenerations = 5000\nreplicates = 200\nstop = "collapsed"\n'
+        '[data]\nsource = "bernoulli"\nn = 8\nparams = { p = 0.3 }\n[model]\nfamily = "bernoulli"\n'
+    )
+    r = cli("run", str(spec), "--out", str(tmp_path / "out"), "--no-report", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "bound ≥" in r.stdout and "fixated" in r.stdout
+    bounds = pd.read_csv(tmp_path / "out" / "bounds.csv")
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert set(bounds["metric"]) == {"alive"} and set(bounds["side"]) == {"lower"}
+    assert bounds["generation"].max() == summary["generation"].max() < 4999  # stopped once all had fixed
+    stages = pd.read_csv(tmp_path / "out" / "stages.csv").set_index("stage")
+    assert stages.loc["fixated", "reached"] == 1.0
+    shown = cli("show", str(tmp_path / "out"), cwd=tmp_path)
+    assert "bound ≥" in shown.stdout and "fixated" in shown.stdout

@@ -7,7 +7,7 @@ the other cases check the simulation against theory.py and theory.py's special c
 import numpy as np
 import pytest
 from helpers import assert_within_se, expected, metric, simulate
-from scipy import special
+from scipy import special, stats
 
 import collapselab as cl
 
@@ -294,6 +294,88 @@ def test_threshold_share_of_chains_against_products_of_chi_squares():
     assert truth[0] > 0.8 and truth[-1] < 0.3  # the threshold is crossed inside the run
     with pytest.raises(cl.SpecError, match="thresholds.sigma: the run has no metric 'sigma'"):
         cl.run({**spec, "replicates": 4, "model": {"family": "gaussian"}, "thresholds": {"sigma": 0.5}}, save=False)
+
+
+# --- rate-of-collapse bounds (Suresh et al. 2024) -----------------------------------------------------
+
+
+def _bound(result, name):
+    b = result.bounds[result.bounds.metric == name].sort_values("generation")
+    return b["side"].iloc[0], b["bound"].to_numpy()
+
+
+@pytest.mark.parametrize(
+    "source, params, n, name",
+    [
+        ("bernoulli", {"p": 0.05}, 20, "alive"),
+        ("bernoulli", {"p": 0.3}, 8, "alive"),
+        ("poisson", {"rate": 0.1}, 15, "alive"),
+        ("poisson", {"rate": 0.5}, 4, "alive"),
+        ("zipf", {"categories": 12}, 30, "support"),
+        ("categorical", {"probs": [0.9, 0.06, 0.04]}, 25, "support"),
+    ],
+)
+def test_survival_lower_bounds_hold_for_the_exact_chain_and_the_simulation(source, params, n, name):
+    """A symbol seen c times survives g more fits with P >= 1 - exp(-c/g) (the paper's time-to-forget, linear
+    in c); averaged over c here. The exact chain's value (theory.py) and the simulated share both sit above it,
+    and the bound is not trivial (it stays above 0 for the whole run)."""
+    family = {"zipf": "categorical"}.get(source, source)
+    r = simulate(200, 20000, source, n, family, params, seed=2)
+    side, low = _bound(r, name)
+    assert side == "lower"
+    exact = expected(r, name)
+    assert np.all(exact >= low - 1e-12), np.max(low - exact)
+    mean, se = metric(r, name)
+    assert np.all(mean + 4 * se + 1e-12 >= low), (mean, low)
+    assert low[-1] > 0 and low[0] == pytest.approx(exact[0])  # generation 0: P(seen at all), exactly
+
+
+def test_the_lower_bound_is_the_exact_chain_from_each_count_bounded_by_hand():
+    """The conditional statement, from every count c of every n tried: P(survive g fits | c) >= 1 - exp(-c/g)
+    for the Wright-Fisher chain (binomial steps, written out here) and the Poisson(1) branching process."""
+    for n in (5, 12, 40):
+        k = np.arange(n + 1)
+        step = stats.binom.pmf(k[None, :], n, (k / n)[:, None])
+        dead = np.zeros(n + 1)
+        dead[0] = 1.0
+        for g in range(1, 400):
+            dead = step @ dead
+            assert np.all(1.0 - dead[1:] >= 1.0 - np.exp(-k[1:] / g) - 1e-12), (n, g)
+    q = 0.0
+    for g in range(1, 5000):
+        q = np.exp(q - 1.0)  # extinction by g of one individual's line
+        for c in (1, 3, 10):
+            assert 1.0 - q**c >= 1.0 - np.exp(-c / g) - 1e-12
+
+
+@pytest.mark.parametrize("n, eps", [(5, 0.5), (20, 0.8), (50, 0.9)])
+def test_gaussian_std_upper_bound_holds_and_the_bound_needs_the_papers_setting(n, eps):
+    """P(σ_g > εσ) <= exp(-g/(4n)) / ε (Markov's inequality on E σ_g; c_n = E sqrt(χ²(n-1)/n) <= e^(-1/(4n)))."""
+    spec = {
+        "generations": 80,
+        "replicates": 20000,
+        "seed": 6,
+        "data": {"source": "gaussian", "n": n},
+        "model": {"family": "gaussian"},
+        "thresholds": {"std_ratio": eps},
+    }
+    r = cl.run(spec, save=False)
+    name = f"std_ratio_above_{eps:g}"
+    side, high = _bound(r, name)
+    assert side == "upper"
+    mean, se = metric(r, name)
+    assert np.all(mean - 4 * se <= high + 1e-12)
+    g = np.arange(80)
+    cn = np.exp(0.5 * np.log(2 / n) + special.gammaln(n / 2) - special.gammaln((n - 1) / 2))
+    assert cn <= np.exp(-1 / (4 * n))
+    np.testing.assert_allclose(high, np.minimum(np.exp(-g / (4 * n)) / eps, 1.0))
+    for other in (
+        {"policy": {"kind": "replace", "samples": n + 1}},
+        {"model": {"family": "gaussian", "params": {"estimator": "unbiased"}}},
+        {"policy": {"kind": "accumulate"}},
+    ):
+        r = cl.run({**spec, "replicates": 10, "generations": 3, **other}, save=False)
+        assert r.bounds.empty, other  # the bound is proved for MLE under replace with m = n only
 
 
 # --- KDE spreads --------------------------------------------------------------------------------------

@@ -55,9 +55,11 @@ from .store import (
     write_cells,
 )
 from .summary import (
+    BOUND_COLUMNS,
     STAGE_COLUMNS,
     SUMMARY_COLUMNS,
     THEORY_COLUMNS,
+    bound_rows,
     stage_rows,
     summary_rows,
     theory_rows,
@@ -82,6 +84,7 @@ class RunResult:
     run_id: int | None = None
     seconds: float = 0.0
     report_error: str | None = None  # why report.html is missing, when writing it failed
+    bounds: pd.DataFrame | None = None  # cell, generation, metric, side, bound, source (proved bounds on a mean)
 
     @property
     def notes(self) -> list[tuple[str, str]]:
@@ -267,10 +270,11 @@ class _Tables:
     summary: list[tuple]
     theory: list[tuple]
     stages: list[tuple]
+    bounds: list[tuple]
 
     @classmethod
     def of(cls, results: list[CellResult]) -> _Tables:
-        return cls(summary_rows(results), theory_rows(results), stage_rows(results))
+        return cls(summary_rows(results), theory_rows(results), stage_rows(results), bound_rows(results))
 
 
 def _result(spec: Spec, cells, results: list[CellResult], tables: _Tables, seconds: float) -> RunResult:
@@ -285,6 +289,7 @@ def _result(spec: Spec, cells, results: list[CellResult], tables: _Tables, secon
         to_frame(STAGE_COLUMNS, tables.stages),
         results,
         seconds=seconds,
+        bounds=to_frame(BOUND_COLUMNS, tables.bounds),
     )
 
 
@@ -294,6 +299,8 @@ def _files(results: list[CellResult], tables: _Tables) -> dict[str, str | bytes]
         files["theory.csv"] = to_csv(THEORY_COLUMNS, tables.theory)
     if tables.stages:
         files["stages.csv"] = to_csv(STAGE_COLUMNS, tables.stages)
+    if tables.bounds:
+        files["bounds.csv"] = to_csv(BOUND_COLUMNS, tables.bounds)
     snaps = {r.cell_id: r.snapshots for r in results if r.snapshots}
     if snaps:
         files["snapshots.npz"] = snapshots_npz(snaps)

@@ -56,7 +56,15 @@ CREATE TABLE IF NOT EXISTS summary (
 """
 
 
-OPTIONAL_FILES = ("theory.csv", "stages.csv", "snapshots.npz", "distributions.npz", "report.html", "notes.txt")
+OPTIONAL_FILES = (
+    "theory.csv",
+    "stages.csv",
+    "bounds.csv",
+    "snapshots.npz",
+    "distributions.npz",
+    "report.html",
+    "notes.txt",
+)
 CHECKPOINTS = ".checkpoints"  # per-cell checkpoints of an unfinished run, removed when it finishes
 
 
@@ -361,7 +369,7 @@ def read_run(path: Path) -> dict:
         "summary": pd.read_csv(path / "summary.csv", dtype={"cell": str}),
         "cells": json.loads((path / "cells.json").read_text(encoding="utf-8")),
     }
-    for table in ("theory", "stages"):
+    for table in ("theory", "stages", "bounds"):
         if (path / f"{table}.csv").is_file():
             out[table] = pd.read_csv(path / f"{table}.csv", dtype={"cell": str})
     if (path / "spec.toml").is_file():

@@ -22,6 +22,7 @@ from .metrics.stages import generation_blocks, median_with_ci
 SUMMARY_COLUMNS = ("cell", "generation", "metric", "mean", "std", "se", "median", "q05", "q95", "count")
 THEORY_COLUMNS = ("cell", "generation", "metric", "expected")
 STAGE_COLUMNS = ("cell", "stage", "reached", "first_median", "ci_low", "ci_high")
+BOUND_COLUMNS = ("cell", "generation", "metric", "side", "bound", "source")
 
 
 def replicate_stats(values: np.ndarray) -> dict[str, np.ndarray]:
@@ -89,6 +90,16 @@ def theory_rows(results: list[CellResult]) -> list[tuple]:
         for res in results
         for name, values in res.theory.items()
         for g, v in enumerate(values)
+    ]
+
+
+def bound_rows(results: list[CellResult]) -> list[tuple]:
+    """Per cell, generation and metric: a proved bound on the metric's mean across chains (side: lower or upper)."""
+    return [
+        (res.cell_id, g, name, b.side, float(v), b.source)
+        for res in results
+        for name, b in res.bounds.items()
+        for g, v in enumerate(b.values)
     ]
 
 

@@ -34,9 +34,24 @@ variance, for a pool P_g of N_g records: A_g = E Σ x², B_g = E (Σ x)², with 
 - fresh (k = round(f·n) new real records, s = n - k synthetic): A = k + s(E v + E μ²), B = k + s² E μ² + s E v
 
 - Linear regression, m = n                        E‖ŵ_g-w*‖² = σ² tr((XᵀX)⁻¹) Σ_{k=1..g+1} 1/k²  (Gerstgrasser et al. 2024)
+
+Bounds on the rate of collapse (Suresh et al. 2024, "Rate of model collapse in recursive training"), under replace
+with m = n and maximum likelihood, drawn beside the simulation (``bounds``: metric -> :class:`Bound`):
+
+- a symbol seen c times in generation 0's data survives g more fits with P ≥ 1 - exp(-c/g): the time to forget
+  it grows linearly in c. Averaged over c ~ Binomial(n, p) (Poisson(nλ) for the Poisson family):
+  Bernoulli, categorical   P(alive_g) ≥ 1 - (1 - p(1 - e^(-1/g)))^n     (support: the sum over categories)
+  Poisson                  P(alive_g) ≥ 1 - exp(nλ(e^(-1/g) - 1))
+- the Gaussian's std dies at rate e^(-g/(4n)): Markov's inequality on E σ_g = σ c_n^(g+1), with
+  c_n = E sqrt(χ²(n-1)/n) ≤ e^(-1/(4n)), gives, for ``thresholds = {std_ratio = ε}`` in 1-D,
+  P(σ_g > εσ) ≤ e^(-g/(4n)) / ε    (std_ratio_above_ε)
+Both are checked against the exact chains in tests/test_theory.py (they hold at every n, c and g tried).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import special, stats
@@ -68,6 +83,43 @@ def closed_forms(plan, truth) -> dict[str, np.ndarray]:
     if biased and handler is not _gaussian_replace:  # sampling bias: only the Gaussian replace chain has its form
         return {}
     return {k: np.asarray(v, dtype=float) for k, v in handler(spec, truth).items()}
+
+
+@dataclass(frozen=True, eq=False)
+class Bound:
+    """A bound on a metric's mean across chains, per generation: ``side`` says which way it holds."""
+
+    side: Literal["lower", "upper"]
+    values: np.ndarray  # (G,)
+    source: str = "Suresh et al. 2024"
+
+
+def bounds(plan, truth) -> dict[str, Bound]:
+    """The rate-of-collapse bounds that apply to a cell (see the module docstring): maximum likelihood under
+    replace with as many synthetic records as real ones, and no sampling bias."""
+    spec = plan.spec
+    params = spec.model.params
+    if plan.policy.kind != "replace" or spec.samples != spec.data.n or spec.population:
+        return {}
+    if params.get("temperature", 1.0) != 1.0 or params.get("truncation", 1.0) != 1.0:
+        return {}
+    G, n = spec.generations, spec.data.n
+    g = np.arange(G)
+    with np.errstate(divide="ignore"):
+        kept = np.where(g > 0, 1.0 - np.exp(-1.0 / np.maximum(g, 1)), 1.0)  # 1 - e^(-1/g); g = 0: seen at all
+    name = plan.family.name
+    out = {}
+    if name == "bernoulli":
+        out["alive"] = Bound("lower", 1.0 - (1.0 - truth.p * kept) ** n)
+    elif name == "categorical":
+        out["support"] = Bound("lower", np.sum(1.0 - (1.0 - np.outer(truth.probs, kept)) ** n, axis=0))
+    elif name == "poisson":
+        out["alive"] = Bound("lower", 1.0 - np.exp(-n * truth.rate * kept))
+    elif name == "gaussian" and getattr(truth, "dim", 0) == 1 and params.get("estimator", "mle") == "mle":
+        for metric, eps in spec.thresholds.items():
+            if metric == "std_ratio" and eps > 0:
+                out[f"std_ratio_above_{eps:g}"] = Bound("upper", np.minimum(np.exp(-g / (4 * n)) / eps, 1.0))
+    return out
 
 
 def _shrink(k: int) -> float:

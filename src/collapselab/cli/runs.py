@@ -143,7 +143,7 @@ def _finish(result, as_json: bool, quiet: bool, generations: str | None, no_repo
         print_json(payload)
         return
     if not quiet:
-        _print_summary(result.summary, result.cells, generations, result.theory)
+        _print_summary(result.summary, result.cells, generations, result.theory, result.bounds)
         _print_stages(result.stages, result.cells, result.summary)
         ident = f"run {result.run_id} " if result.run_id is not None else ""
         say(f"{ident}finished in {result.seconds:.1f} s; results in {result.path}")
@@ -248,7 +248,7 @@ def show(
             fail(f"--metric {unknown[0]!r}: not in this run; allowed: {', '.join(summary['metric'].unique())}")
         summary = summary[summary["metric"].isin(metric)]
     parse_gens(generations, int(summary["generation"].max()) + 1)
-    _print_summary(summary, tables["cells"], generations, tables.get("theory"))
+    _print_summary(summary, tables["cells"], generations, tables.get("theory"), tables.get("bounds"))
     if "stages" in tables:
         _print_stages(tables["stages"], tables["cells"], tables["summary"])
 
@@ -297,7 +297,11 @@ def report(
 
 
 def _print_summary(
-    summary: pd.DataFrame, cells: dict, generations: str | None, theory: pd.DataFrame | None = None
+    summary: pd.DataFrame,
+    cells: dict,
+    generations: str | None,
+    theory: pd.DataFrame | None = None,
+    bounds: pd.DataFrame | None = None,
 ) -> None:
     """One table per cell: a row per metric, a column per chosen generation (of that cell: sweep cases may run
     different numbers of generations), the mean across replicate chains and, under it, their median
@@ -314,6 +318,12 @@ def _print_summary(
             t = theory[theory["cell"] == str(cell)]
             if not t.empty:
                 expected = t.pivot_table(index="metric", columns="generation", values="expected", sort=False)
+        proved, sides = None, {}
+        if bounds is not None and not bounds.empty:
+            b = bounds[bounds["cell"] == str(cell)]
+            if not b.empty:
+                proved = b.pivot_table(index="metric", columns="generation", values="bound", sort=False)
+                sides = dict(zip(b["metric"], b["side"]))
         out_console.print(f"[bold]{escape(title)}[/]", markup=True, highlight=False)
         table = Table("metric", *(f"gen {g}" for g in gens))
         for metric in dict.fromkeys(df["metric"]):
@@ -321,9 +331,13 @@ def _print_summary(
             table.add_row("  median", *(fmt(_at(median, metric, g)) for g in gens), style="dim")
             if expected is not None and metric in expected.index:
                 table.add_row("  theory", *(fmt(_at(expected, metric, g)) for g in gens), style="dim")
+            if proved is not None and metric in proved.index:
+                mark = "≥" if sides[metric] == "lower" else "≤"
+                table.add_row(f"  bound {mark}", *(fmt(_at(proved, metric, g)) for g in gens), style="dim")
         out_console.print(table)
     out_console.print(
-        "[dim]rows: the mean across replicate chains, then their median; 'theory': the closed-form expectation[/]",
+        "[dim]rows: the mean across replicate chains, then their median; 'theory': the closed-form expectation; "
+        "'bound': a proved bound on the mean (bounds.csv)[/]",
         markup=True,
     )
 

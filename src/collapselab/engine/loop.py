@@ -33,7 +33,7 @@ from ..families import Reference
 from ..metrics.stages import first_generation, first_reached, stage_codes, stage_shares
 from ..pool import Pool, StatsPool
 from ..rng import Stream, data_generator, generator
-from ..theory import closed_forms
+from ..theory import bounds, closed_forms
 from .checkpoints import CellCheckpoints, fingerprint
 from .plan import CellPlan
 from .state import CellResult, CellState, GenerationRecord
@@ -295,9 +295,13 @@ class CellKernel:
         # the closed forms are for finite samples of the model itself, without anything between generations
         theory = {} if self.population or self.pipeline is not None else closed_forms(self.plan, self.truth)
         theory = {k: v[:ran] for k, v in theory.items()}
+        proved = {} if self.population or self.pipeline is not None else bounds(self.plan, self.truth)
+        proved = {k: dataclasses.replace(b, values=b.values[:ran]) for k, b in proved.items()}
         notes = family.notes(metrics) + (self.pipeline.warnings() if self.pipeline is not None else [])
         plan = self.plan
-        return CellResult(plan.id, plan.overrides, metrics, theory, first, state.snapshots, state.distributions, notes)
+        return CellResult(
+            plan.id, plan.overrides, metrics, theory, first, state.snapshots, state.distributions, notes, proved
+        )
 
 
 def fit_population(family, parts, spec, rng: np.random.Generator):

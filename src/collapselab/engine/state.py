@@ -59,3 +59,5 @@ class CellResult:
     distributions: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     # warnings the run must show its user (a judge no better than chance, ...)
     notes: list[str] = field(default_factory=list)
+    # bounds on a metric's mean where the literature proves one (theory.Bound: side, (G,) values, source)
+    bounds: dict[str, Any] = field(default_factory=dict)

@@ -40,6 +40,7 @@ class Series:
     distributions: dict[int, dict[str, np.ndarray]]
     kind: str  # record kind of the cell's source: continuous, categorical, binary, count, regression
     overrides: dict = field(default_factory=dict)
+    bounds: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["cell"]))
 
 
 def _source_kind(spec: dict, overrides: dict) -> str:
@@ -91,6 +92,7 @@ def load_series(run_dirs: list[Path]) -> tuple[list[Series], list[dict]]:
                     distributions=tables["distributions"].get(str(cell), {}),
                     kind=_source_kind(spec, overrides),
                     overrides=overrides,
+                    bounds=pick(tables.get("bounds")),
                 )
             )
     return series, runs
@@ -128,6 +130,11 @@ def metric_figure(metric: str, series: list[Series]) -> str:
         th = s.theory[s.theory["metric"] == metric].sort_values("generation") if not s.theory.empty else s.theory
         if len(th):
             ax.plot(th["generation"], th["expected"], color=colour, lw=1.2, ls="--", label=f"{s.label} (theory)")
+        bd = s.bounds[s.bounds["metric"] == metric].sort_values("generation") if not s.bounds.empty else s.bounds
+        if len(bd):
+            side, source = bd["side"].iloc[0], bd["source"].iloc[0]
+            label = f"{s.label} ({side} bound, {source})"
+            ax.plot(bd["generation"], bd["bound"], color=colour, lw=1.0, ls=":", label=label)
     ax.set_xlabel("generation")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
@@ -139,6 +146,11 @@ def metric_figure(metric: str, series: list[Series]) -> str:
         + (
             "; dashed: closed form"
             if any(len(s.theory) and (s.theory["metric"] == metric).any() for s in series)
+            else ""
+        )
+        + (
+            "; dotted: a proved bound"
+            if any(len(s.bounds) and (s.bounds["metric"] == metric).any() for s in series)
             else ""
         ),
         fontsize=9,
