@@ -43,7 +43,7 @@ def test_workspace_api(tmp_path):
     r = cl.run(spec, workspace=tmp_path)
     assert r.run_id == 1 and r.path.parent == tmp_path
     assert list(cl.runs(tmp_path)["name"]) == ["w"]
-    assert cl.load_run("w", tmp_path)["summary"].shape[0] == 2 * 7  # rate, alive, synthetic_share, 4 stage shares
+    assert cl.load_run("w", tmp_path)["summary"].shape[0] == 2 * 8  # rate, alive, extinct, synthetic_share, 4 stage shares
 
 
 def test_a_run_that_fails_midway_leaves_nothing_behind(tmp_path):
@@ -102,6 +102,9 @@ def test_every_preset_parses_and_papers_loops_runs_every_case():
         cl.load_spec(preset["preset"])
     spec = cl.load_spec("preset:papers-loops").model_copy(update={"generations": 3, "replicates": 5})
     result = cl.run(spec, save=False)
-    assert len(result.cells) == 6
+    assert len(result.cells) == 9
     names = set(result.summary["metric"])
     assert {"nll_real", "bandwidth", "l2_gen0", "component_std_3", "test_mse", "var_ratio_above_0.5"} <= names
+    assert {"std_ratio_above_0.9", "sigma_ratio", "separation", "fixated"} <= names
+    assert {"support", "std_ratio_above_0.9"} <= set(result.bounds["metric"])
+    assert "fixated" in set(result.stages["stage"])
