@@ -43,7 +43,9 @@ def test_workspace_api(tmp_path):
     r = cl.run(spec, workspace=tmp_path)
     assert r.run_id == 1 and r.path.parent == tmp_path
     assert list(cl.runs(tmp_path)["name"]) == ["w"]
-    assert cl.load_run("w", tmp_path)["summary"].shape[0] == 2 * 8  # rate, alive, extinct, synthetic_share, 4 stage shares
+    assert (
+        cl.load_run("w", tmp_path)["summary"].shape[0] == 2 * 8
+    )  # rate, alive, extinct, synthetic_share, 4 stage shares
 
 
 def test_a_run_that_fails_midway_leaves_nothing_behind(tmp_path):
