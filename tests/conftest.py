@@ -9,6 +9,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LLM_TEXT = ROOT.parent / "shared" / "data" / "llm-text"
 CHROMIUM = os.environ.get("COLLAPSELAB_CHROMIUM", "/usr/bin/chromium")
+# checkpoint after every generation (the default is every 10 s): the resume and kill tests cut runs at chosen
+# generations; tests of the interval set it themselves. Subprocesses inherit it.
+os.environ.setdefault("COLLAPSELAB_CHECKPOINT_SECONDS", "0")
 
 
 def pytest_addoption(parser):

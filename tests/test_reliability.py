@@ -116,11 +116,11 @@ def test_resume_survives_hostile_checkpoint_files(tmp_path, monkeypatch):
     out = _interrupted_run(tmp_path, monkeypatch)
     folder = out / ".checkpoints" / "cell-0"
     (folder / "manifest-000019.json").write_text("[1, 2, 3]")  # valid JSON, not an object
-    (folder / "gen-000018.npz").unlink()
-    os.mkfifo(folder / "gen-000018.npz")  # a FIFO would block a reader forever
+    (folder / "block-000018.npz").unlink()
+    os.mkfifo(folder / "block-000018.npz")  # a FIFO would block a reader forever
     (folder / "pool-000017.npz").unlink(missing_ok=True)
     (folder / "pool-000017.npz").symlink_to("/dev/zero")  # a device link would never end
-    (folder / ".gen-000020.npz.tmp-999").write_bytes(b"half")  # what a killed writer leaves
+    (folder / ".block-000020.npz.tmp-999").write_bytes(b"half")  # what a killed writer leaves
     (out / "cells.json").unlink()  # resume needs no cells.json
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -591,3 +591,68 @@ def test_the_frontier_says_what_it_measures(tmp_path):
     html = (cl.run(spec, tmp_path / "p").path / "report.html").read_text()
     sentences = re.findall(r"<li>data.n = \d+: (.*?)</li>", html)
     assert sentences and all("half of the chains" in t and "median chain" not in t for t in sentences)
+
+
+# --- checkpoints by time -------------------------------------------------------------------------------------
+
+
+def _cell(policy):
+    from collapselab.engine.plan import expand
+
+    return expand(cl.load_spec({**LONG_SPEC, "policy": policy}))[0]
+
+
+@pytest.mark.parametrize("policy", [{"kind": "replace"}, {"kind": "accumulate"}], ids=lambda p: p["kind"])
+def test_checkpoints_are_written_in_blocks_by_time_and_resume_bit_for_bit(tmp_path, monkeypatch, policy):
+    """A clock that ticks once per look: with a 3-tick interval, a block every few generations. The run is cut at
+    generation 11 (the pending generations are written as it stops), its newest block's files are corrupted, and
+    the resumed cell is the uncut one, to the bit."""
+    import collapselab.engine.checkpoints as ck
+    from collapselab.engine.loop import run_cell
+
+    cell = _cell(policy)
+    whole = run_cell(cell, 3)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(ck.time, "monotonic", lambda: float(next(ticks)))
+    monkeypatch.setenv("COLLAPSELAB_CHECKPOINT_SECONDS", "3")
+
+    def cut(cell_id, done, total):
+        if done == 11:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(cell, 3, cut, checkpoints=tmp_path)
+    manifests = [json.loads(p.read_text()) for p in tmp_path.glob("manifest-*.json")]
+    spans = [(m["first"], m["generation"]) for m in sorted(manifests, key=lambda m: m["generation"])]
+    assert spans[0][0] == 0 and spans[-1][1] == 10 and len(spans) < 11  # blocks of several generations
+    assert all(b[0] == a[1] + 1 for a, b in zip(spans, spans[1:]))
+    pools = sorted(int(p.stem.split("-")[1]) for p in tmp_path.glob("pool-*.npz"))
+    if policy["kind"] == "replace":  # the last two blocks' last pools only
+        assert pools == [spans[-2][1], spans[-1][1]]
+        newest = tmp_path / f"pool-{spans[-1][1]:06d}.npz"
+        newest.write_bytes(newest.read_bytes()[:100])  # a torn pool: fall back on the block before
+    else:
+        assert pools == list(range(11))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = run_cell(cell, 3, checkpoints=tmp_path)
+    assert (policy["kind"] == "replace") == any("checksum mismatch" in str(w.message) for w in caught)
+    for name, values in whole.metrics.items():
+        np.testing.assert_array_equal(resumed.metrics[name], values)
+
+
+def test_a_cell_shorter_than_the_interval_writes_one_block_at_its_end(tmp_path, monkeypatch):
+    from collapselab.engine.loop import run_cell
+
+    monkeypatch.setenv("COLLAPSELAB_CHECKPOINT_SECONDS", "3600")
+    run_cell(_cell({"kind": "replace"}), 3, checkpoints=tmp_path)
+    assert [p.name for p in sorted(tmp_path.glob("manifest-*.json"))] == ["manifest-000039.json"]
+    assert json.loads((tmp_path / "manifest-000039.json").read_text())["first"] == 0
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+def test_a_bad_checkpoint_interval_is_one_line_before_anything_is_written(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("COLLAPSELAB_CHECKPOINT_SECONDS", value)
+    with pytest.raises(cl.InputError, match=f"COLLAPSELAB_CHECKPOINT_SECONDS = '{value}': expected a number"):
+        cl.run(TINY_SPEC, tmp_path / "out", report=False)
+    assert not (tmp_path / "out").exists()

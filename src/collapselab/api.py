@@ -23,6 +23,7 @@ from .audit import audit
 from .audit.ledger import Ledger, plan_mix
 from .decompose import Decomposition
 from .decompose import decompose as _decompose
+from .engine.checkpoints import checkpoint_interval
 from .engine.loop import Progress
 from .engine.plan import CellPlan, RunPlan, expand
 from .engine.state import CellResult
@@ -164,6 +165,7 @@ def run(
             results = _run_or_fail(cells, spec.seed, execution, None)
             return _result(spec, cells, results, _Tables.of(results), time.perf_counter() - started)
         store, run_id = None, None
+        checkpoint_interval()  # a bad COLLAPSELAB_CHECKPOINT_SECONDS is refused before anything is written
         if out is not None:
             path = Path(out)
             created = not path.exists()

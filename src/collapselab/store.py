@@ -17,11 +17,15 @@ import sqlite3
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from .errors import CollapselabError, InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 from .io import connect_sqlite, remove_stale_tmp, sqlite_error, write_atomic
 
 DEFAULT_WORKSPACE = Path("collapselab-runs")
@@ -302,6 +306,8 @@ class Store:
 
     def runs(self) -> pd.DataFrame:
         """Every indexed run; ``status`` is ``finished``, ``unfinished`` (resume it) or ``missing`` (no folder)."""
+        import pandas as pd  # here, not at the top: the command line starts without pandas
+
         columns = ["id", "name", "created", "status", "cells", "generations", "replicates", "seconds", "path"]
         rows = self._read(
             "SELECT id, name, created, seconds >= 0, cells, generations, replicates, seconds, path"
@@ -362,6 +368,8 @@ def _slug(name: str) -> str:
 
 def read_run(path: Path) -> dict:
     """The tables of a run directory."""
+    import pandas as pd
+
     path = Path(path)
     if not (path / "summary.csv").is_file():
         raise CollapselabError(f"{path}: not a collapselab run directory (no summary.csv)")

@@ -192,6 +192,7 @@ def _cut_and_resume(cell: CellPlan, seed: int) -> CellResult:
         state = kernel.init(saver)
         state, record = kernel.step(state)
         saver.save(record)
+        saver.flush()
         return run_cell(cell, seed, checkpoints=folder)
 
 

@@ -9,10 +9,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .. import api
-from ..decompose import PARTS
 from ..spec import describe_overrides
-from .app import AllowPluginsOpt, ShowOpt, app, err_console, fail, fmt, out_console, parse_gens, print_json
+from .app import AllowPluginsOpt, ShowOpt, app, err_console, fail, fmt, lazy_module, out_console, parse_gens, print_json
+
+api = lazy_module("collapselab.api")
 
 
 @app.command()
@@ -73,6 +73,8 @@ def decompose(
         progress=lambda name: err_console.print(f"variant {name}: done"),
     )
     wide = result.table.pivot(index="generation", columns="part", values="mean")
+    from ..decompose import PARTS
+
     wide = wide[[p for p in PARTS if p in wide.columns]]
     G = len(wide)
     table = Table("generation", *[str(c) for c in wide.columns], title=f"distance to the truth: {result.metric}")

@@ -7,10 +7,12 @@ traceback with COLLAPSELAB_DEBUG=1); 130 interrupted. Verbs raise, :func:`main` 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sqlite3
 import sys
+import types
 import warnings
 
 import numpy as np
@@ -21,6 +23,22 @@ from rich.markup import escape
 from .. import __version__
 from ..errors import CollapselabError, CollapseWarning, InputError
 from ..store import DEFAULT_WORKSPACE
+
+
+def lazy_module(name: str) -> types.ModuleType:
+    """``name`` imported on its first attribute access: the verbs reach the API through this, so ``--help``,
+    ``--version`` and a bad option answer without importing SciPy, pandas and every family first."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None, name
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
+
 
 app = typer.Typer(
     help="Simulate, measure and mitigate model collapse in self-consuming training loops.",

@@ -11,12 +11,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .. import api
-from ..audit import share_sentence
 from ..errors import InputError
 from ..io import write_atomic
 from ..plugins import POLICIES
-from .app import JsonOpt, app, err_console, fail, fmt, out_console, print_json, say
+from .app import JsonOpt, app, err_console, fail, fmt, lazy_module, out_console, print_json, say
+
+api = lazy_module("collapselab.api")
 
 
 @app.command()
@@ -127,6 +127,8 @@ def audit(
     out_console.print(f"[bold]verdict: {escape(str(report['verdict']))}[/]", markup=True)
     for r in report["reasons"]:
         out_console.print(f"  - {r}", highlight=False)
+    from ..audit import share_sentence
+
     say(share_sentence(s))
     m = report["measures"]
     out_console.print(

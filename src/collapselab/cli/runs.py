@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import typer
 from rich.markup import escape
 from rich.progress import (
@@ -20,7 +20,6 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .. import api
 from ..spec import describe_overrides
 from .app import (
     AllowPluginsOpt,
@@ -36,12 +35,18 @@ from .app import (
     err_console,
     fail,
     fmt,
+    lazy_module,
     out_console,
     parse_gens,
     print_json,
     say,
     warn,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+api = lazy_module("collapselab.api")
 
 
 @app.command()

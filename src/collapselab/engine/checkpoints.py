@@ -1,22 +1,28 @@
-"""Per-cell checkpoints, written after every generation, so an interrupted run resumes where it stopped.
+"""Per-cell checkpoints, written every few seconds and at the end of a cell, so an interrupted run resumes where
+it stopped.
 
-A generation's checkpoint is what the next generations need and nothing else: its metrics, its snapshot,
-and the synthetic pool it sampled. No RNG state is needed: every draw comes from a generator addressed by
-(seed, cell, stream, generation) (see rng.py), and the real pool is redrawn from its address. Models are not
-needed either: generation g+1 trains on pools, not on model g.
+A checkpoint is what the next generations need and nothing else: the metrics of the generations since the last
+one, their snapshots, and the synthetic pools they sampled. No RNG state is needed: every draw comes from a
+generator addressed by (seed, cell, stream, generation) (see rng.py), and the real pool is redrawn from its
+address. Models are not needed either: generation g+1 trains on pools, not on model g.
 
-Files, per cell folder (plain arrays, read with ``allow_pickle=False``: never a pickle)::
+Generations are buffered and written together once ``COLLAPSELAB_CHECKPOINT_SECONDS`` (default 10) have passed
+since the last write, and when the cell ends; 0 writes after every generation. Writing after every generation
+cost a fast cell more than its computation (10⁴ chains × 10³ generations: 3.1 of 7 s), and resume from the last
+block is exactly as byte-identical. Files, per cell folder (plain arrays, read with ``allow_pickle=False``: never
+a pickle), for a block of generations a..b::
 
-    gen-000012.npz    generation 12's metrics (one value per replicate) and snapshot: small, always kept
-    pool-000012.npz   the synthetic pool generation 12 sampled: kept as long as the policy needs it
-    manifest-000012.json  {"generation": 12, "sha256": {...both files...}, "fingerprint": ...}, written last
+    block-000012.npz      generations a..12's metrics, stacked (one row per generation), snapshots, distributions
+    pool-000012.npz       a pool generation 12 sampled: every generation's under policies that keep every pool,
+                          else the block's last only (the one the next generation trains on)
+    manifest-000012.json  {"first": a, "generation": 12, "sha256": {...every file...}, "fingerprint": ...}, last
 
 Files are written atomically (io.write_atomic: temporary name, then rename), so a killed process leaves
 either the old file or the new one; there is no fsync, and the checksums catch what a lost disk write would
-leave behind. A generation counts only if its manifest exists, its fingerprint matches the cell (spec
-and seed) and every file hashes to the manifest's sha256; a corrupt or truncated one is skipped with a
-:class:`CheckpointWarning`, and the cell restarts from its last good generation. Policies that train on the
-last pool keep the last two pools; accumulating policies keep every pool.
+leave behind. A block counts only if its manifest exists, continues the blocks before it, its fingerprint
+matches the cell (spec, seed, collapselab's code) and every file hashes to the manifest's sha256; a corrupt or
+truncated one is skipped with a :class:`CheckpointWarning`, and the cell restarts from its last good block.
+Policies that train on the last pool keep the last two blocks' pools; accumulating policies keep every pool.
 """
 
 from __future__ import annotations
@@ -25,13 +31,16 @@ import functools
 import hashlib
 import io
 import json
+import os
+import time
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointWarning
+from ..errors import CheckpointWarning, InputError
 from ..io import is_regular_file, remove_stale_tmp, write_atomic
 from ..pool import Pool, StatsPool, pool_from_arrays
 from .state import CellState, GenerationRecord
@@ -39,7 +48,23 @@ from .state import CellState, GenerationRecord
 MAX_CHECKPOINT_BYTES = 8 << 30
 
 
-FORMAT_VERSION = 2  # the layout of checkpoint files; bump it when it changes
+FORMAT_VERSION = 3  # the layout of checkpoint files; bump it when it changes
+INTERVAL_ENV = "COLLAPSELAB_CHECKPOINT_SECONDS"
+DEFAULT_INTERVAL_S = 10.0
+
+
+def checkpoint_interval() -> float:
+    """Seconds between checkpoint writes: ``COLLAPSELAB_CHECKPOINT_SECONDS`` (0: after every generation)."""
+    raw = os.environ.get(INTERVAL_ENV, "")
+    if not raw:
+        return DEFAULT_INTERVAL_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise InputError(f"{INTERVAL_ENV} = {raw!r}: expected a number of seconds >= 0")
+    return value
 
 
 @functools.cache
@@ -69,46 +94,63 @@ class CellCheckpoints:
         self.fingerprint = fingerprint
         self.keeps_all_pools = keeps_all_pools
         self.family = family  # decodes stats pools of the exact path
+        self.interval = checkpoint_interval()
+        self._pending: list[GenerationRecord] = []
+        self._last_write = time.monotonic()
+        self._written_pools: list[int] = []  # generations whose pool files this run wrote (for pruning)
 
     def _path(self, kind: str, g: int) -> Path:
         return self.folder / f"{kind}-{g:06d}.{'json' if kind == 'manifest' else 'npz'}"
 
     def save(self, record: GenerationRecord) -> None:
-        """Checkpoint one generation: its metrics (name -> (R,)), the pool it sampled, its snapshot and
-        distributions."""
-        g, pool = record.generation, record.pool
-        self.folder.mkdir(parents=True, exist_ok=True)
-        arrays = {f"metric:{k}": v for k, v in record.values.items()}
-        arrays.update({f"dist:{k}": v for k, v in (record.distribution or {}).items()})
-        if record.snapshot is not None:
-            arrays["snapshot"] = record.snapshot
-        digests = {"gen": _write_npz(self._path("gen", g), arrays)}
-        if pool is not None:
-            digests["pool"] = _write_npz(self._path("pool", g), pool.to_arrays())
-        manifest = {"generation": g, "sha256": digests, "fingerprint": self.fingerprint}
-        write_atomic(self._path("manifest", g), json.dumps(manifest).encode())
-        if not self.keeps_all_pools:  # the pool of g is needed, and g-1's to fall back on
-            self._path("pool", g - 2).unlink(missing_ok=True)
+        """Take one generation's record; write the pending ones once the interval has passed since the last
+        write (every generation with an interval of 0)."""
+        self._pending.append(record)
+        if time.monotonic() - self._last_write >= self.interval:
+            self.flush()
 
-    def _read(self, g: int, kind: str) -> dict[str, np.ndarray] | None:
+    def flush(self) -> None:
+        """Write the pending generations as one block: their metrics (name -> (k, R)), snapshots, distributions and
+        the pools later generations need, then the manifest."""
+        if not self._pending:
+            return
+        records, self._pending = self._pending, []
+        first, last = records[0].generation, records[-1].generation
+        self.folder.mkdir(parents=True, exist_ok=True)
+        arrays = {f"metric:{k}": np.stack([r.values[k] for r in records]) for k in records[0].values}
+        for r in records:
+            arrays.update({f"dist:{r.generation}:{k}": v for k, v in (r.distribution or {}).items()})
+            if r.snapshot is not None:
+                arrays[f"snapshot:{r.generation}"] = r.snapshot
+        digests = {"block": _write_npz(self._path("block", last), arrays)}
+        keep = records if self.keeps_all_pools else records[-1:]
+        for r in keep:
+            if r.pool is not None:
+                digests[f"pool-{r.generation}"] = _write_npz(self._path("pool", r.generation), r.pool.to_arrays())
+                self._written_pools.append(r.generation)
+        manifest = {"first": first, "generation": last, "sha256": digests, "fingerprint": self.fingerprint}
+        write_atomic(self._path("manifest", last), json.dumps(manifest).encode())
+        if not self.keeps_all_pools:  # this block's last pool is needed, and the one before to fall back on
+            for g in self._written_pools[:-2]:
+                self._path("pool", g).unlink(missing_ok=True)
+            self._written_pools = self._written_pools[-2:]
+        self._last_write = time.monotonic()
+
+    def _read(self, path: Path, manifest: Path, key: str) -> dict[str, np.ndarray] | None:
         """The arrays of one checkpoint file, or None (with a warning) when it cannot be trusted."""
-        path = self._path(kind, g)
-        manifest = self._path("manifest", g)
         for f in (manifest, path):  # a FIFO or a link to a device would block or never end
             if not is_regular_file(f):
                 return self._bad(f, "missing, or not a regular file")
             if f.stat().st_size > MAX_CHECKPOINT_BYTES:
                 return self._bad(f, "larger than any checkpoint")
+        meta = self._manifest(manifest)
+        if meta is None:
+            return None
         try:
-            meta = json.loads(manifest.read_text())
             data = path.read_bytes()
-        except (OSError, ValueError) as e:
+        except OSError as e:
             return self._bad(path, f"unreadable ({e.__class__.__name__})")
-        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), dict):
-            return self._bad(manifest, "not a checkpoint manifest")
-        if meta.get("fingerprint") != self.fingerprint:
-            return self._bad(path, "written for another spec, seed or collapselab version")
-        if hashlib.sha256(data).hexdigest() != meta.get("sha256", {}).get(kind):
+        if hashlib.sha256(data).hexdigest() != meta["sha256"].get(key):
             return self._bad(path, "checksum mismatch (corrupt or truncated)")
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
@@ -116,43 +158,76 @@ class CellCheckpoints:
         except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
             return self._bad(path, f"unreadable ({e})")
 
-    def _bad(self, path: Path, why: str) -> dict[str, np.ndarray] | None:
+    def _manifest(self, manifest: Path) -> dict | None:
+        if not is_regular_file(manifest):
+            return self._bad(manifest, "missing, or not a regular file")
+        try:
+            meta = json.loads(manifest.read_text())
+        except (OSError, ValueError) as e:
+            return self._bad(manifest, f"unreadable ({e.__class__.__name__})")
+        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), dict):
+            return self._bad(manifest, "not a checkpoint manifest")
+        if not isinstance(meta.get("first"), int) or not isinstance(meta.get("generation"), int):
+            return self._bad(manifest, "not a checkpoint manifest")
+        if meta.get("fingerprint") != self.fingerprint:
+            return self._bad(manifest, "written for another spec, seed or collapselab version")
+        return meta
+
+    def _bad(self, path: Path, why: str) -> Any:
+        """Warn that a checkpoint file is skipped; None, for the reader to return."""
         warnings.warn(f"checkpoint {path} skipped: {why}", CheckpointWarning, stacklevel=3)
         return None
 
     def load(self, last_generation: int) -> CellState | None:
-        """The state after the last good generation, or None to start from scratch."""
+        """The state after the last good block, or None to start from scratch."""
         if not self.folder.is_dir() or self.folder.is_symlink():
             return None
         remove_stale_tmp(self.folder)  # what a killed writer left behind
-        gens = []
-        for g in range(last_generation + 1):  # metrics of every generation so far: the longest good prefix
-            if not self._path("manifest", g).exists():
+        blocks: list[tuple[int, int, dict]] = []  # (first, last, arrays): the longest good run of blocks from 0
+        ends = sorted(int(p.stem.split("-")[1]) for p in self.folder.glob("manifest-*.json") if _numbered(p))
+        expected = 0
+        for end in ends:
+            if end < expected:
+                continue
+            manifest = self._path("manifest", end)
+            meta = self._manifest(manifest)
+            if meta is None or meta["first"] != expected or meta["generation"] != end or end > last_generation:
                 break
-            arrays = self._read(g, "gen")
+            arrays = self._read(self._path("block", end), manifest, "block")
             if arrays is None:
                 break
-            gens.append(arrays)
-        if not gens:
-            return None
-        last = len(gens) - 1
-        if last == last_generation:  # the cell had finished: no pool needed
-            return _state(gens, [])
-        if self.keeps_all_pools:
-            pools = []
-            for k in range(last + 1):
-                p = self._read(k, "pool")
-                if p is None:
-                    break
-                pools.append(pool_from_arrays(p, self.family))
-            return _state(gens[: len(pools)], pools) if pools else None
-        for g in (last, last - 1):  # only the last two pools are kept
-            if g < 0:
-                break
-            p = self._read(g, "pool")
-            if p is not None:
-                return _state(gens[: g + 1], [pool_from_arrays(p, self.family)])
+            blocks.append((expected, end, arrays))
+            self._written_pools.extend(int(k[5:]) for k in meta["sha256"] if k.startswith("pool-"))
+            expected = end + 1
+        while blocks:
+            last = blocks[-1][1]
+            if last == last_generation:  # the cell had finished: no pool needed
+                return _state(blocks, [])
+            pools = self._pools(blocks)
+            if pools is not None:
+                return _state(blocks, pools)
+            if self.keeps_all_pools:
+                return None  # a lost pool of an accumulating policy: every later block needs it
+            blocks.pop()  # fall back on the block before, whose last pool is kept too
         return None
+
+    def _pools(self, blocks) -> list[Pool | StatsPool] | None:
+        """The pools the blocks' last generation needs: all of them (oldest first), or the last one."""
+        last = blocks[-1][1]
+        gens = range(last + 1) if self.keeps_all_pools else [last]
+        out = []
+        for g in gens:
+            manifest = self._path("manifest", next(b for _, b, _ in blocks if b >= g))
+            p = self._read(self._path("pool", g), manifest, f"pool-{g}")
+            if p is None:
+                return None
+            out.append(pool_from_arrays(p, self.family))
+        return out
+
+
+def _numbered(path: Path) -> bool:
+    parts = path.stem.split("-")
+    return len(parts) == 2 and parts[1].isdigit()
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
@@ -163,12 +238,18 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _state(gens: list[dict], pools: list[Pool | StatsPool]) -> CellState:
-    """The state after the checkpointed generations (``generation``: the next one to run)."""
-    names = [k for k in gens[0] if k.startswith("metric:")]
-    metrics = {k.removeprefix("metric:"): np.stack([a[k] for a in gens]) for k in names}
-    snapshots = {g: a["snapshot"] for g, a in enumerate(gens) if "snapshot" in a}
-    distributions = {g: {k[5:]: a[k] for k in a if k.startswith("dist:")} for g, a in enumerate(gens)}
-    return CellState(
-        len(gens), metrics, pools, snapshots=snapshots, distributions={g: d for g, d in distributions.items() if d}
-    )
+def _state(blocks: list[tuple[int, int, dict]], pools: list[Pool | StatsPool]) -> CellState:
+    """The state after the checkpointed blocks (``generation``: the next one to run)."""
+    first_block = blocks[0][2]
+    names = [k for k in first_block if k.startswith("metric:")]
+    metrics = {k.removeprefix("metric:"): np.concatenate([a[k] for _, _, a in blocks]) for k in names}
+    snapshots: dict[int, np.ndarray] = {}
+    distributions: dict[int, dict[str, np.ndarray]] = {}
+    for _, _, a in blocks:
+        for k, v in a.items():
+            if k.startswith("snapshot:"):
+                snapshots[int(k.split(":")[1])] = v
+            elif k.startswith("dist:"):
+                _, g, name = k.split(":", 2)
+                distributions.setdefault(int(g), {})[name] = v
+    return CellState(blocks[-1][1] + 1, metrics, pools, snapshots=snapshots, distributions=distributions)

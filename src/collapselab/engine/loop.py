@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -52,19 +52,28 @@ def snapshot_generations(G: int) -> list[int]:
 def run_cell(
     cell: CellPlan, seed: int, progress: Progress | None = None, checkpoints: str | Path | None = None
 ) -> CellResult:
-    """Run one cell; with ``checkpoints`` (a folder), save after every generation and resume from it."""
+    """Run one cell; with ``checkpoints`` (a folder), checkpoint it every few seconds, when it ends and when it is
+    interrupted (engine/checkpoints.py), and resume from what is there."""
     with _small_pages():
         kernel = CellKernel(cell, seed)
         saver = kernel.checkpoints(checkpoints)
         state = kernel.init(saver)
         if state.generation and progress is not None:
             progress(cell.id, state.generation, kernel.G)
-        while state.generation < kernel.G and not kernel.stopped(state):
-            state, record = kernel.step(state)
-            if saver is not None:
-                saver.save(record)
-            if progress is not None:
-                progress(cell.id, state.generation, kernel.G)
+        try:
+            while state.generation < kernel.G and not kernel.stopped(state):
+                state, record = kernel.step(state)
+                if saver is not None:
+                    saver.save(record)
+                if progress is not None:
+                    progress(cell.id, state.generation, kernel.G)
+        except BaseException:
+            if saver is not None:  # the generations finished so far: resume starts after them
+                with suppress(Exception):
+                    saver.flush()
+            raise
+        if saver is not None:
+            saver.flush()
         if state.generation < kernel.G and progress is not None:  # stopped early: the cell is done
             progress(cell.id, kernel.G, kernel.G)
         return kernel.finish(state)
