@@ -656,3 +656,28 @@ def test_a_bad_checkpoint_interval_is_one_line_before_anything_is_written(tmp_pa
     with pytest.raises(cl.InputError, match=f"COLLAPSELAB_CHECKPOINT_SECONDS = '{value}': expected a number"):
         cl.run(TINY_SPEC, tmp_path / "out", report=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_short_cells_leave_their_checkpoints_to_the_next_write_and_an_interrupt_writes_them(tmp_path, monkeypatch):
+    """Inline cells share one clock: a cell that ends within the interval writes nothing then (for a fast run,
+    checkpoints are pure cost), and the interrupt of a later cell writes it with that cell's own generations."""
+    monkeypatch.setenv("COLLAPSELAB_CHECKPOINT_SECONDS", "3600")
+    spec = {**LONG_SPEC, "generations": 12, "sweep": {"data.n": [10, 20, 30]}}
+    want = cl.run(spec, tmp_path / "whole", report=False)
+    seen = {}
+
+    def interrupt(cell_id, done, total):
+        if cell_id == "1" and done == 5:
+            seen["cell 0 written"] = any((out / ".checkpoints" / "cell-0").glob("manifest-*.json"))
+            raise KeyboardInterrupt
+
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        cl.run(spec, out, report=False, progress=interrupt)
+    assert seen == {"cell 0 written": False}
+    folder = out / ".checkpoints"
+    assert [p.name for p in (folder / "cell-0").glob("manifest-*.json")] == ["manifest-000011.json"]
+    assert [p.name for p in (folder / "cell-1").glob("manifest-*.json")] == ["manifest-000004.json"]
+    done = cl.resume(out, report=False)
+    assert (out / "summary.csv").read_bytes() == (tmp_path / "whole" / "summary.csv").read_bytes()
+    assert done.summary.equals(want.summary)

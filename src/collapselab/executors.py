@@ -17,8 +17,10 @@ import queue as queue_mod
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import suppress
 from pathlib import Path
 
+from .engine.checkpoints import WriteSchedule
 from .engine.loop import Progress, run_cell
 from .engine.plan import CellPlan
 from .engine.state import CellResult
@@ -94,8 +96,15 @@ def _cell_task(cell: CellPlan, seed: int, progress, folder) -> CellResult:
 def _run_inline(cells, seed, workers, scheduler, progress, folders) -> list[CellResult]:
     from threadpoolctl import threadpool_limits
 
+    # one write schedule across the cells: a cell shorter than the interval leaves its checkpoint to the next one
+    schedule = WriteSchedule(shared=True)
     with threadpool_limits(1):
-        return [run_cell(c, seed, progress, folders[c.id]) for c in cells]
+        try:
+            return [run_cell(c, seed, progress, folders[c.id], schedule) for c in cells]
+        except BaseException:
+            with suppress(Exception):
+                schedule.flush_held()
+            raise
 
 
 @EXECUTORS.register(name="processes")

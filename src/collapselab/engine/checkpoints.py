@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointWarning, InputError
-from ..io import is_regular_file, remove_stale_tmp, write_atomic
+from ..io import TMP_MARK, is_regular_file, remove_stale_tmp, write_atomic
 from ..pool import Pool, StatsPool, pool_from_arrays
 from .state import CellState, GenerationRecord
 
@@ -88,25 +88,64 @@ def fingerprint(resolved_spec: dict, seed: int, cell_index: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class WriteSchedule:
+    """When checkpoints are written: once ``interval`` seconds of work have gone unwritten. Cells that run one
+    after another in one process (the inline executor) share one schedule, so the clock runs across them: a cell
+    that ends sooner hands its unwritten generations to the schedule (``hold``), which writes them with the next
+    checkpoint or when the cells are interrupted, and drops them once the run's own results are written. A cell
+    with a schedule of its own (``shared = False``: a worker process) writes them when it ends."""
+
+    def __init__(self, interval: float | None = None, shared: bool = False):
+        self.interval = checkpoint_interval() if interval is None else interval
+        self.shared = shared
+        self.last = time.monotonic()
+        self.held: list[CellCheckpoints] = []
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= self.interval
+
+    def wrote(self) -> None:
+        self.last = time.monotonic()
+        held, self.held = self.held, []
+        for saver in held:  # what earlier cells left unwritten goes with this checkpoint
+            saver.flush()
+
+    def flush_held(self) -> None:
+        held, self.held = self.held, []
+        for saver in held:
+            saver.flush()
+
+
 class CellCheckpoints:
-    def __init__(self, folder: Path | str, fingerprint: str, keeps_all_pools: bool, family=None):
+    def __init__(self, folder: Path | str, fingerprint: str, keeps_all_pools: bool, family=None, schedule=None):
         self.folder = Path(folder)
         self.fingerprint = fingerprint
         self.keeps_all_pools = keeps_all_pools
         self.family = family  # decodes stats pools of the exact path
-        self.interval = checkpoint_interval()
+        self.schedule: WriteSchedule = schedule if schedule is not None else WriteSchedule()
         self._pending: list[GenerationRecord] = []
-        self._last_write = time.monotonic()
+        self._metrics: dict[str, np.ndarray] | None = None
         self._written_pools: list[int] = []  # generations whose pool files this run wrote (for pruning)
 
     def _path(self, kind: str, g: int) -> Path:
         return self.folder / f"{kind}-{g:06d}.{'json' if kind == 'manifest' else 'npz'}"
 
-    def save(self, record: GenerationRecord) -> None:
+    def save(self, record: GenerationRecord, metrics: dict[str, np.ndarray] | None = None) -> None:
         """Take one generation's record; write the pending ones once the interval has passed since the last
-        write (every generation with an interval of 0)."""
+        write (every generation with an interval of 0). ``metrics``, the cell's (G, R) arrays with this
+        generation's row filled, are written from directly (rows first..last: no copy of the block)."""
         self._pending.append(record)
-        if time.monotonic() - self._last_write >= self.interval:
+        self._metrics = metrics
+        if self.schedule.due():
+            self.flush()
+
+    def close(self) -> None:
+        """The cell has ended: write what is pending, or, when the schedule is shared and not due, hand it over."""
+        if not self._pending:
+            return
+        if self.schedule.shared and not self.schedule.due():
+            self.schedule.held.append(self)
+        else:
             self.flush()
 
     def flush(self) -> None:
@@ -117,7 +156,10 @@ class CellCheckpoints:
         records, self._pending = self._pending, []
         first, last = records[0].generation, records[-1].generation
         self.folder.mkdir(parents=True, exist_ok=True)
-        arrays = {f"metric:{k}": np.stack([r.values[k] for r in records]) for k in records[0].values}
+        if self._metrics is not None:  # rows of the cell's arrays: one contiguous block each
+            arrays = {f"metric:{k}": self._metrics[k][first : last + 1] for k in records[0].values}
+        else:
+            arrays = {f"metric:{k}": np.stack([r.values[k] for r in records]) for k in records[0].values}
         for r in records:
             arrays.update({f"dist:{r.generation}:{k}": v for k, v in (r.distribution or {}).items()})
             if r.snapshot is not None:
@@ -134,7 +176,7 @@ class CellCheckpoints:
             for g in self._written_pools[:-2]:
                 self._path("pool", g).unlink(missing_ok=True)
             self._written_pools = self._written_pools[-2:]
-        self._last_write = time.monotonic()
+        self.schedule.wrote()
 
     def _read(self, path: Path, manifest: Path, key: str) -> dict[str, np.ndarray] | None:
         """The arrays of one checkpoint file, or None (with a warning) when it cannot be trusted."""
@@ -230,12 +272,36 @@ def _numbered(path: Path) -> bool:
     return len(parts) == 2 and parts[1].isdigit()
 
 
+class _HashingWriter:
+    """A write-only, unseekable stream that hashes what passes through it into a file: the archive is written once,
+    with no copy in memory (zipfile writes data descriptors to a stream it cannot seek back in)."""
+
+    def __init__(self, fh):
+        self.fh, self.sha = fh, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        return self.fh.write(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def read(self, *args):  # numpy takes an object without ``read`` for a file name
+        raise io.UnsupportedOperation("write-only")
+
+
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types the first keyword as allow_pickle
-    data = buf.getvalue()
-    write_atomic(path, data)
-    return hashlib.sha256(data).hexdigest()
+    """Write ``arrays`` as an .npz atomically (a temporary name, then rename, as io.write_atomic); its SHA-256."""
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            out = _HashingWriter(fh)
+            np.savez(out, **arrays)  # type: ignore[arg-type]  # numpy's stub types the first keyword as allow_pickle
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out.sha.hexdigest()
 
 
 def _state(blocks: list[tuple[int, int, dict]], pools: list[Pool | StatsPool]) -> CellState:

@@ -34,7 +34,7 @@ from ..metrics.stages import first_generation, first_reached, stage_codes, stage
 from ..pool import Pool, StatsPool
 from ..rng import Stream, data_generator, generator
 from ..theory import bounds, closed_forms
-from .checkpoints import CellCheckpoints, fingerprint
+from .checkpoints import CellCheckpoints, WriteSchedule, fingerprint
 from .plan import CellPlan
 from .state import CellResult, CellState, GenerationRecord
 
@@ -50,13 +50,17 @@ def snapshot_generations(G: int) -> list[int]:
 
 
 def run_cell(
-    cell: CellPlan, seed: int, progress: Progress | None = None, checkpoints: str | Path | None = None
+    cell: CellPlan,
+    seed: int,
+    progress: Progress | None = None,
+    checkpoints: str | Path | None = None,
+    schedule: WriteSchedule | None = None,
 ) -> CellResult:
     """Run one cell; with ``checkpoints`` (a folder), checkpoint it every few seconds, when it ends and when it is
     interrupted (engine/checkpoints.py), and resume from what is there."""
     with _small_pages():
         kernel = CellKernel(cell, seed)
-        saver = kernel.checkpoints(checkpoints)
+        saver = kernel.checkpoints(checkpoints, schedule)
         state = kernel.init(saver)
         if state.generation and progress is not None:
             progress(cell.id, state.generation, kernel.G)
@@ -64,16 +68,17 @@ def run_cell(
             while state.generation < kernel.G and not kernel.stopped(state):
                 state, record = kernel.step(state)
                 if saver is not None:
-                    saver.save(record)
+                    saver.save(record, state.metrics)
                 if progress is not None:
                     progress(cell.id, state.generation, kernel.G)
         except BaseException:
-            if saver is not None:  # the generations finished so far: resume starts after them
+            if saver is not None:  # the generations finished so far, and earlier cells' held ones
                 with suppress(Exception):
                     saver.flush()
+                    saver.schedule.flush_held()
             raise
         if saver is not None:
-            saver.flush()
+            saver.close()
         if state.generation < kernel.G and progress is not None:  # stopped early: the cell is done
             progress(cell.id, kernel.G, kernel.G)
         return kernel.finish(state)
@@ -137,12 +142,12 @@ class CellKernel:
         return self.family.tags.uses_anchor or (self.pipeline is not None and self.pipeline.needs_anchor)
 
     # --- init -------------------------------------------------------------------------------------------------
-    def checkpoints(self, folder: str | Path | None) -> CellCheckpoints | None:
+    def checkpoints(self, folder: str | Path | None, schedule: WriteSchedule | None = None) -> CellCheckpoints | None:
         """The cell's checkpoint folder; population chains have no pools, so they rerun in full instead."""
         if folder is None or self.population:
             return None
         key = fingerprint(self.plan.resolved, self.seed, self.plan.index)
-        return CellCheckpoints(folder, key, self.policy.keeps_all_pools, self.family)
+        return CellCheckpoints(folder, key, self.policy.keeps_all_pools, self.family, schedule)
 
     def init(self, saver: CellCheckpoints | None = None) -> CellState:
         """The state before generation 0, or after the last good checkpoint in ``saver``'s folder."""
