@@ -13,6 +13,7 @@ plug-ins load from the entry-point group ``collapselab.<kind>`` the first time a
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar, overload
@@ -35,9 +36,10 @@ class Registry(Generic[T]):
     ("name" or "kind").
     """
 
-    def __init__(self, kind: str, what: str, *, key: str = "name"):
+    def __init__(self, kind: str, what: str, *, key: str = "name", builtins: str = ""):
         self.kind, self.what, self.key = kind, what, key
         self.group = f"collapselab.{kind}"
+        self.builtins = builtins  # the module whose import registers the built-ins (imported by name, on first use)
         self._entries: dict[str, T] = {}
         self._loaded = False
 
@@ -67,10 +69,13 @@ class Registry(Generic[T]):
 
     # --- lookup -----------------------------------------------------------------------------------------------
     def _load(self) -> None:
-        """Load the entry points, once (cheap after the first call)."""
+        """Load the built-ins and the entry points, once (cheap after the first call): ``import collapselab`` imports
+        no plug-in module, so a registry looked up first imports its own."""
         if self._loaded:
             return
         self._loaded = True
+        if self.builtins:
+            importlib.import_module(self.builtins)
         for ep in entry_points(group=self.group):
             if ep.name not in self._entries:
                 self.register(ep.load(), name=ep.name)
@@ -117,13 +122,13 @@ class Registry(Generic[T]):
 
 # the registries; the built-ins register into them from their own modules. Typed Any: the classes they hold
 # (Family, Source, Policy, ...) live in layers above this one
-FAMILIES: Registry[Any] = Registry("families", "family")
-SOURCES: Registry[Any] = Registry("sources", "source")
-POLICIES: Registry[Any] = Registry("policies", "policy", key="kind")
-CURATION_STAGES: Registry[Any] = Registry("curation", "curation stage", key="kind")
-ATTACKS: Registry[Any] = Registry("attacks", "poisoning attack", key="kind")
-SCREENS: Registry[Any] = Registry("screens", "poisoning screen", key="method")
-EXECUTORS: Registry[Any] = Registry("executors", "executor", key="executor")
+FAMILIES: Registry[Any] = Registry("families", "family", builtins="collapselab.families")
+SOURCES: Registry[Any] = Registry("sources", "source", builtins="collapselab.sources")
+POLICIES: Registry[Any] = Registry("policies", "policy", key="kind", builtins="collapselab.policies")
+CURATION_STAGES: Registry[Any] = Registry("curation", "curation stage", key="kind", builtins="collapselab.curation")
+ATTACKS: Registry[Any] = Registry("attacks", "poisoning attack", key="kind", builtins="collapselab.curation.poison")
+SCREENS: Registry[Any] = Registry("screens", "poisoning screen", key="method", builtins="collapselab.curation.poison")
+EXECUTORS: Registry[Any] = Registry("executors", "executor", key="executor", builtins="collapselab.executors")
 
 REGISTRIES: dict[str, Registry[Any]] = {
     r.kind: r for r in (FAMILIES, SOURCES, POLICIES, CURATION_STAGES, ATTACKS, SCREENS, EXECUTORS)

@@ -13,7 +13,6 @@ from rich.table import Table
 
 from ..errors import InputError
 from ..io import write_atomic
-from ..plugins import POLICIES
 from .app import JsonOpt, app, err_console, fail, fmt, lazy_module, out_console, print_json, say
 
 api = lazy_module("collapselab.api")
@@ -98,6 +97,8 @@ def audit(
     as_json: bool = JsonOpt,
 ):
     """Audit a data set for collapse risk: synthetic share, tails and diversity, a verdict and a projection."""
+    from ..policies import POLICIES  # registers the built-in policies (the package is imported lazily)
+
     if policy not in POLICIES:
         fail(f"--policy {policy!r}; allowed: {', '.join(POLICIES.names())}")
     uses_fraction = POLICIES[policy].uses_real_fraction
