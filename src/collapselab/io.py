@@ -13,7 +13,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import InputError
 
@@ -31,16 +34,24 @@ def max_input_bytes() -> int:
     return int(mb * 2**20)
 
 
-def write_atomic(path: str | Path, content: str | bytes) -> None:
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file that appears at ``path`` only once it is complete: written under a temporary name
+    (``.NAME.tmp-PID``), renamed into place on success, removed on any error."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    data = content.encode("utf-8") if isinstance(content, str) else content
     try:
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as fh:
+            yield fh
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: str | Path, content: str | bytes) -> None:
+    with atomic_file(path) as fh:
+        fh.write(content.encode("utf-8") if isinstance(content, str) else content)
 
 
 def remove_stale_tmp(folder: Path) -> None:

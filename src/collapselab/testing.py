@@ -191,7 +191,7 @@ def _cut_and_resume(cell: CellPlan, seed: int) -> CellResult:
         assert saver is not None
         state = kernel.init(saver)
         state, record = kernel.step(state)
-        saver.save(record)
+        saver.save(record, state.metrics)
         saver.flush()
         return run_cell(cell, seed, checkpoints=folder)
 

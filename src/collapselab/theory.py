@@ -79,10 +79,15 @@ def closed_forms(plan, truth) -> dict[str, np.ndarray]:
     handler = _HANDLERS.get((plan.family.name, plan.policy.kind))
     if handler is None:
         return {}
-    biased = spec.model.params.get("truncation", 1.0) != 1.0 or spec.model.params.get("temperature", 1.0) != 1.0
-    if biased and handler is not _gaussian_replace:  # sampling bias: only the Gaussian replace chain has its form
+    if _sampling_biased(spec) and handler is not _gaussian_replace:  # only the Gaussian replace chain has its form
         return {}
     return {k: np.asarray(v, dtype=float) for k, v in handler(spec, truth).items()}
+
+
+def _sampling_biased(spec: Spec) -> bool:
+    """Whether the family samples from a distorted model (truncation, temperature: sampling-bias control)."""
+    params = spec.model.params
+    return params.get("truncation", 1.0) != 1.0 or params.get("temperature", 1.0) != 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,28 +103,36 @@ def bounds(plan, truth) -> dict[str, Bound]:
     """The rate-of-collapse bounds that apply to a cell (see the module docstring): maximum likelihood under
     replace with as many synthetic records as real ones, and no sampling bias."""
     spec = plan.spec
-    params = spec.model.params
-    if plan.policy.kind != "replace" or spec.samples != spec.data.n or spec.population:
+    handler = _BOUND_HANDLERS.get(plan.family.name)
+    if handler is None or plan.policy.kind != "replace" or spec.samples != spec.data.n or spec.population:
         return {}
-    if params.get("temperature", 1.0) != 1.0 or params.get("truncation", 1.0) != 1.0:
+    if _sampling_biased(spec):
         return {}
-    G, n = spec.generations, spec.data.n
-    g = np.arange(G)
+    g = np.arange(spec.generations)
     with np.errstate(divide="ignore"):
         kept = np.where(g > 0, 1.0 - np.exp(-1.0 / np.maximum(g, 1)), 1.0)  # 1 - e^(-1/g); g = 0: seen at all
-    name = plan.family.name
-    out = {}
-    if name == "bernoulli":
-        out["alive"] = Bound("lower", 1.0 - (1.0 - truth.p * kept) ** n)
-    elif name == "categorical":
-        out["support"] = Bound("lower", np.sum(1.0 - (1.0 - np.outer(truth.probs, kept)) ** n, axis=0))
-    elif name == "poisson":
-        out["alive"] = Bound("lower", 1.0 - np.exp(-n * truth.rate * kept))
-    elif name == "gaussian" and getattr(truth, "dim", 0) == 1 and params.get("estimator", "mle") == "mle":
-        for metric, eps in spec.thresholds.items():
-            if metric == "std_ratio" and eps > 0:
-                out[f"std_ratio_above_{eps:g}"] = Bound("upper", np.minimum(np.exp(-g / (4 * n)) / eps, 1.0))
-    return out
+    return handler(spec, truth, g, kept)
+
+
+def _gaussian_std_bound(spec: Spec, truth, g: np.ndarray, kept: np.ndarray) -> dict[str, Bound]:
+    if getattr(truth, "dim", 0) != 1 or spec.model.params.get("estimator", "mle") != "mle":
+        return {}
+    n = spec.data.n
+    return {
+        f"std_ratio_above_{eps:g}": Bound("upper", np.minimum(np.exp(-g / (4 * n)) / eps, 1.0))
+        for metric, eps in spec.thresholds.items()
+        if metric == "std_ratio" and eps > 0
+    }
+
+
+_BOUND_HANDLERS = {
+    "bernoulli": lambda spec, truth, g, kept: {"alive": Bound("lower", 1.0 - (1.0 - truth.p * kept) ** spec.data.n)},
+    "categorical": lambda spec, truth, g, kept: {
+        "support": Bound("lower", np.sum(1.0 - (1.0 - np.outer(truth.probs, kept)) ** spec.data.n, axis=0))
+    },
+    "poisson": lambda spec, truth, g, kept: {"alive": Bound("lower", 1.0 - np.exp(-spec.data.n * truth.rate * kept))},
+    "gaussian": _gaussian_std_bound,
+}
 
 
 def _shrink(k: int) -> float:

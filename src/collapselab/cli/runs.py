@@ -318,17 +318,12 @@ def _print_summary(
         gens = parse_gens(generations, G, clip=True)
         mean = df.pivot_table(index="metric", columns="generation", values="mean", sort=False, dropna=False)
         median = df.pivot_table(index="metric", columns="generation", values="median", sort=False, dropna=False)
-        expected = None
-        if theory is not None and not theory.empty:
-            t = theory[theory["cell"] == str(cell)]
-            if not t.empty:
-                expected = t.pivot_table(index="metric", columns="generation", values="expected", sort=False)
-        proved, sides = None, {}
-        if bounds is not None and not bounds.empty:
-            b = bounds[bounds["cell"] == str(cell)]
-            if not b.empty:
-                proved = b.pivot_table(index="metric", columns="generation", values="bound", sort=False)
-                sides = dict(zip(b["metric"], b["side"]))
+        expected = _cell_wide(theory, cell, "expected")
+        proved = _cell_wide(bounds, cell, "bound")
+        sides = {}
+        if proved is not None:
+            mine = bounds[bounds["cell"] == str(cell)]
+            sides = dict(zip(mine["metric"], mine["side"]))
         out_console.print(f"[bold]{escape(title)}[/]", markup=True, highlight=False)
         table = Table("metric", *(f"gen {g}" for g in gens))
         for metric in dict.fromkeys(df["metric"]):
@@ -345,6 +340,14 @@ def _print_summary(
         "'bound': a proved bound on the mean (bounds.csv)[/]",
         markup=True,
     )
+
+
+def _cell_wide(table: pd.DataFrame | None, cell, values: str) -> pd.DataFrame | None:
+    """One cell's rows of a (cell, generation, metric, ...) table as metric x generation, or None if it has none."""
+    if table is None or table.empty:
+        return None
+    rows = table[table["cell"] == str(cell)]
+    return None if rows.empty else rows.pivot_table(index="metric", columns="generation", values=values, sort=False)
 
 
 def _at(wide: pd.DataFrame, row, col) -> float:

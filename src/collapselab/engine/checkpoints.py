@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointWarning, InputError
-from ..io import TMP_MARK, is_regular_file, remove_stale_tmp, write_atomic
+from ..io import atomic_file, is_regular_file, remove_stale_tmp, write_atomic
 from ..pool import Pool, StatsPool, pool_from_arrays
 from .state import CellState, GenerationRecord
 
@@ -104,11 +104,13 @@ class WriteSchedule:
     def due(self) -> bool:
         return time.monotonic() - self.last >= self.interval
 
+    def hold(self, saver: CellCheckpoints) -> None:
+        self.held.append(saver)
+
     def wrote(self) -> None:
+        """A checkpoint was just written: the clock restarts, and what earlier cells left unwritten goes with it."""
         self.last = time.monotonic()
-        held, self.held = self.held, []
-        for saver in held:  # what earlier cells left unwritten goes with this checkpoint
-            saver.flush()
+        self.flush_held()
 
     def flush_held(self) -> None:
         held, self.held = self.held, []
@@ -130,7 +132,7 @@ class CellCheckpoints:
     def _path(self, kind: str, g: int) -> Path:
         return self.folder / f"{kind}-{g:06d}.{'json' if kind == 'manifest' else 'npz'}"
 
-    def save(self, record: GenerationRecord, metrics: dict[str, np.ndarray] | None = None) -> None:
+    def save(self, record: GenerationRecord, metrics: dict[str, np.ndarray]) -> None:
         """Take one generation's record; write the pending ones once the interval has passed since the last
         write (every generation with an interval of 0). ``metrics``, the cell's (G, R) arrays with this
         generation's row filled, are written from directly (rows first..last: no copy of the block)."""
@@ -144,7 +146,7 @@ class CellCheckpoints:
         if not self._pending:
             return
         if self.schedule.shared and not self.schedule.due():
-            self.schedule.held.append(self)
+            self.schedule.hold(self)
         else:
             self.flush()
 
@@ -156,10 +158,9 @@ class CellCheckpoints:
         records, self._pending = self._pending, []
         first, last = records[0].generation, records[-1].generation
         self.folder.mkdir(parents=True, exist_ok=True)
-        if self._metrics is not None:  # rows of the cell's arrays: one contiguous block each
-            arrays = {f"metric:{k}": self._metrics[k][first : last + 1] for k in records[0].values}
-        else:
-            arrays = {f"metric:{k}": np.stack([r.values[k] for r in records]) for k in records[0].values}
+        assert self._metrics is not None  # save() gave the cell's arrays with the records
+        # rows first..last of the cell's own arrays: one contiguous block each, no copy
+        arrays = {f"metric:{k}": self._metrics[k][first : last + 1] for k in records[0].values}
         for r in records:
             arrays.update({f"dist:{r.generation}:{k}": v for k, v in (r.distribution or {}).items()})
             if r.snapshot is not None:
@@ -178,16 +179,13 @@ class CellCheckpoints:
             self._written_pools = self._written_pools[-2:]
         self.schedule.wrote()
 
-    def _read(self, path: Path, manifest: Path, key: str) -> dict[str, np.ndarray] | None:
-        """The arrays of one checkpoint file, or None (with a warning) when it cannot be trusted."""
-        for f in (manifest, path):  # a FIFO or a link to a device would block or never end
-            if not is_regular_file(f):
-                return self._bad(f, "missing, or not a regular file")
-            if f.stat().st_size > MAX_CHECKPOINT_BYTES:
-                return self._bad(f, "larger than any checkpoint")
-        meta = self._manifest(manifest)
-        if meta is None:
-            return None
+    def _read(self, path: Path, meta: dict, key: str) -> dict[str, np.ndarray] | None:
+        """The arrays of one checkpoint file listed as ``key`` in a manifest already read (``meta``), or None (with
+        a warning) when it cannot be trusted."""
+        if not is_regular_file(path):  # a FIFO or a link to a device would block or never end
+            return self._bad(path, "missing, or not a regular file")
+        if path.stat().st_size > MAX_CHECKPOINT_BYTES:
+            return self._bad(path, "larger than any checkpoint")
         try:
             data = path.read_bytes()
         except OSError as e:
@@ -201,8 +199,11 @@ class CellCheckpoints:
             return self._bad(path, f"unreadable ({e})")
 
     def _manifest(self, manifest: Path) -> dict | None:
+        """A block's manifest, or None (with a warning) when it is not one of this cell's."""
         if not is_regular_file(manifest):
             return self._bad(manifest, "missing, or not a regular file")
+        if manifest.stat().st_size > MAX_CHECKPOINT_BYTES:
+            return self._bad(manifest, "larger than any checkpoint")
         try:
             meta = json.loads(manifest.read_text())
         except (OSError, ValueError) as e:
@@ -225,24 +226,23 @@ class CellCheckpoints:
         if not self.folder.is_dir() or self.folder.is_symlink():
             return None
         remove_stale_tmp(self.folder)  # what a killed writer left behind
-        blocks: list[tuple[int, int, dict]] = []  # (first, last, arrays): the longest good run of blocks from 0
+        blocks: list[tuple[int, dict, dict]] = []  # (last, manifest, arrays): the longest good run of blocks from 0
         ends = sorted(int(p.stem.split("-")[1]) for p in self.folder.glob("manifest-*.json") if _numbered(p))
         expected = 0
         for end in ends:
             if end < expected:
                 continue
-            manifest = self._path("manifest", end)
-            meta = self._manifest(manifest)
+            meta = self._manifest(self._path("manifest", end))
             if meta is None or meta["first"] != expected or meta["generation"] != end or end > last_generation:
                 break
-            arrays = self._read(self._path("block", end), manifest, "block")
+            arrays = self._read(self._path("block", end), meta, "block")
             if arrays is None:
                 break
-            blocks.append((expected, end, arrays))
+            blocks.append((end, meta, arrays))
             self._written_pools.extend(int(k[5:]) for k in meta["sha256"] if k.startswith("pool-"))
             expected = end + 1
         while blocks:
-            last = blocks[-1][1]
+            last = blocks[-1][0]
             if last == last_generation:  # the cell had finished: no pool needed
                 return _state(blocks, [])
             pools = self._pools(blocks)
@@ -255,12 +255,12 @@ class CellCheckpoints:
 
     def _pools(self, blocks) -> list[Pool | StatsPool] | None:
         """The pools the blocks' last generation needs: all of them (oldest first), or the last one."""
-        last = blocks[-1][1]
+        last = blocks[-1][0]
         gens = range(last + 1) if self.keeps_all_pools else [last]
         out = []
         for g in gens:
-            manifest = self._path("manifest", next(b for _, b, _ in blocks if b >= g))
-            p = self._read(self._path("pool", g), manifest, f"pool-{g}")
+            meta = next(m for end, m, _ in blocks if end >= g)  # the block that holds generation g
+            p = self._read(self._path("pool", g), meta, f"pool-{g}")
             if p is None:
                 return None
             out.append(pool_from_arrays(p, self.family))
@@ -291,23 +291,16 @@ class _HashingWriter:
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
-    """Write ``arrays`` as an .npz atomically (a temporary name, then rename, as io.write_atomic); its SHA-256."""
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            out = _HashingWriter(fh)
-            np.savez(out, **arrays)  # type: ignore[arg-type]  # numpy's stub types the first keyword as allow_pickle
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``arrays`` as an .npz atomically (io.atomic_file); its SHA-256."""
+    with atomic_file(path) as fh:
+        out = _HashingWriter(fh)
+        np.savez(out, **arrays)  # type: ignore[arg-type]  # numpy's stub types the first keyword as allow_pickle
     return out.sha.hexdigest()
 
 
-def _state(blocks: list[tuple[int, int, dict]], pools: list[Pool | StatsPool]) -> CellState:
+def _state(blocks: list[tuple[int, dict, dict]], pools: list[Pool | StatsPool]) -> CellState:
     """The state after the checkpointed blocks (``generation``: the next one to run)."""
-    first_block = blocks[0][2]
-    names = [k for k in first_block if k.startswith("metric:")]
+    names = [k for k in blocks[0][2] if k.startswith("metric:")]
     metrics = {k.removeprefix("metric:"): np.concatenate([a[k] for _, _, a in blocks]) for k in names}
     snapshots: dict[int, np.ndarray] = {}
     distributions: dict[int, dict[str, np.ndarray]] = {}
@@ -318,4 +311,4 @@ def _state(blocks: list[tuple[int, int, dict]], pools: list[Pool | StatsPool]) -
             elif k.startswith("dist:"):
                 _, g, name = k.split(":", 2)
                 distributions.setdefault(int(g), {})[name] = v
-    return CellState(blocks[-1][1] + 1, metrics, pools, snapshots=snapshots, distributions=distributions)
+    return CellState(blocks[-1][0] + 1, metrics, pools, snapshots=snapshots, distributions=distributions)

@@ -306,11 +306,13 @@ class CellKernel:
             first = first_reached(codes)
         if family.collapse_metric is not None:  # per chain, the generations to total collapse
             first[family.collapse_metric] = first_generation(metrics[family.collapse_metric] == 1.0)
-        # the closed forms are for finite samples of the model itself, without anything between generations
-        theory = {} if self.population or self.pipeline is not None else closed_forms(self.plan, self.truth)
-        theory = {k: v[:ran] for k, v in theory.items()}
-        proved = {} if self.population or self.pipeline is not None else bounds(self.plan, self.truth)
-        proved = {k: dataclasses.replace(b, values=b.values[:ran]) for k, b in proved.items()}
+        # closed forms and bounds are for finite samples of the model itself, without anything between generations
+        theory, proved = {}, {}
+        if not self.population and self.pipeline is None:
+            theory = {k: v[:ran] for k, v in closed_forms(self.plan, self.truth).items()}
+            proved = {
+                k: dataclasses.replace(b, values=b.values[:ran]) for k, b in bounds(self.plan, self.truth).items()
+            }
         notes = family.notes(metrics) + (self.pipeline.warnings() if self.pipeline is not None else [])
         plan = self.plan
         return CellResult(
