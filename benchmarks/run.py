@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import sys
 
-CASES = ["gaussian_chains", "gmm_sklearn", "loops", "accumulate", "sweep_scaling", "transformer_mfu", "llm_detect"]
+CASES = [
+    "gaussian_chains",
+    "streamed",
+    "gmm_sklearn",
+    "loops",
+    "accumulate",
+    "sweep_scaling",
+    "transformer_mfu",
+    "llm_detect",
+]
 
 
 def main(names: list[str]) -> None:

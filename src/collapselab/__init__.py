@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "RunResult": "api",
+    "estimate": "api",
     "load_run": "api",
     "report": "api",
     "resume": "api",
@@ -52,6 +53,7 @@ __all__ = [
     "Source",
     "Spec",
     "SpecError",
+    "estimate",
     "expand",
     "load_run",
     "load_spec",
@@ -66,7 +68,7 @@ __all__ = [
 assert set(__all__) == set(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .api import RunResult, load_run, report, resume, run, runs, samples
+    from .api import RunResult, estimate, load_run, report, resume, run, runs, samples
     from .engine.plan import expand
     from .errors import CollapselabError, InputError, RunFailed, RunInterrupted, SpecError
     from .families import Family, FamilyTags, Metrics, Params, Reference, register_family

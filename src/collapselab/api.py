@@ -24,8 +24,8 @@ from .audit.ledger import Ledger, plan_mix
 from .decompose import Decomposition
 from .decompose import decompose as _decompose
 from .engine.checkpoints import checkpoint_interval
-from .engine.loop import Progress
-from .engine.plan import CellPlan, RunPlan, expand
+from .engine.loop import Progress, run_cell
+from .engine.plan import CellPlan, RunPlan, expand, keeps_replicates
 from .engine.state import CellResult
 from .errors import (
     CollapselabError,
@@ -54,6 +54,7 @@ from .store import (
     snapshots_npz,
     start_run_dir,
     write_cells,
+    write_replicates,
 )
 from .summary import (
     BOUND_COLUMNS,
@@ -80,7 +81,9 @@ class RunResult:
     summary: pd.DataFrame  # cell, generation, metric, mean, std, se, median, q05, q95, count
     theory: pd.DataFrame  # cell, generation, metric, expected
     stages: pd.DataFrame  # cell, stage, reached, first_median, ci_low, ci_high
-    raw: list[CellResult]  # per replicate values: raw[i].metrics[name] has shape (G, R)
+    # per cell: raw[i].stats[name][stat] (G,), and, where the cell kept them (spec keep_replicates), the per-chain
+    # values raw[i].metrics[name] (G, R), memory-mapped from replicates/ in the run folder when asked for
+    raw: list[CellResult]
     path: Path | None = None
     run_id: int | None = None
     seconds: float = 0.0
@@ -114,6 +117,56 @@ def plan(
         cells = expand(spec)
     check_execution(executor, scheduler)
     return RunPlan(spec, cells)
+
+
+ESTIMATE_COLUMNS = ("cell", "replicates", "blocks", "generations", "keeps_replicates", "memory_bytes", "seconds")
+
+
+def estimate(
+    spec: str | Path | dict | Spec | RunPlan, *, calibrate: bool = True, allow_plugins: bool = False
+) -> pd.DataFrame:
+    """Per cell, before running it: its chains, replicate blocks and generations, whether it keeps every chain's
+    values, a lower bound of its peak memory (the one validation refuses a cell by), and, with ``calibrate``, its
+    time in one process, extrapolated from the cell itself run here at up to 1,000 chains for 1 and 3 generations
+    (a rough guide: per-chain costs are taken as linear, and a growing training set as growing linearly).
+    ``collapselab run SPEC --dry-run`` prints it. Nothing is written."""
+    with allow_plugins_in(allow_plugins):
+        planned = spec if isinstance(spec, RunPlan) else plan(spec)
+        rows = []
+        for cell in planned.cells:
+            s = cell.spec
+            blocks = -(-s.replicates // s.replicate_block)
+            seconds = _calibrated_seconds(cell) if calibrate else float("nan")
+            rows.append(
+                (cell.id, s.replicates, blocks, s.generations, keeps_replicates(s), cell.estimated_bytes(), seconds)
+            )
+    return pd.DataFrame(rows, columns=list(ESTIMATE_COLUMNS))
+
+
+def _calibrated_seconds(cell: CellPlan) -> float:
+    s = cell.spec
+    chains = min(s.replicates, 1000)
+
+    def timed(generations: int) -> float:
+        raw = s.model_dump(exclude_none=True)
+        raw.update(replicates=chains, generations=generations, stop=None, keep_replicates=False)
+        small = expand(load_spec(raw))[0]
+        started = time.perf_counter()
+        run_cell(small, s.seed)
+        return time.perf_counter() - started
+
+    if s.generations == 1:
+        timed(1)  # imports and first calls: not the cell's own cost
+        return timed(1) * s.replicates / chains
+    timed(1)
+    one, three = timed(1), timed(3)
+    per_generation = max(three - one, 0.0) / 2
+    setup = max(one - per_generation, 0.0)
+    growth = 1.0
+    if cell.policy.grows:  # generations 1 and 2 trained on n + m and n + 2m records; the run on n + m g / 2 on average
+        n, m = s.data.n, s.samples
+        growth = (n + m * s.generations / 2) / (n + 1.5 * m)
+    return (setup + per_generation * s.generations * growth) * s.replicates / chains
 
 
 def unfinished(ref: str | Path, workspace: str | Path = DEFAULT_WORKSPACE) -> Path:
@@ -248,6 +301,9 @@ def _execute(spec, cells, path: Path, store, run_id, report: bool, execution: di
     tables = _Tables.of(results)
     result = _result(spec, cells, results, tables, time.perf_counter() - started)
     try:
+        for cell, res in zip(cells, results):  # asked for: on disk, and read back lazily from there
+            if res.metrics and cell.spec.keep_replicates is True:
+                res.metrics = write_replicates(path, res.cell_id, res.metrics)
         finish_run_dir(path, _files(results, tables))
     except OSError as e:
         raise InputError(f"{path}: cannot write the results there ({e.strerror or e})") from None

@@ -72,6 +72,7 @@ def _distance(result, family: str, metric: str, truth) -> np.ndarray:
 def _variant(spec: Spec, changes: dict) -> Spec:
     raw = spec.model_dump(exclude_none=True)  # a fresh dict: changed in place below
     raw.pop("sweep", None)
+    raw["keep_replicates"] = True  # the parts are differences of per-chain values
     for key, value in changes.items():
         set_dotted(raw, key, value)
     return load_spec(raw)

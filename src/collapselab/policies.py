@@ -54,6 +54,8 @@ class Policy:
     # whether a model that is a point mass trains only on copies of that point from then on (so ``stop =
     # "collapsed"`` may end the cell): true where each training set is the newest pool or every record so far
     collapse_is_final = False
+    # whether training sets after generation 0 read the real pool (else the loop may drop its records)
+    reads_real_later = True
 
     def __init__(self, spec: Spec):
         self.n = spec.data.n
@@ -103,6 +105,7 @@ class Policy:
 class Replace(Policy):
     kind = "replace"
     collapse_is_final = True
+    reads_real_later = False
 
     def _build(self, g, real, synthetic, draw_real, rng):
         return synthetic[-1]

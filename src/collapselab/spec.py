@@ -164,6 +164,19 @@ class Spec(_Strict):
     sweep: dict[str, list[Any]] = {}
     # metric -> ε: adds METRIC_above_ε, 1 where a chain's value exceeds ε (its mean: Pr(METRIC > ε) per generation)
     thresholds: dict[str, float] = {}
+    replicate_block: int = Field(
+        default=10_000,
+        ge=1,
+        description="chains per replicate block: a cell of more chains runs as blocks of this many, each with "
+        "random numbers of its own (rng.py); part of the address, so changing it changes the draws of cells with "
+        "more chains, and of no cell with fewer",
+    )
+    keep_replicates: bool | Literal["auto"] = Field(
+        default="auto",
+        description="keep every chain's value of every metric and generation (RunResult.raw, replicates/ in the "
+        "run folder): true, false, or 'auto' (cells of at most 4,000,000 chain-generations); the summary, stages "
+        "and report never need them",
+    )
     stop: Literal["collapsed"] | None = Field(
         default=None,
         description="'collapsed': end a cell once every chain has collapsed to a point mass (its family's "

@@ -26,7 +26,7 @@ from .errors import CollapselabError, InputError
 if TYPE_CHECKING:
     import pandas as pd
 
-from .io import connect_sqlite, remove_stale_tmp, sqlite_error, write_atomic
+from .io import atomic_file, connect_sqlite, is_regular_file, remove_stale_tmp, sqlite_error, write_atomic
 
 DEFAULT_WORKSPACE = Path("collapselab-runs")
 
@@ -101,6 +101,7 @@ def remove_run_files(out: Path, created: bool) -> None:
         return
     for name in ("spec.toml", "cells.json", "summary.csv", *OPTIONAL_FILES):
         (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / REPLICATES, ignore_errors=True)
     clear_checkpoints(out)
     remove_stale_tmp(out)
 
@@ -110,6 +111,36 @@ def finish_run_dir(out: Path, files: dict[str, str | bytes]) -> None:
     for name, content in sorted(files.items(), key=lambda kv: kv[0] == "summary.csv"):
         write_atomic(out / name, content)
     remove_stale_tmp(out)
+
+
+REPLICATES = "replicates"  # per-chain values of the cells that keep them: replicates/cell-<id>/<metric>.npy
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+def write_replicates(out: Path, cell_id: str, metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Write a cell's per-chain values, one (G, R) ``.npy`` per metric (each atomically), before the results that
+    mark the run finished; returns them memory-mapped from there, so the caller can let its copies go."""
+    folder = out / REPLICATES / f"cell-{cell_id}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, values in metrics.items():
+        if not _SAFE_NAME.fullmatch(name):
+            raise CollapselabError(f"metric {name!r}: not a file name; its per-chain values cannot be written")
+        with atomic_file(folder / f"{name}.npy") as fh:
+            np.save(fh, np.ascontiguousarray(values), allow_pickle=False)
+    return read_replicates(out, cell_id)
+
+
+def read_replicates(path: Path, cell_id: str) -> dict[str, np.ndarray]:
+    """A saved cell's per-chain values, metric -> (G, R), memory-mapped (read lazily); empty where the cell did not
+    keep them."""
+    folder = Path(path) / REPLICATES / f"cell-{cell_id}"
+    if not folder.is_dir():
+        return {}
+    return {
+        f.stem: np.load(f, mmap_mode="r", allow_pickle=False)
+        for f in sorted(folder.glob("*.npy"))
+        if is_regular_file(f)
+    }
 
 
 def is_finished(path: Path) -> bool:
@@ -382,6 +413,8 @@ def read_run(path: Path) -> dict:
             out[table] = pd.read_csv(path / f"{table}.csv", dtype={"cell": str})
     if (path / "spec.toml").is_file():
         out["spec_toml"] = (path / "spec.toml").read_text(encoding="utf-8")
+    cells = out["cells"]
+    out["replicates"] = {c: r for c in cells if (r := read_replicates(path, c))}  # memory-mapped
     out["snapshots"] = read_snapshots(path / "snapshots.npz")
     out["distributions"] = read_distributions(path / "distributions.npz")
     return out

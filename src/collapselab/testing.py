@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .curation.judges import Stage
-from .engine.loop import CellKernel, run_cell
+from .engine.loop import CellRun, run_cell
 from .engine.plan import CellPlan, expand
 from .engine.state import CellResult
 from .errors import SpecError
@@ -186,12 +186,11 @@ def _check_shapes(res: CellResult, cell: CellPlan, what: str) -> None:
 def _cut_and_resume(cell: CellPlan, seed: int) -> CellResult:
     """The cell run for one generation with checkpoints, then finished by a fresh run from them."""
     with tempfile.TemporaryDirectory(prefix="collapselab-contract-") as folder:
-        kernel = CellKernel(cell, seed)
-        saver = kernel.checkpoints(Path(folder))
+        run = CellRun(cell, seed)
+        saver = run.checkpoints(Path(folder))
         assert saver is not None
-        state = kernel.init(saver)
-        state, record = kernel.step(state)
-        saver.save(record, state.metrics)
+        run.start(saver)
+        saver.save(run.step(), run.sink)
         saver.flush()
         return run_cell(cell, seed, checkpoints=folder)
 
@@ -200,6 +199,10 @@ def _assert_same(a: CellResult, b: CellResult, message: str) -> None:
     assert set(a.metrics) == set(b.metrics), f"{message}: other metrics"
     for name in a.metrics:
         assert np.array_equal(a.metrics[name], b.metrics[name], equal_nan=True), f"{message} (metric {name!r})"
+    assert set(a.stats) == set(b.stats), f"{message}: other statistics"
+    for name, s in a.stats.items():
+        for k, v in s.items():
+            assert np.array_equal(v, b.stats[name][k], equal_nan=True), f"{message} (statistic {k} of {name!r})"
     assert set(a.snapshots) == set(b.snapshots), f"{message}: snapshots at other generations"
     for g in a.snapshots:
         assert np.array_equal(a.snapshots[g], b.snapshots[g], equal_nan=True), f"{message} (snapshot {g})"

@@ -51,8 +51,9 @@ def check_pipeline(spec, source, family_cls) -> None:
 
 
 class Pipeline:
-    def __init__(self, spec, family, truth, heldout: np.ndarray, seed: int, cell: int, kind: str):
+    def __init__(self, spec, family, truth, heldout: np.ndarray, seed: int, cell: int, kind: str, block: int = 0):
         self.spec, self.family, self.seed, self.cell, self.kind = spec, family, seed, cell, kind
+        self.block = block  # the replicate block whose chains it serves (rng.py)
         self.vocab = getattr(truth, "info", {}).get("vocab")
         self.heldout = heldout
         screen = spec.screen
@@ -80,7 +81,7 @@ class Pipeline:
         return any(s.kind == "likelihood" for s in self.spec.curation)
 
     def _rng(self, stream: Stream, g: int) -> np.random.Generator:
-        return generator(self.seed, self.cell, stream, g)
+        return generator(self.seed, self.cell, stream, g, self.block)
 
     def real_pool(self, real: Pool) -> Pool:
         """The real pool after an attack on it and the screens (generation 0's screen metrics)."""

@@ -1,8 +1,9 @@
 """Per-cell checkpoints, written every few seconds and at the end of a cell, so an interrupted run resumes where
 it stopped.
 
-A checkpoint is what the next generations need and nothing else: the metrics of the generations since the last
-one, their snapshots, and the synthetic pools they sampled. No RNG state is needed: every draw comes from a
+A checkpoint is what the next generations need and nothing else: what the results keep of the generations since
+the last one (the sink's arrays: statistics, not per-chain values, unless the cell keeps those), their snapshots,
+and the synthetic pools they sampled. No RNG state is needed: every draw comes from a
 generator addressed by (seed, cell, stream, generation) (see rng.py), and the real pool is redrawn from its
 address. Models are not needed either: generation g+1 trains on pools, not on model g.
 
@@ -12,7 +13,8 @@ cost a fast cell more than its computation (10⁴ chains × 10³ generations: 3.
 block is exactly as byte-identical. Files, per cell folder (plain arrays, read with ``allow_pickle=False``: never
 a pickle), for a block of generations a..b::
 
-    block-000012.npz      generations a..12's metrics, stacked (one row per generation), snapshots, distributions
+    block-000012.npz      generations a..12's statistics across chains (and per-chain values where the cell keeps
+                          them), the per-chain stage state after 12 (engine/sink.py), snapshots, distributions
     pool-000012.npz       a pool generation 12 sampled: every generation's under policies that keep every pool,
                           else the block's last only (the one the next generation trains on)
     manifest-000012.json  {"first": a, "generation": 12, "sha256": {...every file...}, "fingerprint": ...}, last
@@ -43,12 +45,12 @@ import numpy as np
 from ..errors import CheckpointWarning, InputError
 from ..io import atomic_file, is_regular_file, remove_stale_tmp, write_atomic
 from ..pool import Pool, StatsPool, pool_from_arrays
-from .state import CellState, GenerationRecord
+from .state import Checkpointed, GenerationRecord
 
 MAX_CHECKPOINT_BYTES = 8 << 30
 
 
-FORMAT_VERSION = 3  # the layout of checkpoint files; bump it when it changes
+FORMAT_VERSION = 4  # the layout of checkpoint files; bump it when it changes
 INTERVAL_ENV = "COLLAPSELAB_CHECKPOINT_SECONDS"
 DEFAULT_INTERVAL_S = 10.0
 
@@ -119,25 +121,28 @@ class WriteSchedule:
 
 
 class CellCheckpoints:
-    def __init__(self, folder: Path | str, fingerprint: str, keeps_all_pools: bool, family=None, schedule=None):
+    def __init__(
+        self, folder: Path | str, fingerprint: str, keeps_all_pools: bool, family=None, schedule=None, new_sink=None
+    ):
         self.folder = Path(folder)
         self.fingerprint = fingerprint
         self.keeps_all_pools = keeps_all_pools
         self.family = family  # decodes stats pools of the exact path
         self.schedule: WriteSchedule = schedule if schedule is not None else WriteSchedule()
+        self.new_sink = new_sink  # an empty engine.sink.MetricSink of the cell, to restore into
         self._pending: list[GenerationRecord] = []
-        self._metrics: dict[str, np.ndarray] | None = None
+        self._sink: Any = None
         self._written_pools: list[int] = []  # generations whose pool files this run wrote (for pruning)
 
     def _path(self, kind: str, g: int) -> Path:
         return self.folder / f"{kind}-{g:06d}.{'json' if kind == 'manifest' else 'npz'}"
 
-    def save(self, record: GenerationRecord, metrics: dict[str, np.ndarray]) -> None:
+    def save(self, record: GenerationRecord, sink) -> None:
         """Take one generation's record; write the pending ones once the interval has passed since the last
-        write (every generation with an interval of 0). ``metrics``, the cell's (G, R) arrays with this
-        generation's row filled, are written from directly (rows first..last: no copy of the block)."""
+        write (every generation with an interval of 0). ``sink``, the cell's results with this generation
+        handed in, gives what the block keeps of them."""
         self._pending.append(record)
-        self._metrics = metrics
+        self._sink = sink
         if self.schedule.due():
             self.flush()
 
@@ -151,16 +156,15 @@ class CellCheckpoints:
             self.flush()
 
     def flush(self) -> None:
-        """Write the pending generations as one block: their metrics (name -> (k, R)), snapshots, distributions and
+        """Write the pending generations as one block: the sink's arrays for them, snapshots, distributions and
         the pools later generations need, then the manifest."""
         if not self._pending:
             return
         records, self._pending = self._pending, []
         first, last = records[0].generation, records[-1].generation
         self.folder.mkdir(parents=True, exist_ok=True)
-        assert self._metrics is not None  # save() gave the cell's arrays with the records
-        # rows first..last of the cell's own arrays: one contiguous block each, no copy
-        arrays = {f"metric:{k}": self._metrics[k][first : last + 1] for k in records[0].values}
+        assert self._sink is not None  # save() gave the cell's sink with the records
+        arrays = self._sink.arrays(first, last)
         for r in records:
             arrays.update({f"dist:{r.generation}:{k}": v for k, v in (r.distribution or {}).items()})
             if r.snapshot is not None:
@@ -168,8 +172,9 @@ class CellCheckpoints:
         digests = {"block": _write_npz(self._path("block", last), arrays)}
         keep = records if self.keeps_all_pools else records[-1:]
         for r in keep:
-            if r.pool is not None:
-                digests[f"pool-{r.generation}"] = _write_npz(self._path("pool", r.generation), r.pool.to_arrays())
+            if r.pool is not None:  # one pool per replicate block, under the block's number
+                blocks = {f"{b}/{k}": v for b, pool in enumerate(r.pool) for k, v in pool.to_arrays().items()}
+                digests[f"pool-{r.generation}"] = _write_npz(self._path("pool", r.generation), blocks)
                 self._written_pools.append(r.generation)
         manifest = {"first": first, "generation": last, "sha256": digests, "fingerprint": self.fingerprint}
         write_atomic(self._path("manifest", last), json.dumps(manifest).encode())
@@ -221,8 +226,9 @@ class CellCheckpoints:
         warnings.warn(f"checkpoint {path} skipped: {why}", CheckpointWarning, stacklevel=3)
         return None
 
-    def load(self, last_generation: int) -> CellState | None:
-        """The state after the last good block, or None to start from scratch."""
+    def load(self, last_generation: int, replicate_blocks: int = 1) -> Checkpointed | None:
+        """The cell after the last good block of generations (its ``replicate_blocks`` blocks of chains), or None
+        to start from scratch."""
         if not self.folder.is_dir() or self.folder.is_symlink():
             return None
         remove_stale_tmp(self.folder)  # what a killed writer left behind
@@ -244,26 +250,47 @@ class CellCheckpoints:
         while blocks:
             last = blocks[-1][0]
             if last == last_generation:  # the cell had finished: no pool needed
-                return _state(blocks, [])
-            pools = self._pools(blocks)
+                return self._state(blocks, [[] for _ in range(replicate_blocks)])
+            pools = self._pools(blocks, replicate_blocks)
             if pools is not None:
-                return _state(blocks, pools)
+                return self._state(blocks, pools)
             if self.keeps_all_pools:
                 return None  # a lost pool of an accumulating policy: every later block needs it
             blocks.pop()  # fall back on the block before, whose last pool is kept too
         return None
 
-    def _pools(self, blocks) -> list[Pool | StatsPool] | None:
-        """The pools the blocks' last generation needs: all of them (oldest first), or the last one."""
+    def _state(self, blocks: list[tuple[int, dict, dict]], pools: list[list[Pool | StatsPool]]) -> Checkpointed:
+        """The cell after the checkpointed blocks (``generation``: the next one to run)."""
+        snapshots: dict[int, np.ndarray] = {}
+        distributions: dict[int, dict[str, np.ndarray]] = {}
+        for _, _, a in blocks:
+            for k, v in a.items():
+                if k.startswith("snapshot:"):
+                    snapshots[int(k.split(":")[1])] = v
+                elif k.startswith("dist:"):
+                    _, g, name = k.split(":", 2)
+                    distributions.setdefault(int(g), {})[name] = v
+        generation = blocks[-1][0] + 1
+        sink = self.new_sink().restore([a for _, _, a in blocks], generation)
+        return Checkpointed(generation, sink, pools, snapshots, distributions)
+
+    def _pools(self, blocks, replicate_blocks: int) -> list[list[Pool | StatsPool]] | None:
+        """Per replicate block, the pools the blocks' last generation needs: all of them (oldest first), or the
+        last one."""
         last = blocks[-1][0]
         gens = range(last + 1) if self.keeps_all_pools else [last]
-        out = []
+        out: list[list[Pool | StatsPool]] = [[] for _ in range(replicate_blocks)]
         for g in gens:
             meta = next(m for end, m, _ in blocks if end >= g)  # the block that holds generation g
             p = self._read(self._path("pool", g), meta, f"pool-{g}")
             if p is None:
                 return None
-            out.append(pool_from_arrays(p, self.family))
+            for b in range(replicate_blocks):
+                prefix = f"{b}/"
+                part = {k.removeprefix(prefix): v for k, v in p.items() if k.startswith(prefix)}
+                if not part:
+                    return self._bad(self._path("pool", g), f"no pool of replicate block {b}")
+                out[b].append(pool_from_arrays(part, self.family))
         return out
 
 
@@ -296,19 +323,3 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
         out = _HashingWriter(fh)
         np.savez(out, **arrays)  # type: ignore[arg-type]  # numpy's stub types the first keyword as allow_pickle
     return out.sha.hexdigest()
-
-
-def _state(blocks: list[tuple[int, dict, dict]], pools: list[Pool | StatsPool]) -> CellState:
-    """The state after the checkpointed blocks (``generation``: the next one to run)."""
-    names = [k for k in blocks[0][2] if k.startswith("metric:")]
-    metrics = {k.removeprefix("metric:"): np.concatenate([a[k] for _, _, a in blocks]) for k in names}
-    snapshots: dict[int, np.ndarray] = {}
-    distributions: dict[int, dict[str, np.ndarray]] = {}
-    for _, _, a in blocks:
-        for k, v in a.items():
-            if k.startswith("snapshot:"):
-                snapshots[int(k.split(":")[1])] = v
-            elif k.startswith("dist:"):
-                _, g, name = k.split(":", 2)
-                distributions.setdefault(int(g), {})[name] = v
-    return CellState(blocks[-1][0] + 1, metrics, pools, snapshots=snapshots, distributions=distributions)

@@ -7,14 +7,18 @@
         metrics_g = family.metrics(model_g) + synthetic_share(train_g)
         synth_g = model_g.sample(m)                # provenance "synthetic", generation g
 
-As a kernel (after BlackJAX's ``init`` / ``step``): :class:`CellKernel` holds what a cell fixes once (its truth,
-real pool, family, policy and mitigation pipeline); ``init`` gives the :class:`CellState` before generation 0,
-or after the last checkpointed generation; ``step(state)`` runs one generation and returns the next state and a
-:class:`GenerationRecord`. Population refits, the exact path and the pipeline are variants inside ``step``'s
-three parts (train, measure, next pool), not branches of one long function.
+As a kernel (after BlackJAX's ``init`` / ``step``): :class:`CellKernel` holds what one replicate block of a cell
+fixes once (its truth, real pool, family, policy and mitigation pipeline); ``init`` gives the :class:`CellState`
+before generation 0, or after the last checkpointed generation; ``step(state)`` runs one generation and returns
+the next state and a :class:`GenerationRecord`. Population refits, the exact path and the pipeline are variants
+inside ``step``'s three parts (train, measure, next pool), not branches of one long function.
+
+A cell of more chains than its spec's ``replicate_block`` runs as several blocks, each a kernel with random numbers of its
+own; :class:`CellRun` steps them together and hands each generation's values, all chains merged, to a sink
+(engine/sink.py) that keeps the statistics the run reports: memory O(R + G), not O(R·G).
 
 The loop knows no family and no storage: it wires the plan's source, policy and family together and hands
-back one value per replicate, generation and metric.
+back, per generation and metric, the statistics across chains (and the chains' values where the cell keeps them).
 """
 
 from __future__ import annotations
@@ -23,19 +27,19 @@ import dataclasses
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from ..curation.pipeline import Pipeline
-from ..errors import CollapselabError, SpecError
+from ..errors import SpecError
 from ..families import Reference
-from ..metrics.stages import first_generation, first_reached, stage_codes, stage_shares
 from ..pool import Pool, StatsPool
-from ..rng import Stream, data_generator, generator
+from ..rng import Stream, data_generator, generator, replicate_blocks
 from ..theory import bounds, closed_forms
 from .checkpoints import CellCheckpoints, WriteSchedule, fingerprint
-from .plan import CellPlan
+from .plan import CellPlan, keeps_replicates
+from .sink import MetricSink, Signals
 from .state import CellResult, CellState, GenerationRecord
 
 # progress callback: (cell id, generation just finished, generations in the cell)
@@ -59,18 +63,18 @@ def run_cell(
     """Run one cell; with ``checkpoints`` (a folder), checkpoint it every few seconds, when it ends and when it is
     interrupted (engine/checkpoints.py), and resume from what is there."""
     with _small_pages():
-        kernel = CellKernel(cell, seed)
-        saver = kernel.checkpoints(checkpoints, schedule)
-        state = kernel.init(saver)
-        if state.generation and progress is not None:
-            progress(cell.id, state.generation, kernel.G)
+        run = CellRun(cell, seed)
+        saver = run.checkpoints(checkpoints, schedule)
+        run.start(saver)
+        if run.generation and progress is not None:
+            progress(cell.id, run.generation, run.G)
         try:
-            while state.generation < kernel.G and not kernel.stopped(state):
-                state, record = kernel.step(state)
+            while run.generation < run.G and not run.stopped():
+                record = run.step()
                 if saver is not None:
-                    saver.save(record, state.metrics)
+                    saver.save(record, run.sink)
                 if progress is not None:
-                    progress(cell.id, state.generation, kernel.G)
+                    progress(cell.id, run.generation, run.G)
         except BaseException:
             if saver is not None:  # the generations finished so far, and earlier cells' held ones
                 with suppress(Exception):
@@ -79,9 +83,103 @@ def run_cell(
             raise
         if saver is not None:
             saver.close()
-        if state.generation < kernel.G and progress is not None:  # stopped early: the cell is done
-            progress(cell.id, kernel.G, kernel.G)
-        return kernel.finish(state)
+        if run.generation < run.G and progress is not None:  # stopped early: the cell is done
+            progress(cell.id, run.G, run.G)
+        return run.finish()
+
+
+class CellRun:
+    """One cell: its replicate blocks (rng.replicate_blocks) stepped together, one generation at a time, and their
+    values merged into one sink (engine/sink.py). Each block is a :class:`CellKernel` with random numbers of its
+    own, so the merged result does not depend on how or where the blocks run; block 0 draws the cell's truth and
+    held-out records, which every block shares."""
+
+    def __init__(self, plan: CellPlan, seed: int):
+        self.plan, self.seed = plan, seed
+        sizes = replicate_blocks(plan.spec.replicates, plan.spec.replicate_block)
+        first = CellKernel(plan, seed, 0, sizes[0])
+        self.kernels = [first, *(CellKernel(plan, seed, b, sizes[b], first) for b in range(1, len(sizes)))]
+        self.G, self.R = first.G, plan.spec.replicates
+        self.generation = 0
+        self.states: list[CellState] = []
+        self.sink: MetricSink = self.new_sink()
+        self.snapshots: dict[int, np.ndarray] = {}
+        self.distributions: dict[int, dict[str, np.ndarray]] = {}
+
+    @property
+    def keep_replicates(self) -> bool:
+        return keeps_replicates(self.plan.spec)
+
+    def new_sink(self) -> MetricSink:
+        """An empty sink for the cell's results."""
+        f = self.kernels[0].family
+        signals = Signals(
+            f.tail_metrics, f.spread_metrics, f.signal_references(), self.plan.spec.stages, f.collapse_metric
+        )
+        return MetricSink(self.G, self.R, signals, self.keep_replicates, self.plan.family.name)
+
+    def checkpoints(self, folder: str | Path | None, schedule: WriteSchedule | None = None) -> CellCheckpoints | None:
+        """The cell's checkpoint folder; population chains have no pools, so they rerun in full instead."""
+        first = self.kernels[0]
+        if folder is None or first.population:
+            return None
+        key = fingerprint(self.plan.resolved, self.seed, self.plan.index)
+        return CellCheckpoints(folder, key, first.policy.keeps_all_pools, first.family, schedule, self.new_sink)
+
+    def start(self, saver: CellCheckpoints | None = None) -> None:
+        """The state before generation 0, or after the last good checkpoint in ``saver``'s folder."""
+        loaded = saver.load(self.G - 1, len(self.kernels)) if saver is not None else None
+        if loaded is None:
+            self.states = [k.init() for k in self.kernels]
+            return
+        self.generation, self.sink = loaded.generation, loaded.sink
+        self.snapshots, self.distributions = loaded.snapshots, loaded.distributions
+        self.states = [k.init(loaded.generation, pools) for k, pools in zip(self.kernels, loaded.pools)]
+
+    def step(self) -> GenerationRecord:
+        """Run generation ``generation`` in every block; its merged record."""
+        g = self.generation
+        records = []
+        for i, kernel in enumerate(self.kernels):
+            self.states[i], record = kernel.step(self.states[i])
+            records.append(record)
+        first = records[0]
+        if len(records) == 1:
+            values = first.values
+        else:
+            values = {name: np.concatenate([r.values[name] for r in records]) for name in first.values}
+        self.sink.add(g, values)
+        if first.snapshot is not None:
+            self.snapshots[g] = first.snapshot
+        if first.distribution is not None:
+            self.distributions[g] = first.distribution
+        self.generation = g + 1
+        pools = [r.pool for r in records] if first.pool is not None else None
+        return GenerationRecord(g, values, pools, first.snapshot, first.distribution)
+
+    def stopped(self) -> bool:
+        """Whether the spec's stop rule ends the cell before ``generations``: with ``stop = "collapsed"``, once
+        every chain has been a point mass (the plan allows it only where that state is final, so every later
+        generation would repeat it)."""
+        return self.plan.spec.stop == "collapsed" and self.sink.all_collapsed()
+
+    def finish(self) -> CellResult:
+        """The cell's result: its statistics, stages, closed forms (where they apply) and notes, and its per-chain
+        values where it kept them; a cell its stop rule ended early has its generations run, not ``generations``."""
+        stats, first, kept = self.sink.result()
+        ran, kernel, plan = self.generation, self.kernels[0], self.plan
+        # closed forms and bounds are for finite samples of the model itself, without anything between generations
+        theory, proved = {}, {}
+        if not kernel.population and kernel.pipeline is None:
+            theory = {k: v[:ran] for k, v in closed_forms(plan, kernel.truth).items()}
+            proved = {k: dataclasses.replace(b, values=b.values[:ran]) for k, b in bounds(plan, kernel.truth).items()}
+        notes = kernel.family.notes(stats)
+        for k in self.kernels:
+            if k.pipeline is not None:
+                notes += [n for n in k.pipeline.warnings() if n not in notes]
+        return CellResult(
+            plan.id, plan.overrides, stats, kept, theory, first, self.snapshots, self.distributions, notes, proved
+        )
 
 
 @contextmanager
@@ -104,35 +202,66 @@ def _small_pages():
 
 
 class CellKernel:
-    """One cell's fixed parts, and the ``init`` / ``step`` / ``finish`` that move its state."""
+    """One replicate block of a cell: its fixed parts, and the ``init`` / ``step`` that move its state."""
 
-    def __init__(self, plan: CellPlan, seed: int):
-        self.plan, self.seed = plan, seed
+    def __init__(self, plan: CellPlan, seed: int, block: int = 0, replicates: int | None = None, first=None):
+        """Block ``block`` of ``replicates`` chains (default: all of the cell's, as one block). Block 0 draws the
+        cell's truth, its own real records and the held-out records from the cell's DATA stream; a later block
+        takes the truth and held-out records of ``first`` (block 0's kernel) and draws its real records from its
+        own address."""
+        self.plan, self.seed, self.block = plan, seed, block
         spec = self.spec = plan.spec
-        self.G, self.R, self.m = spec.generations, spec.replicates, spec.samples
+        self.G, self.m = spec.generations, spec.samples
+        self.R = spec.replicates if replicates is None else replicates
         n = spec.data.n
-        data_rng = data_generator(spec, seed, plan.index)
-        truth = self.truth = plan.source.truth(n, data_rng)
-        real = Pool.real(truth.sample((self.R, n), data_rng))
-        # real data sets hold out a fixed split; closed-form truths draw fresh held-out records
-        sample_heldout = getattr(truth, "sample_heldout", lambda k, rng: truth.sample((k,), rng))
-        heldout = sample_heldout(spec.data.heldout, data_rng)
+        if first is None:
+            data_rng = data_generator(spec, seed, plan.index)
+            truth = self.truth = plan.source.truth(n, data_rng)
+            real = Pool.real(truth.sample((self.R, n), data_rng))
+            # real data sets hold out a fixed split; closed-form truths draw fresh held-out records
+            sample_heldout = getattr(truth, "sample_heldout", lambda k, rng: truth.sample((k,), rng))
+            self.heldout = sample_heldout(spec.data.heldout, data_rng)
+        else:  # its real records are drawn when first needed: blocks that drop them never hold them all at once
+            truth, self.truth, self.heldout = first.truth, first.truth, first.heldout
+            real = None
+        heldout = self.heldout
         self.family = plan.family(plan.family_params, Reference(truth=truth, heldout=heldout, n=n))
         self.policy = plan.policy(spec)
         # synthesis, curation, poisoning and screens between models and training sets (curation/pipeline.py)
         self.pipeline = (
-            Pipeline(spec, self.family, truth, heldout, seed, plan.index, plan.kind) if plan.pipeline else None
+            Pipeline(spec, self.family, truth, heldout, seed, plan.index, plan.kind, block) if plan.pipeline else None
         )
-        self.real = self.pipeline.real_pool(real) if self.pipeline is not None else real
+        self._real: Pool | None = self._prepared(real) if real is not None else None
+        self._real_drawn = real is not None
         # population refits (samples = "infinite"): each generation is fitted to the previous one's distribution
         self.population = spec.population
         # the exact path draws the sufficient statistics of synthetic pools instead of their records
         self.used = self.policy.synthetic_used(self.m)
         self.exact = self.policy.supports_stats and self.family.exact_ok(spec, self.used) and self.pipeline is None
-        self.snapshot_at = snapshot_generations(self.G)
+        self.snapshot_at = snapshot_generations(self.G) if block == 0 else []  # replicate 0 is block 0's
+        # the real records are dropped after generation 0 where nothing reads them again (10^5 chains of n = 1,000
+        # hold 800 MB of them)
+        self.drop_real = not self.policy.reads_real_later and self.pipeline is None and not self.needs_anchor
 
     def _rng(self, stream: Stream, g: int) -> np.random.Generator:
-        return generator(self.seed, self.plan.index, stream, g)
+        return generator(self.seed, self.plan.index, stream, g, self.block)
+
+    def _prepared(self, real: Pool) -> Pool:
+        return self.pipeline.real_pool(real) if self.pipeline is not None else real
+
+    @property
+    def real(self) -> Pool:
+        """The block's real pool. Once dropped (``drop_real``) it is None, typed as a Pool: the policy, the one
+        reader left, no longer reads it."""
+        if not self._real_drawn:
+            rng = data_generator(self.spec, self.seed, self.plan.index, self.block)
+            self._real = self._prepared(Pool.real(self.truth.sample((self.R, self.spec.data.n), rng)))
+            self._real_drawn = True
+        return cast(Pool, self._real)
+
+    def _drop_real(self) -> None:
+        if self.drop_real:
+            self._real, self._real_drawn = None, True
 
     def _draw_real(self, k: int, rng: np.random.Generator) -> Pool:
         return Pool.real(self.truth.sample((self.R, k), rng))
@@ -142,28 +271,18 @@ class CellKernel:
         return self.family.tags.uses_anchor or (self.pipeline is not None and self.pipeline.needs_anchor)
 
     # --- init -------------------------------------------------------------------------------------------------
-    def checkpoints(self, folder: str | Path | None, schedule: WriteSchedule | None = None) -> CellCheckpoints | None:
-        """The cell's checkpoint folder; population chains have no pools, so they rerun in full instead."""
-        if folder is None or self.population:
-            return None
-        key = fingerprint(self.plan.resolved, self.seed, self.plan.index)
-        return CellCheckpoints(folder, key, self.policy.keeps_all_pools, self.family, schedule)
-
-    def init(self, saver: CellCheckpoints | None = None) -> CellState:
-        """The state before generation 0, or after the last good checkpoint in ``saver``'s folder."""
-        loaded = saver.load(self.G - 1) if saver is not None else None
-        if loaded is None:
+    def init(self, generation: int = 0, pools: list | None = None) -> CellState:
+        """The state before generation 0, or before ``generation`` from the pools checkpoints kept (each
+        generation's own pool, oldest first)."""
+        if not generation:
             return CellState(0)
-        metrics = {}
-        for name, done in loaded.metrics.items():
-            metrics[name] = np.empty((self.G, self.R))
-            metrics[name][: loaded.generation] = done
         kept: list = []
-        for pool in loaded.pools:  # the checkpoints hold each generation's own pool: keep them as step does
+        for pool in pools or []:  # keep them as step does
             kept = self.policy.keep(kept, pool, self.real)
-        state = dataclasses.replace(loaded, metrics=metrics, pools=kept)
+        state = CellState(generation, kept)
         if self.needs_anchor:  # generation 0 trained on the real pool: refit it, same stream, same model
             self._set_anchor(state, self.family.fit(self.real.x, self._rng(Stream.FIT, 0)))
+        self._drop_real()
         return state
 
     def _set_anchor(self, state: CellState, model: Any) -> None:
@@ -190,7 +309,6 @@ class CellKernel:
             for name in self.pipeline.metric_names:  # NaN where a stage did not run this generation
                 values.setdefault(name, np.full(self.R, np.nan))
         values.update(self._above_thresholds(values))
-        self._record(state.metrics, values, g)
         record = GenerationRecord(g, values, pool)
         if g in self.snapshot_at:  # its own stream: snapshots never change the chains' draws
             record.snapshot = self._snapshot(model, samples, g)
@@ -201,13 +319,8 @@ class CellKernel:
             pools = self.policy.keep(pools, pool, self.real)
         if self.population:
             models = [*models, model] if self.policy.keeps_all_pools else [model]
-        snapshots, distributions = dict(state.snapshots), dict(state.distributions)
-        if record.snapshot is not None:
-            snapshots[g] = record.snapshot
-        if record.distribution is not None:
-            distributions[g] = record.distribution
-        nxt = CellState(g + 1, state.metrics, pools, models, state.anchor, snapshots, distributions)
-        return nxt, record
+        self._drop_real()
+        return CellState(g + 1, pools, models, state.anchor), record
 
     def _train(self, state: CellState, g: int) -> tuple[Any, Pool | StatsPool | None, np.ndarray]:
         """Generation g's model, its training set (None under population refits) and its synthetic share."""
@@ -261,19 +374,6 @@ class CellKernel:
             out[f"{name}_above_{eps:g}"] = np.where(np.isnan(v), np.nan, (v > eps).astype(float))
         return out
 
-    def _record(self, metrics: dict[str, np.ndarray], values: dict[str, np.ndarray], g: int) -> None:
-        """Write generation g's values into the (G, R) metric arrays, checking the family kept its promise."""
-        name_of = self.plan.family.name
-        for name, v in values.items():
-            if v.shape != (self.R,):
-                raise CollapselabError(f"family {name_of!r}: metric {name!r} has shape {v.shape}, expected ({self.R},)")
-        if set(values) != set(metrics) and metrics:
-            raise CollapselabError(f"family {name_of!r}: generation {g} returned other metrics than before")
-        for name, v in values.items():
-            if name not in metrics:  # not setdefault: it would allocate a (G, R) array every generation
-                metrics[name] = np.empty((self.G, self.R))
-            metrics[name][g] = v
-
     def _snapshot(self, model, samples, g) -> np.ndarray:
         """Replicate 0's records of generation g."""
         if samples is not None:
@@ -281,43 +381,6 @@ class CellKernel:
         one = first_replicate(model, self.R)
         size = SNAPSHOT_RECORDS if one is not model else max(1, min(SNAPSHOT_RECORDS, 2_000_000 // self.R))
         return one.sample(size, self._rng(Stream.SNAPSHOT, g))[0]
-
-    def stopped(self, state: CellState) -> bool:
-        """Whether the spec's stop rule ends the cell before ``generations``: with ``stop = "collapsed"``, once the
-        last generation run left every chain a point mass (the plan allows it only where that state is final, so
-        every later generation would repeat it)."""
-        name = self.family.collapse_metric
-        if self.spec.stop != "collapsed" or state.generation == 0 or name is None:
-            return False
-        return bool(np.all(state.metrics[name][state.generation - 1] == 1.0))
-
-    # --- finish -----------------------------------------------------------------------------------------------
-    def finish(self, state: CellState) -> CellResult:
-        """The cell's result: its metrics, stages, closed forms (where they apply) and notes; a cell its stop rule
-        ended early has its generations run, not ``generations``."""
-        family, ran = self.family, state.generation
-        metrics = {k: v[:ran] for k, v in state.metrics.items()} if ran < self.G else state.metrics
-        codes = stage_codes(
-            metrics, family.tail_metrics, family.spread_metrics, family.signal_references(), self.spec.stages
-        )
-        first = {}
-        if codes is not None:
-            metrics.update(stage_shares(codes))
-            first = first_reached(codes)
-        if family.collapse_metric is not None:  # per chain, the generations to total collapse
-            first[family.collapse_metric] = first_generation(metrics[family.collapse_metric] == 1.0)
-        # closed forms and bounds are for finite samples of the model itself, without anything between generations
-        theory, proved = {}, {}
-        if not self.population and self.pipeline is None:
-            theory = {k: v[:ran] for k, v in closed_forms(self.plan, self.truth).items()}
-            proved = {
-                k: dataclasses.replace(b, values=b.values[:ran]) for k, b in bounds(self.plan, self.truth).items()
-            }
-        notes = family.notes(metrics) + (self.pipeline.warnings() if self.pipeline is not None else [])
-        plan = self.plan
-        return CellResult(
-            plan.id, plan.overrides, metrics, theory, first, state.snapshots, state.distributions, notes, proved
-        )
 
 
 def fit_population(family, parts, spec, rng: np.random.Generator):

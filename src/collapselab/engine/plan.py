@@ -26,6 +26,7 @@ from ..plugins import FAMILIES, POLICIES
 from ..policies import Policy, check_policy, policy_class
 from ..sources import Source, get_source
 from ..spec import CASE_LABEL, CASES, MAX_CELLS, Spec, import_plugins, parse_spec, set_dotted
+from .sink import KEEP_AUTO
 
 
 @dataclass(eq=False)
@@ -68,7 +69,7 @@ class CellPlan:
         check_pipeline(spec, self.source, self.family)
         if spec.stop == "collapsed":
             self._check_stop()
-        check_memory(spec, record_width(self.source, spec.data.n), self.policy.keeps_all_pools)
+        check_memory(spec, self.estimated_bytes())
         if not self.resolved:
             self.resolved = spec.model_dump(exclude_none=True)
             self.resolved["data"]["params"] = self.source.params.model_dump(exclude_none=True)
@@ -94,6 +95,20 @@ class CellPlan:
                 "stop = 'collapsed': synthesis, curation, poisoning, screens and population refits can change a "
                 "collapsed chain's records; run without them"
             )
+
+    def estimated_bytes(self) -> int:
+        """A lower bound of the cell's peak memory (see :func:`estimated_bytes`)."""
+        spec, policy = self.spec, self.policy
+        exact = (
+            policy.supports_stats
+            and self.family.tags.exact
+            and bool(getattr(self.family_params, "exact", False))
+            and not self.pipeline
+            and not spec.population
+        )
+        drops = not policy.reads_real_later and not self.pipeline and not self.family.tags.uses_anchor
+        width = record_width(self.source, spec.data.n)
+        return estimated_bytes(spec, width, policy.keeps_all_pools, exact, drops)
 
     @property
     def kind(self) -> str:
@@ -194,22 +209,37 @@ def drawn_per_generation(spec: Spec) -> int:
     return m
 
 
-def estimated_bytes(spec: Spec, width: int = 1, keeps_all_pools: bool = False) -> int:
-    """A lower bound of a cell's peak memory: its per-chain metrics for every generation, and the records of the
-    pools it holds at once (``width`` numbers per record)."""
+def keeps_replicates(spec: Spec) -> bool:
+    """Whether a cell keeps every chain's values (spec ``keep_replicates``; "auto": small cells only)."""
+    keep = spec.keep_replicates
+    return spec.replicates * spec.generations <= KEEP_AUTO if keep == "auto" else bool(keep)
+
+
+def estimated_bytes(
+    spec: Spec, width: int = 1, keeps_all_pools: bool = False, exact: bool = False, drops_real: bool = False
+) -> int:
+    """A lower bound of a cell's peak memory: its results (every chain's values where it keeps them, else the
+    statistics per generation and a few numbers per chain: engine/sink.py), and the records it holds at once
+    (``width`` numbers each): the real pool (one replicate block's where it is dropped after generation 0), the
+    synthetic pools it keeps (none on the exact path, which keeps statistics), and one block's records in flight."""
     R, G, n, m = spec.replicates, spec.generations, spec.data.n, drawn_per_generation(spec)
-    metrics = R * G * METRICS_FLOOR * 8
-    pools = G + 1 if keeps_all_pools else 3  # every pool, or the real pool, a training set and a synthetic pool
-    records = R * (n + m) * pools * 8 * width
-    return metrics + records + spec.data.heldout * 8 * width
+    block = min(R, spec.replicate_block)
+    if keeps_replicates(spec):
+        results = R * G * METRICS_FLOOR * 8
+    else:
+        results = G * METRICS_FLOOR * 7 * 8 + R * METRICS_FLOOR * 2 * 8
+    real = (block if drops_real else R) * n
+    kept = 0 if exact else R * m * (G if keeps_all_pools else 1)
+    records = (real + kept + block * (n + m)) * 8 * width
+    return results + records + spec.data.heldout * 8 * width
 
 
-def check_memory(spec: Spec, width: int = 1, keeps_all_pools: bool = False) -> None:
-    need, have = estimated_bytes(spec, width, keeps_all_pools), memory_limit()
+def check_memory(spec: Spec, need: int) -> None:
+    have = memory_limit()
     if need > have:
         raise SpecError(
             f"this cell needs at least {need / 2**30:.2f} GiB (replicates = {spec.replicates}, generations = "
             f"{spec.generations}, data.n = {spec.data.n}, {drawn_per_generation(spec):,} records drawn per generation"
-            f"{', ' + str(width) + ' numbers each' if width > 1 else ''}), more than the {have / 2**30:.2f} GiB "
-            f"available; lower replicates, generations or the records drawn, or set {MEMORY_ENV}"
+            f"), more than the {have / 2**30:.2f} GiB available; lower replicates, generations or the records drawn, "
+            f"set keep_replicates = false, or set {MEMORY_ENV}"
         )

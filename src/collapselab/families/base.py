@@ -215,8 +215,9 @@ class Family:
         """One value per replicate for each metric; ``samples`` (R, m, ...) only where ``measures_samples``."""
         raise NotImplementedError
 
-    def notes(self, metrics: dict[str, np.ndarray]) -> list[str]:
-        """Warnings about a finished cell, read off its (G, R) metrics (so a resumed cell says the same)."""
+    def notes(self, stats: dict[str, dict[str, np.ndarray]]) -> list[str]:
+        """Warnings about a finished cell, read off its statistics across chains (metric -> statistic -> (G,),
+        engine/sink.py), so a resumed cell says the same."""
         return []
 
 

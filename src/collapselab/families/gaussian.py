@@ -239,15 +239,15 @@ class GaussianFamily(Family):
         out["tail_mass"] = tail_mass_ratio(model.mean, cov, truth)
         return out
 
-    def notes(self, metrics):
-        lost = metrics.get("conditioning_lost")
-        if lost is None or not np.any(lost == 1):
+    def notes(self, stats):
+        lost = stats.get("conditioning_lost", {}).get("mean")  # the share of chains, per generation
+        if lost is None or not np.any(lost > 0):
             return []
-        G, R = lost.shape
-        first = int(np.argmax(np.any(lost == 1, axis=1)))
+        G = len(lost)
+        first = int(np.argmax(lost > 0))
         return [
             f"the fitted covariance lost its conditioning (its determinant is off by more than 1%, or not positive) "
-            f"from generation {first}, in {np.mean(lost[-1]):.0%} of chains at generation {G - 1}: on the exact "
+            f"from generation {first}, in {lost[-1]:.0%} of chains at generation {G - 1}: on the exact "
             f"path std_ratio, det_ratio and log_det_ratio stay exact (it knows log det), but w2, kl, nll_real, "
             f"tail_mass and trace_ratio there rest on rounding"
         ]

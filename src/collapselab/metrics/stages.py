@@ -33,16 +33,16 @@ STAGES = ("healthy", "early", "late", "total")
 HEALTHY, EARLY, LATE, TOTAL = range(4)
 
 
-def retention(
-    metrics: dict[str, np.ndarray], names, references: dict[str, float], reference: str, rows: slice = slice(None)
-) -> np.ndarray:
-    """Smallest retention over ``names`` at generations ``rows``, shape (G, R); NaN where no metric defines it."""
+def retention(rows: dict[str, np.ndarray], names, base: dict[str, np.ndarray | float]) -> np.ndarray:
+    """Smallest retention over ``names`` of a block of generations (``rows``: name -> (k, R)) against ``base``
+    (name -> generation 0's values per chain, or the reference value), shape (k, R); NaN where no metric
+    defines it."""
     parts = []
     for name in names:
-        v = metrics[name][rows]
-        base = metrics[name][0:1] if reference == "generation0" else references.get(name, 1.0)
+        v = rows[name]
+        b = base.get(name, 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            r = np.where(base > 0, v / base, np.nan)  # nothing to lose: undefined, not "all retained"
+            r = np.where(np.greater(b, 0), v / b, np.nan)  # nothing to lose: undefined, not "all retained"
         parts.append(np.broadcast_to(r, v.shape))
     if len(parts) == 1:  # one metric: its retention (nanmin over one value is that value)
         return np.array(parts[0])
@@ -60,43 +60,14 @@ def classify(tail: np.ndarray, spread: np.ndarray, early: float, late: float, to
     return stage
 
 
-def stage_codes(metrics, tail_metrics, spread_metrics, references, config) -> np.ndarray | None:
-    """(G, R) stage codes for a cell, or None when its family declares no signals."""
-    if not tail_metrics and not spread_metrics:
-        return None
-    G, R = next(iter(metrics.values())).shape
-    codes = np.empty((G, R), dtype=np.int8)
-    for rows in generation_blocks(G, R):  # a few generations at a time: the temporaries stay in cache
-        nan = None if tail_metrics and spread_metrics else np.full((rows.stop - rows.start, R), np.nan)
-        tail = retention(metrics, tail_metrics, references, config.reference, rows) if tail_metrics else nan
-        spread = retention(metrics, spread_metrics, references, config.reference, rows) if spread_metrics else nan
-        codes[rows] = classify(tail, spread, config.early, config.late, config.total)
-    return codes
-
-
-def generation_blocks(G: int, R: int, values: int = 1 << 17) -> list[slice]:
-    """Row slices of a (G, R) array holding about ``values`` values each (1 MB of float64): work on such blocks
-    keeps temporaries in cache and on the heap, where a whole-array temporary of a big run is a fresh mapping of
-    tens of MB to fault in. Each generation's numbers depend on its own row only, so blocks change nothing."""
-    step = max(1, values // max(R, 1))
-    return [slice(g, min(g + step, G)) for g in range(0, G, step)]
-
-
-def stage_shares(codes: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-replicate indicators ``stage_<name>`` (G, R): their mean across replicates is the share in each stage."""
-    return {f"stage_{name}": (codes == k).astype(float) for k, name in enumerate(STAGES)}
-
-
-def first_reached(codes: np.ndarray) -> dict[str, np.ndarray]:
-    """Per replicate, the first generation whose stage is at least each stage (NaN: never reached)."""
-    return {name: first_generation(codes >= k) for k, name in enumerate(STAGES[1:], start=1)}
-
-
-def first_generation(hit: np.ndarray) -> np.ndarray:
-    """Per chain, the first generation (row) of a (G, R) boolean array that is true; NaN where none is."""
-    first = np.argmax(hit, axis=0).astype(float)
-    first[~hit.any(axis=0)] = np.nan
-    return first
+def stage_codes(rows: dict[str, np.ndarray], tail_metrics, spread_metrics, base, config) -> np.ndarray:
+    """(k, R) stage codes of a block of generations (``rows``: name -> (k, R)), their retentions taken against
+    ``base`` (see :func:`retention`); the family declares at least one signal."""
+    k, R = next(iter(rows.values())).shape
+    nan = None if tail_metrics and spread_metrics else np.full((k, R), np.nan)
+    tail = retention(rows, tail_metrics, base) if tail_metrics else nan
+    spread = retention(rows, spread_metrics, base) if spread_metrics else nan
+    return classify(tail, spread, config.early, config.late, config.total)
 
 
 def median_with_ci(first: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
