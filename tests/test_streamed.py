@@ -170,3 +170,46 @@ def test_reducing_on_a_thread_gives_the_same_bytes_as_in_line(monkeypatch):
         for k, v in inline.raw[0].first_stage.items():
             np.testing.assert_array_equal(other.raw[0].first_stage[k], v)
     assert inline.summary.generation.max() == 22
+
+
+def test_dry_run_prints_each_cells_estimate_and_writes_nothing(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        load_spec({**BLOCKED, "keep_replicates": "auto", "sweep": {"replicates": [1000, 100_000]}}).to_toml()
+    )
+    env = {**__import__("os").environ, "COLUMNS": "160"}
+    res = subprocess.run(
+        [sys.executable, "-m", "collapselab", "run", str(spec), "--dry-run", "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "100,000" in res.stdout and "334" in res.stdout  # 100,000 chains in 334 blocks of 300
+    assert "Nothing was run or written" in res.stdout
+    assert not (tmp_path / "o").exists() and not (tmp_path / "collapselab-runs").exists()
+
+
+def test_estimate_grows_with_the_cell_and_refuses_what_cannot_fit(monkeypatch):
+    table = cl.estimate({**BLOCKED, "keep_replicates": "auto", "sweep": {"generations": [10, 40]}})
+    small, long = table.itertuples(index=False)
+    assert (small.blocks, small.keeps_replicates) == (4, True)
+    assert long.memory_bytes > small.memory_bytes and long.seconds > small.seconds > 0
+    # streamed: a 10^5 x 10^4 Gaussian cell needs far less than its 10^9 chain-generations of values
+    big = cl.estimate(
+        {
+            **BLOCKED,
+            "replicates": 100_000,
+            "generations": 10_000,
+            "keep_replicates": "auto",
+            "replicate_block": 10_000,
+            "data": {"source": "gaussian", "n": 1000},
+        },
+        calibrate=False,
+    )
+    assert big.memory_bytes[0] < 1 << 30 and not big.keeps_replicates[0]
+    monkeypatch.setenv("COLLAPSELAB_MEMORY_LIMIT_MB", "50")
+    with pytest.raises(cl.SpecError, match="needs at least .*keep_replicates = false"):
+        cl.estimate({**BLOCKED, "replicates": 100_000, "generations": 1000}, calibrate=False)

@@ -250,7 +250,7 @@ def test_linear_test_mse_on_a_finite_test_set_by_hand():
     spec = {"generations": 1, "replicates": 4, "seed": 0, "data": {"source": "linear", "n": 9}}
     spec["data"]["params"] = {"dim": 3, "noise": 0.3, "weights": "per-chain", "test": 50}
     spec["model"] = {"family": "linear"}
-    cell = cl.api.plan(spec).cells[0]
+    cell = cl.api.prepare(spec).cells[0]
     truth = cell.source.truth(9, np.random.default_rng(0))
     from collapselab.families.base import Reference
     from collapselab.families.linear import LinearModel
@@ -265,7 +265,7 @@ def test_linear_test_mse_on_a_finite_test_set_by_hand():
         assert m["test_mse"][c] == pytest.approx(np.mean((truth.test_rows @ fitted[c] - y) ** 2))
         assert m["test_error"][c] == pytest.approx(np.sum((fitted[c] - w_star[c]) ** 2))
     with pytest.raises(cl.SpecError, match="model.params.fit = 'min-norm'"):
-        cl.api.plan({**spec, "data": {"source": "linear", "n": 3, "params": {"dim": 3}}})
+        cl.api.prepare({**spec, "data": {"source": "linear", "n": 3, "params": {"dim": 3}}})
 
 
 def test_a_design_per_chain_differs_between_chains_and_a_shared_one_does_not():
@@ -273,7 +273,7 @@ def test_a_design_per_chain_differs_between_chains_and_a_shared_one_does_not():
     spec["model"] = {"family": "linear"}
     for design, differ in (("shared", False), ("per-chain", True)):
         spec["data"]["params"] = {"dim": 2, "design": design}
-        cell = cl.api.plan(spec).cells[0]
+        cell = cl.api.prepare(spec).cells[0]
         truth = cell.source.truth(6, np.random.default_rng(0))
         x = truth.sample((3, 6), np.random.default_rng(1))[..., :2]
         assert (not np.array_equal(x[0], x[1])) == differ

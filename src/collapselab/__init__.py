@@ -16,6 +16,7 @@ _EXPORTS = {
     "RunResult": "api",
     "estimate": "api",
     "load_run": "api",
+    "plan": "api",
     "report": "api",
     "resume": "api",
     "run": "api",
@@ -57,6 +58,7 @@ __all__ = [
     "expand",
     "load_run",
     "load_spec",
+    "plan",
     "register_family",
     "register_source",
     "report",
@@ -68,7 +70,7 @@ __all__ = [
 assert set(__all__) == set(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .api import RunResult, estimate, load_run, report, resume, run, runs, samples
+    from .api import RunResult, estimate, load_run, plan, report, resume, run, runs, samples
     from .engine.plan import expand
     from .errors import CollapselabError, InputError, RunFailed, RunInterrupted, SpecError
     from .families import Family, FamilyTags, Metrics, Params, Reference, register_family

@@ -35,6 +35,7 @@ from .errors import (
     RunInterrupted,
 )
 from .executors import check_execution, run_cells
+from .planning import Answer, Requirement, plan
 from .plugins import FAMILIES
 from .report import write_report
 from .report.decompose import write as write_decomposition
@@ -103,7 +104,7 @@ class RunResult:
         return df.pivot_table(index=["cell", "generation"], columns="metric", values=stat, sort=False)
 
 
-def plan(
+def prepare(
     spec: str | Path | dict | Spec,
     executor: str | None = None,
     scheduler: str | None = None,
@@ -131,7 +132,7 @@ def estimate(
     (a rough guide: per-chain costs are taken as linear, and a growing training set as growing linearly).
     ``collapselab run SPEC --dry-run`` prints it. Nothing is written."""
     with allow_plugins_in(allow_plugins):
-        planned = spec if isinstance(spec, RunPlan) else plan(spec)
+        planned = spec if isinstance(spec, RunPlan) else prepare(spec)
         rows = []
         for cell in planned.cells:
             s = cell.spec
@@ -209,7 +210,7 @@ def run(
     0.7
     """
     with allow_plugins_in(allow_plugins):
-        planned = spec if isinstance(spec, RunPlan) else plan(spec, executor, scheduler)
+        planned = spec if isinstance(spec, RunPlan) else prepare(spec, executor, scheduler)
         spec, cells = planned.spec, planned.cells
         check_execution(executor, scheduler)
         execution = dict(executor=executor, workers=workers, scheduler=scheduler, progress=progress)
@@ -519,13 +520,17 @@ def prepare_data(prepare: bool = True) -> dict[str, str]:
 
 
 __all__ = [
+    "Answer",
     "Decomposition",
     "Ledger",
+    "Requirement",
     "RunPlan",
     "RunResult",
     "audit",
     "cache_dir",
+    "estimate",
     "plan",
+    "prepare",
     "unfinished",
     "decompose",
     "families",

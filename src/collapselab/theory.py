@@ -32,6 +32,11 @@ variance, for a pool P_g of N_g records: A_g = E Σ x², B_g = E (Σ x)², with 
 - accumulate: N_g = n + g·m, A_{g+1} = A_g + m(E v_g + B_g/N_g²), B_{g+1} = (1 + m/N_g)² B_g + m E v_g,
   E v_g = (A_g - B_g/N_g)/c_g (c_g = N_g, or N_g - 1 unbiased), E‖μ_g-μ‖² = tr Σ · B_g/N_g²
 - fresh (k = round(f·n) new real records, s = n - k synthetic): A = k + s(E v + E μ²), B = k + s² E μ² + s E v
+- mix (k of the same n real records, drawn anew each generation without replacement, s synthetic): as fresh, but
+  the model's mean stays correlated with the real pool's sum P: B = k + 2s(k/n)C_g + s² E μ² + s E v, with
+  C_g = E[μ_g P], C_0 = 1, C_{g+1} = (k + s C_g)/(k + s)
+- the stationary values of these recursions (:func:`stationary`) are their fixed points (fresh, MLE, N = k + s:
+  E v* = k(N + s - 1)/((N + s)k + s); with unbiased fits E v* = k(N + s - 1)/((N + s)(k - 1) + s))
 
 - Linear regression, m = n                        E‖ŵ_g-w*‖² = σ² tr((XᵀX)⁻¹) Σ_{k=1..g+1} 1/k²  (Gerstgrasser et al. 2024)
 
@@ -65,11 +70,14 @@ from .spec import Spec
 _MAX_CHAIN_STATES = 2000
 
 
+def cell_truth(plan, seed: int):
+    """The ground truth of one cell (an engine.plan.CellPlan), the one its run draws."""
+    return plan.source.truth(plan.spec.data.n, data_generator(plan.spec, seed, plan.index))
+
+
 def for_cell(plan, seed: int) -> dict[str, np.ndarray]:
-    """The closed forms of one cell (an engine.plan.CellPlan), with the same ground truth its run draws."""
-    spec = plan.spec
-    truth = plan.source.truth(spec.data.n, data_generator(spec, seed, plan.index))  # as the engine builds it
-    return closed_forms(plan, truth)
+    """The closed forms of one cell, with the same ground truth its run draws."""
+    return closed_forms(plan, cell_truth(plan, seed))
 
 
 def closed_forms(plan, truth) -> dict[str, np.ndarray]:
@@ -172,27 +180,57 @@ def _gaussian_replace(spec: Spec, truth) -> dict:
     return out
 
 
-def _gaussian_pooled(spec: Spec, truth) -> dict:
-    """Exact expectations of variance and mean drift under accumulate / fresh (see the module docstring)."""
-    if not hasattr(truth, "cov"):
-        return {}
-    G, n, m, kind = spec.generations, spec.data.n, spec.samples, spec.policy.kind
+def _pooled_moments(spec: Spec):
+    """(E v_g, E μ_g²) per unit variance for g = 0, 1, ... under accumulate / fresh / mix (the module docstring)."""
+    n, m, kind = spec.data.n, spec.samples, spec.policy.kind
     unbiased = spec.model.params.get("estimator", "mle") == "unbiased"
-    var, mu2 = np.empty(G), np.empty(G)
     A, B, N = float(n), float(n), n  # generation 0: n real records of unit variance, centred
-    for g in range(G):
-        var[g] = (A - B / N) / (N - 1 if unbiased else N)
-        mu2[g] = B / N**2
+    policy = make_policy(spec)
+    k, s = policy.real_count(), policy.synthetic_used(m)
+    cross = 1.0  # mix: E[μ_g P], P the real pool's sum (generation 0: E[P²]/n = 1)
+    while True:
+        var, mu2 = (A - B / N) / (N - 1 if unbiased else N), B / N**2
+        yield var, mu2
         if kind == "accumulate":
-            A, B, N = A + m * (var[g] + mu2[g]), (1 + m / N) ** 2 * B + m * var[g], N + m
-        else:  # fresh: a new training set of k real and s synthetic records (n - k, or m with fixed counts)
-            policy = make_policy(spec)
-            k, s = policy.real_count(), policy.synthetic_used(m)
-            A, B, N = k + s * (var[g] + mu2[g]), k + s**2 * mu2[g] + s * var[g], k + s
+            A, B, N = A + m * (var + mu2), (1 + m / N) ** 2 * B + m * var, N + m
+        elif kind == "fresh":  # a new training set of k real and s synthetic records (n - k, or m with fixed counts)
+            A, B, N = k + s * (var + mu2), k + s**2 * mu2 + s * var, k + s
+        else:  # mix: k of the same n real records, drawn anew, so the model's mean stays tied to the pool's
+            A = k + s * (var + mu2)
+            B = k + 2 * s * (k / n) * cross + s**2 * mu2 + s * var
+            N, cross = k + s, (k + s * cross) / (k + s)
+
+
+def _gaussian_metrics(truth, var, mu2) -> dict:
     out = {"trace_ratio": var, "mean_sq_drift": np.trace(truth.cov) * mu2}
     if truth.dim == 1:
         out["var_ratio"] = var
     return out
+
+
+def _gaussian_pooled(spec: Spec, truth) -> dict:
+    """Exact expectations of variance and mean drift under accumulate / fresh / mix (see the module docstring)."""
+    if not hasattr(truth, "cov"):
+        return {}
+    moments = np.array([v for v, _ in zip(_pooled_moments(spec), range(spec.generations))])
+    return _gaussian_metrics(truth, moments[:, 0], moments[:, 1])
+
+
+def stationary(plan, truth, tol: float = 1e-13, max_generations: int = 1_000_000) -> dict[str, float]:
+    """The limits as g grows of the closed forms that have one: the Gaussian under ``fresh`` and ``mix`` with real
+    records in every training set (their moment recursions contract by s/(k + s) per generation); empty
+    elsewhere. Iterated to a fixed point, and checked in tests against the fresh formula in the module docstring."""
+    spec = plan.spec
+    if plan.family.name != "gaussian" or plan.policy.kind not in ("fresh", "mix") or not hasattr(truth, "cov"):
+        return {}
+    if make_policy(spec).real_count() == 0 or _sampling_biased(spec):
+        return {}
+    last = (np.inf, np.inf)
+    for g, now in enumerate(_pooled_moments(spec)):
+        if abs(now[0] - last[0]) < tol and abs(now[1] - last[1]) < tol or g >= max_generations:
+            break
+        last = now
+    return {k: float(v) for k, v in _gaussian_metrics(truth, now[0], now[1]).items()}
 
 
 def _kde_replace(spec: Spec, truth) -> dict:
@@ -291,6 +329,7 @@ _HANDLERS = {
     ("gaussian", "replace"): _gaussian_replace,
     ("gaussian", "accumulate"): _gaussian_pooled,
     ("gaussian", "fresh"): _gaussian_pooled,
+    ("gaussian", "mix"): _gaussian_pooled,
     ("kde", "replace"): _kde_replace,
     ("categorical", "replace"): _categorical_replace,
     ("bernoulli", "replace"): _bernoulli_replace,

@@ -1,4 +1,5 @@
-"""Verbs of analysis: theory (closed forms, no simulation) and decompose (where a collapse comes from)."""
+"""Verbs of analysis: theory (closed forms, no simulation), plan (how much real data to keep) and decompose (where a
+collapse comes from)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,56 @@ def theory(
         for metric, values in forms[cell.id].items():
             table.add_row(metric, *(fmt(values[g]) for g in gens))
         out_console.print(table)
+
+
+@app.command()
+def plan(
+    spec: str = typer.Argument(..., help="A spec without [sweep] (mix or fresh for --knob real_fraction)."),
+    need: str = typer.Option(..., "--need", help="The requirement, e.g. 'var_ratio >= 0.99' or 'kl <= 0.05'."),
+    horizon: int = typer.Option(..., "--horizon", min=0, help="The generation it must hold at (retrainings)."),
+    knob: str = typer.Option("real_fraction", "--knob", help="real_fraction (mix, fresh) or n (the sample size)."),
+    target: str = typer.Option("mean", "--target", help="mean: the mean across chains; chains: a share of them."),
+    confidence: float = typer.Option(0.95, "--confidence", help="Share of chains (--target chains); interval level."),
+    method: str = typer.Option("auto", "--method", help="auto, closed-form, search, or both."),
+    as_json: bool = typer.Option(False, "--json", help="Print the answers as JSON."),
+    allow_plugins: bool = AllowPluginsOpt,
+):
+    """The smallest real fraction (or sample size) that keeps a metric within a tolerance at a planned generation:
+    in closed form where theory has one, and by searching with the loop itself."""
+    if method not in ("auto", "closed-form", "search", "both"):
+        fail(f"--method {method!r}: allowed: auto, closed-form, search, both")
+    methods = ["closed-form", "search"] if method == "both" else [method]
+    answers = []
+    for m in methods:
+        progress = lambda what: err_console.print(f"search: running {what}", highlight=False)  # noqa: E731
+        answers.append(
+            api.plan(spec, need, horizon, knob=knob, target=target, confidence=confidence, method=m, progress=progress)
+        )
+    if as_json:
+        print_json(
+            [
+                {
+                    "knob": a.knob,
+                    "value": a.value,
+                    "interval": list(a.interval),
+                    "method": a.method,
+                    "sentence": a.sentence,
+                    "stationary": a.stationary,
+                    "candidates": a.table.to_dict(orient="records"),
+                }
+                for a in answers
+            ]
+        )
+        return
+    for a in answers:
+        out_console.print(a.sentence, highlight=False)
+        table = Table(*a.table.columns, title=f"{a.method}: candidates evaluated")
+        for row in a.table.itertuples(index=False):
+            table.add_row(*(("yes" if v else "no") if isinstance(v, bool) else fmt(v) for v in row))
+        out_console.print(table)
+        if a.stationary:
+            limits = ", ".join(f"{k} -> {fmt(v)}" for k, v in a.stationary.items())
+            out_console.print(f"as generations grow, at {a.knob} = {fmt(a.value)}: {limits}", highlight=False)
 
 
 @app.command()

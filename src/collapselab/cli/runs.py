@@ -67,7 +67,7 @@ def run(
     ),
 ):
     """Run an experiment: every cell of its sweep, all replicate chains, every generation."""
-    planned = api.plan(spec, executor, scheduler, allow_plugins=allow_plugins)  # every check before a run exists
+    planned = api.prepare(spec, executor, scheduler, allow_plugins=allow_plugins)  # every check before a run exists
     if dry_run:
         _print_estimate(api.estimate(planned, allow_plugins=allow_plugins), as_json)
         return
@@ -141,7 +141,7 @@ def resume(
 ):
     """Finish an interrupted run from its checkpoints; the results equal an uninterrupted run's."""
     path = api.unfinished(ref, workspace)
-    planned = api.plan(path / "spec.toml", executor, scheduler, allow_plugins=allow_plugins)
+    planned = api.prepare(path / "spec.toml", executor, scheduler, allow_plugins=allow_plugins)
     spec_obj, cells = planned.spec, planned.cells
     parse_gens(generations, max(c.spec.generations for c in cells))
     started = {"path": path}
