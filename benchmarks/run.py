@@ -10,6 +10,7 @@ CASES = [
     "gmm_sklearn",
     "loops",
     "accumulate",
+    "planning",
     "sweep_scaling",
     "transformer_mfu",
     "llm_detect",

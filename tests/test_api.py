@@ -29,7 +29,7 @@ def test_run_result_tables_and_raw_values(tmp_path):
     assert wide.loc[("0", 29), "synthetic_share"] == 1.0
     loaded = cl.load_run(tmp_path / "qs")
     pd.testing.assert_frame_equal(loaded["summary"], result.summary, check_dtype=False)
-    assert set(loaded["theory"].cell) == {"0", "1"}  # replace and accumulate have closed forms; mix has none
+    assert set(loaded["theory"].cell) == {"0", "1", "2"}  # replace, accumulate and mix all have closed forms
 
 
 def test_workspace_api(tmp_path):

@@ -540,6 +540,11 @@ EVERY_CLOSED_FORM = {
         {"family": "gaussian"},
         {"kind": "fresh", "real_fraction": 0.5},
     ),
+    ("gaussian", "mix"): (
+        {"source": "gaussian", "n": 12, "params": {"mean": [1.0, -1.0], "cov": [[2.0, 0.5], [0.5, 1.0]]}},
+        {"family": "gaussian"},
+        {"kind": "mix", "real_fraction": 0.25},
+    ),
     ("kde", "replace"): (
         {"source": "gaussian", "n": 8, "params": {"std": 1.5}},
         {"family": "kde", "params": {"bandwidth": 0.4}},

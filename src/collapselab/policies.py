@@ -63,6 +63,7 @@ class Policy:
         self.generations = spec.generations
         self.real_fraction = spec.policy.real_fraction
         self.fixed_real = spec.policy.real_count  # fixed counts: this many real records beside m synthetic ones
+        self.real_weight = spec.policy.real_weight  # mix / fresh: the real records' total weight in a weighted fit
 
     def real_count(self) -> int:
         """Real records in a training set (only for policies that use a real fraction): round(f·n) of n, or the
@@ -171,16 +172,28 @@ class Mix(Policy):
 
     def _population_parts(self, truth, models):
         k = self.real_count()
-        f = k / (k + self.synthetic_used(self.samples))
+        used = self.synthetic_used(self.samples)
+        f = k / (k + used) if self.real_weight is None or not (k and used) else self.real_weight
         return [Part(f, truth=truth), Part(1.0 - f, model=models[-1])]
 
     def _build(self, g, real, synthetic, draw_real, rng):
+        return Pool.concat([pool for pool, _ in self.weighted_parts(g, real, synthetic, draw_real, rng)])
+
+    def weighted_parts(self, g, real, synthetic, draw_real, rng) -> list[tuple[Pool | StatsPool, float]]:
+        """Generation g's training set as its real and synthetic parts, each with its total weight in a weighted
+        fit: ``policy.real_weight`` for the real records, the rest for the synthetic ones (the same draws as
+        ``build``)."""
+        if g == 0:
+            return [(real, 1.0)]
         k = self.real_count()
-        parts = [self._real_part(real, k, draw_real, rng)] if k else []
         used = self.synthetic_used(self.samples)
+        w = self.real_weight if self.real_weight is not None else k / (k + used)
+        parts: list[tuple[Pool | StatsPool, float]] = []
+        if k:
+            parts.append((self._real_part(real, k, draw_real, rng), w if used else 1.0))
         if used:
-            parts.append(synthetic[-1].head(used))
-        return Pool.concat(parts)
+            parts.append((synthetic[-1].head(used), 1.0 - w if k else 1.0))
+        return parts
 
 
 @POLICIES.register
@@ -204,6 +217,12 @@ def check_policy(spec: Spec) -> None:
     """Settings a policy cannot run, caught before anything runs."""
     cls = policy_class(spec)
     fraction, count = spec.policy.real_fraction, spec.policy.real_count
+    if spec.policy.real_weight is not None and not hasattr(cls, "weighted_parts"):
+        able = ", ".join(repr(k) for k, c in POLICIES.items() if hasattr(c, "weighted_parts"))
+        raise SpecError(
+            f"policy.real_weight: policy.kind = {spec.policy.kind!r} has no real records to weigh; allowed with "
+            f"policy.kind {able}"
+        )
     if cls.uses_real_fraction and count is not None:
         if fraction is not None:
             raise SpecError("policy.real_count: give policy.real_fraction or policy.real_count, not both")

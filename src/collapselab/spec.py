@@ -58,6 +58,13 @@ class PolicySpec(_Strict):
     samples: int | Literal["infinite"] | None = Field(
         default=None, description="synthetic records drawn per generation, or 'infinite' (population refits)"
     )
+    real_weight: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="mix / fresh: the total weight of the real records in a weighted fit (the synthetic ones carry "
+        "the rest); unset: every record weighs the same",
+    )
     population_multiple: int = Field(
         default=50, ge=1, description="samples = 'infinite' without an exact population fit: refit on this many x n"
     )

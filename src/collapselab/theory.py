@@ -35,6 +35,11 @@ variance, for a pool P_g of N_g records: A_g = E Σ x², B_g = E (Σ x)², with 
 - mix (k of the same n real records, drawn anew each generation without replacement, s synthetic): as fresh, but
   the model's mean stays correlated with the real pool's sum P: B = k + 2s(k/n)C_g + s² E μ² + s E v, with
   C_g = E[μ_g P], C_0 = 1, C_{g+1} = (k + s C_g)/(k + s)
+- fresh with ``policy.real_weight = w`` (a weighted MLE: the k real records carry weight w, the s synthetic ones
+  1 - w; derived here): E μ'² = w²/k + (1-w)²(E μ² + E v/s),
+  E v' = w(k-1)/k + (1-w)(s-1)/s E v + w(1-w)(1/k + E μ² + E v/s). With the variance known (E v = 1) and k = s,
+  the stationary E μ² ∝ (w² + (1-w)²)/(1 - (1-w)²) is least at w = (√5 - 1)/2 ≈ 0.618, the golden ratio of He,
+  Xu & Cheng (2025), not at the pooled w = 1/2 (:func:`best_real_weight` finds it for the fitted variance too)
 - the stationary values of these recursions (:func:`stationary`) are their fixed points (fresh, MLE, N = k + s:
   E v* = k(N + s - 1)/((N + s)k + s); with unbiased fits E v* = k(N + s - 1)/((N + s)(k - 1) + s))
 
@@ -188,6 +193,15 @@ def _pooled_moments(spec: Spec):
     policy = make_policy(spec)
     k, s = policy.real_count(), policy.synthetic_used(m)
     cross = 1.0  # mix: E[μ_g P], P the real pool's sum (generation 0: E[P²]/n = 1)
+    var, mu2 = (A - B / N) / (N - 1 if unbiased else N), B / N**2
+    w = spec.policy.real_weight
+    while w is not None and k and s:  # fresh, weighted: real records carry w of the weight (module docstring)
+        yield var, mu2
+        gap = 1 / k + mu2 + var / s  # E (mean of the real part - mean of the synthetic part)²
+        var, mu2 = (
+            w * (k - 1) / k + (1 - w) * (s - 1) / s * var + w * (1 - w) * gap,
+            w**2 / k + (1 - w) ** 2 * (mu2 + var / s),
+        )
     while True:
         var, mu2 = (A - B / N) / (N - 1 if unbiased else N), B / N**2
         yield var, mu2
@@ -201,6 +215,37 @@ def _pooled_moments(spec: Spec):
             N, cross = k + s, (k + s * cross) / (k + s)
 
 
+def best_real_weight(spec: Spec, metric: str = "mean_sq_drift") -> float | None:
+    """The real weight w that minimises the stationary value of ``metric`` (by default the mean's squared error)
+    of the Gaussian MLE under ``fresh`` with real and synthetic records (a grid of 1/1000, refined to 1e-6 by
+    golden-section search); None where the spec is not one."""
+    k, s = make_policy(spec).real_count(), make_policy(spec).synthetic_used(spec.samples)
+    if spec.policy.kind != "fresh" or not (k and s) or spec.model.params.get("estimator", "mle") != "mle":
+        return None
+
+    def limit(w: float) -> float:
+        weighted = spec.model_copy(update={"policy": spec.policy.model_copy(update={"real_weight": w})})
+        last = (np.inf, np.inf)
+        for g, now in enumerate(_pooled_moments(weighted)):
+            if abs(now[0] - last[0]) < 1e-14 and abs(now[1] - last[1]) < 1e-14 or g > 100_000:
+                break
+            last = now
+        return now[1] if metric == "mean_sq_drift" else -now[0] if metric in ("var_ratio", "trace_ratio") else np.nan
+
+    grid = np.arange(1, 1000) / 1000
+    values = np.array([limit(w) for w in grid])
+    i = int(np.nanargmin(values))
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    ratio = (np.sqrt(5) - 1) / 2
+    while hi - lo > 1e-7:
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        if limit(a) < limit(b):
+            hi = b
+        else:
+            lo = a
+    return float((lo + hi) / 2)
+
+
 def _gaussian_metrics(truth, var, mu2) -> dict:
     out = {"trace_ratio": var, "mean_sq_drift": np.trace(truth.cov) * mu2}
     if truth.dim == 1:
@@ -210,7 +255,7 @@ def _gaussian_metrics(truth, var, mu2) -> dict:
 
 def _gaussian_pooled(spec: Spec, truth) -> dict:
     """Exact expectations of variance and mean drift under accumulate / fresh / mix (see the module docstring)."""
-    if not hasattr(truth, "cov"):
+    if not hasattr(truth, "cov") or (spec.policy.real_weight is not None and spec.policy.kind != "fresh"):
         return {}
     moments = np.array([v for v, _ in zip(_pooled_moments(spec), range(spec.generations))])
     return _gaussian_metrics(truth, moments[:, 0], moments[:, 1])
@@ -224,6 +269,8 @@ def stationary(plan, truth, tol: float = 1e-13, max_generations: int = 1_000_000
     if plan.family.name != "gaussian" or plan.policy.kind not in ("fresh", "mix") or not hasattr(truth, "cov"):
         return {}
     if make_policy(spec).real_count() == 0 or _sampling_biased(spec):
+        return {}
+    if spec.policy.real_weight is not None and spec.policy.kind != "fresh":
         return {}
     last = (np.inf, np.inf)
     for g, now in enumerate(_pooled_moments(spec)):

@@ -329,12 +329,34 @@ class CellKernel:
             model = fit_population(self.family, parts, self.spec, self._rng(Stream.FIT, g))
             share = 1.0 - sum(p.weight for p in parts if p.truth is not None)
             return model, None, np.full(self.R, share)
+        if self.spec.policy.real_weight is not None:
+            weighted = self._train_weighted(state, g)
+            if weighted is not None:
+                return weighted
         train = self.policy.build(g, self.real, state.pools, self._draw_real, self._rng(Stream.POLICY, g))
         if isinstance(train, StatsPool):
             model = self.family.fit_stats(train.stats)
         else:
             model = self.family.fit(train.x, self._rng(Stream.FIT, g))
         return model, train, train.synthetic_share()
+
+    def _train_weighted(self, state: CellState, g: int) -> tuple[Any, None, np.ndarray] | None:
+        """``policy.real_weight``: the policy's parts fitted with their weights; None where there is one part (a
+        plain fit, the same draws)."""
+        if g == 0:
+            return None
+        rng = self._rng(Stream.POLICY, g)
+        parts = self.policy.weighted_parts(g, self.real, state.pools, self._draw_real, rng)  # type: ignore[attr-defined]
+        if len(parts) == 1:
+            pool = parts[0][0]
+            if isinstance(pool, StatsPool):
+                return self.family.fit_stats(pool.stats), None, pool.synthetic_share()
+            return self.family.fit(pool.x, self._rng(Stream.FIT, g)), None, pool.synthetic_share()
+        stats = [(p.stats if isinstance(p, StatsPool) else self.family.stats_of(p.x), w) for p, w in parts]
+        model = self.family.fit_weighted(stats)
+        size = sum(p.size for p, _ in parts)
+        share = sum(p.size * p.synthetic_share() for p, _ in parts) / size  # of the records, not of their weight
+        return model, None, share
 
     def _measure(self, model: Any, g: int) -> tuple[dict[str, np.ndarray], np.ndarray | None, dict | None]:
         """The family's metrics of model g, its samples where it is measured on what it generates (those

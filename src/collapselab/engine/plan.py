@@ -69,11 +69,25 @@ class CellPlan:
         check_pipeline(spec, self.source, self.family)
         if spec.stop == "collapsed":
             self._check_stop()
+        if spec.policy.real_weight is not None:
+            self._check_weights()
         check_memory(spec, self.estimated_bytes())
         if not self.resolved:
             self.resolved = spec.model_dump(exclude_none=True)
             self.resolved["data"]["params"] = self.source.params.model_dump(exclude_none=True)
             self.resolved["model"]["params"] = self.family_params.model_dump(exclude_none=True)
+
+    def _check_weights(self) -> None:
+        """``policy.real_weight`` needs a family that fits weighted parts, and nothing between generations."""
+        if not self.family.tags.weighted:
+            able = ", ".join(n for n, c in sorted(FAMILIES.items()) if c.tags.weighted)
+            raise SpecError(
+                f"policy.real_weight: family {self.family.name!r} fits no weighted likelihood; families that do: {able}"
+            )
+        if self.pipeline:
+            raise SpecError(
+                "policy.real_weight: synthesis, curation, poisoning and screens change the parts' records; run without them"
+            )
 
     def _check_stop(self) -> None:
         """``stop = "collapsed"`` needs a family that can collapse to a point mass, a policy under which that state

@@ -77,6 +77,8 @@ class FamilyTags:
     - ``scores_records``: scores single records (``record_loglik``), so it can anchor likelihood curation and
       leave-one-source-out screens.
     - ``exact``: has the exact fast path over sufficient statistics (see ``Family.stats_of``).
+    - ``weighted``: fits records of several parts, each part carrying a given total weight (``fit_weighted``),
+      for ``policy.real_weight``.
     - ``needs_mixture``: its metrics compare with a Gaussian-mixture truth (component by component): a source that
       is not one (``Source.mixture = False``: moons, circles, swiss roll) is refused.
     """
@@ -87,6 +89,7 @@ class FamilyTags:
     scores_records: bool = False
     exact: bool = False
     needs_mixture: bool = False
+    weighted: bool = False  # fits a weighted likelihood from parts of given total weight (``fit_weighted``)
 
 
 class Metrics(dict):
@@ -173,6 +176,11 @@ class Family:
         """Whether the exact path is exact for this cell, whose policy uses ``used`` records of each synthetic
         pool (e.g. a Wishart draw needs more records than dimensions)."""
         return self.tags.exact and bool(getattr(self.params, "exact", False))
+
+    def fit_weighted(self, parts: list[tuple[Any, float]]) -> Model:
+        """The weighted maximum-likelihood fit of parts, each (its sufficient statistics, its total weight); the
+        weights sum to 1 and every record of a part weighs the same (``tags.weighted``)."""
+        raise NotImplementedError
 
     def stats_of(self, x: np.ndarray):
         """Sufficient statistics of records (R, N, ...)."""

@@ -32,7 +32,7 @@ class CategoricalModel:
 @register_family
 class CategoricalFamily(Family):
     name = "categorical"
-    tags = FamilyTags(accepts=("categorical",), exact=True)
+    tags = FamilyTags(accepts=("categorical",), exact=True, weighted=True)
     tail_metrics = ("rare_mass", "support")
     spread_metrics = ("entropy",)
     collapse_metric = "fixated"  # one category left: the Wright-Fisher chain has fixed
@@ -70,6 +70,10 @@ class CategoricalFamily(Family):
 
     def fit_stats(self, stats):
         return CategoricalModel(stats.sums / stats.count, self.params.temperature)
+
+    def fit_weighted(self, parts):
+        """Each part's category frequencies times its weight."""
+        return CategoricalModel(sum(w * s.sums / s.count for s, w in parts), self.params.temperature)
 
     def stats_arrays(self, stats):
         return stats.arrays()

@@ -37,6 +37,10 @@ class _SumFamily(Family):
     def merge_stats(self, parts):
         return SumStats.merge(parts)
 
+    def fit_weighted(self, parts):
+        """The weighted sample mean: each part's mean times its weight."""
+        return self.Model(np.asarray(sum(w * s.sums / s.count for s, w in parts), dtype=float))
+
     def stats_arrays(self, stats):
         return stats.arrays()
 
@@ -65,7 +69,7 @@ class BernoulliFamily(_SumFamily):
     name = "bernoulli"
     parameter = "p"
     Model = BernoulliModel
-    tags = FamilyTags(accepts=("binary",), exact=True)
+    tags = FamilyTags(accepts=("binary",), exact=True, weighted=True)
     tail_metrics = ("minority",)
     spread_metrics = ("variance",)
     collapse_metric = "fixated"
@@ -96,7 +100,7 @@ class PoissonFamily(_SumFamily):
     name = "poisson"
     parameter = "rate"
     Model = PoissonModel
-    tags = FamilyTags(accepts=("count",), exact=True)
+    tags = FamilyTags(accepts=("count",), exact=True, weighted=True)
     tail_metrics = ("alive",)
     spread_metrics = ("alive",)
     collapse_metric = "extinct"

@@ -115,7 +115,7 @@ def mean_scatter(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @register_family
 class GaussianFamily(Family):
     name = "gaussian"
-    tags = FamilyTags(accepts=("continuous",), scores_records=True, exact=True)
+    tags = FamilyTags(accepts=("continuous",), scores_records=True, exact=True, weighted=True)
     tail_metrics = ("tail_mass",)
     spread_metrics = ("std_ratio",)
 
@@ -130,9 +130,23 @@ class GaussianFamily(Family):
     def check_spec(cls, spec, params):
         if params.estimator == "unbiased" and min(spec.data.n, spec.samples) < 2:
             raise SpecError("model.params.estimator = 'unbiased' needs at least 2 records per training set")
+        if params.estimator == "unbiased" and spec.policy.real_weight is not None:
+            raise SpecError(
+                "policy.real_weight: the weighted fit is maximum likelihood; set model.params.estimator = 'mle'"
+            )
 
     def fit(self, x, rng):
         return self._model(*fit_moments(x, ddof=self._ddof), records=x.shape[1])
+
+    def fit_weighted(self, parts):
+        """Weighted maximum likelihood: mean Σ w_j m_j, covariance Σ w_j (S_j / c_j + (m_j - μ)(m_j - μ)ᵀ) over parts
+        j of c_j records, mean m_j and scatter S_j (``model.params.estimator = "mle"``: checked with the spec)."""
+        mean = sum(w * s.mean for s, w in parts)
+        cov = 0.0
+        for s, w in parts:
+            delta = s.mean - mean
+            cov = cov + w * (s.scatter / s.count + delta[:, :, None] * delta[:, None, :])
+        return self._model(np.asarray(mean), np.asarray(cov), records=sum(s.count for s, _ in parts))
 
     def _model(self, mean, cov, records: int = 0) -> GaussianModel:
         return GaussianModel(mean, cov, self.params.truncation, records=records)
