@@ -148,47 +148,17 @@ def test_bad_plans_are_one_line_errors(kwargs, message):
     assert "\n" not in str(e.value)
 
 
+def _plan_cli(cwd, *args):
+    cmd = [sys.executable, "-m", "collapselab", "plan", "preset:plan-gaussian", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
 def test_real_fraction_needs_mix_or_fresh_and_the_cli_exits_2(tmp_path):
     with pytest.raises(cl.SpecError, match="needs policy.kind 'mix' or 'fresh'"):
         cl.plan({**_spec("replace", 20), "policy": {"kind": "replace"}}, "var_ratio >= 0.9", horizon=3)
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "collapselab",
-            "plan",
-            "preset:plan-gaussian",
-            "--need",
-            "var_ratio >> 1",
-            "--horizon",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    res = _plan_cli(tmp_path, "--need", "var_ratio >> 1", "--horizon", "3")
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "var_ratio >> 1" in res.stderr
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "collapselab",
-            "plan",
-            "preset:plan-gaussian",
-            "--need",
-            "var_ratio >= 0.95",
-            "--horizon",
-            "20",
-            "--method",
-            "both",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
+    res = _plan_cli(tmp_path, "--need", "var_ratio >= 0.95", "--horizon", "20", "--method", "both", "--json")
     assert res.returncode == 0, res.stderr
     import json
 

@@ -80,9 +80,9 @@ def test_keep_replicates_auto_keeps_small_cells_only():
     small = expand(load_spec({**BLOCKED, "keep_replicates": "auto"}))[0]
     from collapselab.engine.loop import CellRun
 
-    assert CellRun(small, 0).keep_replicates
+    assert CellRun(small, 0).sink.keep
     big = expand(load_spec({**BLOCKED, "keep_replicates": "auto", "generations": 5000}))[0]  # 5·10^6 > 4·10^6
-    assert not CellRun(big, 0).keep_replicates
+    assert not CellRun(big, 0).sink.keep
 
 
 def test_block_zero_is_the_cell_without_blocks_and_blocks_are_independent():

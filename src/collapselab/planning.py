@@ -223,11 +223,10 @@ def _closed_form(grid: _Grid, req: Requirement, horizon: int, confidence: float)
         [(grid.value(k), v, v, v, bool(req.met(v))) for k, v in sorted(rows.items())],
         columns=[grid.knob, "expected", "low", "high", "meets"],
     )
-    value = grid.value(found) if found is not None else None
-    limits = {}
+    value, limits = None, {}
     if found is not None:
         cell = grid.cell(found)
-        limits = stationary(cell, cell_truth(cell, grid.spec.seed))
+        value, limits = grid.value(found), stationary(cell, cell_truth(cell, grid.spec.seed))
     return Answer(grid.knob, value, (value, value), "closed form", req, horizon, "mean", confidence, table, limits)
 
 

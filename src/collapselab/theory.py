@@ -219,17 +219,14 @@ def best_real_weight(spec: Spec, metric: str = "mean_sq_drift") -> float | None:
     """The real weight w that minimises the stationary value of ``metric`` (by default the mean's squared error)
     of the Gaussian MLE under ``fresh`` with real and synthetic records (a grid of 1/1000, refined to 1e-6 by
     golden-section search); None where the spec is not one."""
-    k, s = make_policy(spec).real_count(), make_policy(spec).synthetic_used(spec.samples)
+    policy = make_policy(spec)
+    k, s = policy.real_count(), policy.synthetic_used(spec.samples)
     if spec.policy.kind != "fresh" or not (k and s) or spec.model.params.get("estimator", "mle") != "mle":
         return None
 
     def limit(w: float) -> float:
         weighted = spec.model_copy(update={"policy": spec.policy.model_copy(update={"real_weight": w})})
-        last = (np.inf, np.inf)
-        for g, now in enumerate(_pooled_moments(weighted)):
-            if abs(now[0] - last[0]) < 1e-14 and abs(now[1] - last[1]) < 1e-14 or g > 100_000:
-                break
-            last = now
+        now = _fixed_point(weighted, 1e-14, 100_000)
         return now[1] if metric == "mean_sq_drift" else -now[0] if metric in ("var_ratio", "trace_ratio") else np.nan
 
     grid = np.arange(1, 1000) / 1000
@@ -272,12 +269,18 @@ def stationary(plan, truth, tol: float = 1e-13, max_generations: int = 1_000_000
         return {}
     if spec.policy.real_weight is not None and spec.policy.kind != "fresh":
         return {}
+    var, mu2 = _fixed_point(spec, tol, max_generations)
+    return {k: float(v) for k, v in _gaussian_metrics(truth, var, mu2).items()}
+
+
+def _fixed_point(spec: Spec, tol: float, max_generations: int) -> tuple[float, float]:
+    """(E v, E μ²) once the moment recursion moves them by less than ``tol`` (or after ``max_generations``)."""
     last = (np.inf, np.inf)
     for g, now in enumerate(_pooled_moments(spec)):
         if abs(now[0] - last[0]) < tol and abs(now[1] - last[1]) < tol or g >= max_generations:
-            break
+            return now
         last = now
-    return {k: float(v) for k, v in _gaussian_metrics(truth, now[0], now[1]).items()}
+    raise AssertionError("unreachable: the recursion is endless")
 
 
 def _kde_replace(spec: Spec, truth) -> dict:

@@ -106,17 +106,13 @@ class CellRun:
         self.snapshots: dict[int, np.ndarray] = {}
         self.distributions: dict[int, dict[str, np.ndarray]] = {}
 
-    @property
-    def keep_replicates(self) -> bool:
-        return keeps_replicates(self.plan.spec)
-
     def new_sink(self) -> MetricSink:
         """An empty sink for the cell's results."""
         f = self.kernels[0].family
         signals = Signals(
             f.tail_metrics, f.spread_metrics, f.signal_references(), self.plan.spec.stages, f.collapse_metric
         )
-        return MetricSink(self.G, self.R, signals, self.keep_replicates, self.plan.family.name)
+        return MetricSink(self.G, self.R, signals, keeps_replicates(self.plan.spec), self.plan.family.name)
 
     def checkpoints(self, folder: str | Path | None, schedule: WriteSchedule | None = None) -> CellCheckpoints | None:
         """The cell's checkpoint folder; population chains have no pools, so they rerun in full instead."""
@@ -334,11 +330,12 @@ class CellKernel:
             if weighted is not None:
                 return weighted
         train = self.policy.build(g, self.real, state.pools, self._draw_real, self._rng(Stream.POLICY, g))
+        return self._fit(train, g), train, train.synthetic_share()
+
+    def _fit(self, train: Pool | StatsPool, g: int) -> Any:
         if isinstance(train, StatsPool):
-            model = self.family.fit_stats(train.stats)
-        else:
-            model = self.family.fit(train.x, self._rng(Stream.FIT, g))
-        return model, train, train.synthetic_share()
+            return self.family.fit_stats(train.stats)
+        return self.family.fit(train.x, self._rng(Stream.FIT, g))
 
     def _train_weighted(self, state: CellState, g: int) -> tuple[Any, None, np.ndarray] | None:
         """``policy.real_weight``: the policy's parts fitted with their weights; None where there is one part (a
@@ -349,9 +346,7 @@ class CellKernel:
         parts = self.policy.weighted_parts(g, self.real, state.pools, self._draw_real, rng)  # type: ignore[attr-defined]
         if len(parts) == 1:
             pool = parts[0][0]
-            if isinstance(pool, StatsPool):
-                return self.family.fit_stats(pool.stats), None, pool.synthetic_share()
-            return self.family.fit(pool.x, self._rng(Stream.FIT, g)), None, pool.synthetic_share()
+            return self._fit(pool, g), None, pool.synthetic_share()
         stats = [(p.stats if isinstance(p, StatsPool) else self.family.stats_of(p.x), w) for p, w in parts]
         model = self.family.fit_weighted(stats)
         size = sum(p.size for p, _ in parts)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CollapselabError
-from ..metrics.stages import STAGES, stage_codes
+from ..metrics.stages import STAGES, stage_codes, stage_shares
 
 # the statistics of summary.csv, in its column order
 STATS = ("mean", "std", "se", "median", "q05", "q95", "count")
@@ -124,7 +124,7 @@ class MetricSink:
                     f"family {self.family_name!r}: metric {name!r} has shape {v.shape}, expected ({self.R},)"
                 )
         if not self.names:
-            self._start(values)
+            self._start(list(values))
         elif set(values) != set(self.names):
             raise CollapselabError(f"family {self.family_name!r}: generation {g} returned other metrics than before")
         if g == 0:
@@ -140,8 +140,8 @@ class MetricSink:
         if len(self._pending) >= self._chunk:
             self._submit()
 
-    def _start(self, values: dict[str, np.ndarray]) -> None:
-        self.names = list(values)
+    def _start(self, names: list[str]) -> None:
+        self.names = names
         every = [*self.names, *self._stage_metric_names()]
         self.stats = {
             name: {k: np.empty(self.G, dtype=np.int64 if k == "count" else float) for k in STATS} for name in every
@@ -191,7 +191,7 @@ class MetricSink:
         jobs = list(chunk.items())
         if self.signals.staged:
             codes = self._codes(chunk)
-            jobs += [(f"stage_{s}", (codes == k).astype(float)) for k, s in enumerate(STAGES)]
+            jobs += list(stage_shares(codes).items())
             for k, s in enumerate(STAGES[1:], start=1):
                 self._first_hit(s, codes >= k, a)
         for name, values in jobs:
@@ -227,7 +227,7 @@ class MetricSink:
         kept = {name: v[:ran] for name, v in self.kept.items()}
         if self.keep and self.signals.staged:  # the stage indicators per chain, as the stats were read from
             codes = self._codes(kept) if ran else np.empty((0, self.R), dtype=np.int8)
-            kept.update({f"stage_{s}": (codes == k).astype(float) for k, s in enumerate(STAGES)})
+            kept.update(stage_shares(codes))
         return stats, self.first, kept
 
     # --- checkpoints ------------------------------------------------------------------------------------------
@@ -249,9 +249,8 @@ class MetricSink:
     def restore(self, blocks: list[dict[str, np.ndarray]], generations: int) -> MetricSink:
         """The sink after ``generations`` checkpointed generations, from their blocks' arrays (oldest first)."""
         last = blocks[-1]
-        self.names = [k.split(":", 2)[2] for k in blocks[0] if k.startswith("stat:mean:")]
-        self.names = [n for n in self.names if n not in self._stage_metric_names()]
-        self._start({n: None for n in self.names})  # type: ignore[misc]  # names only
+        names = [k.split(":", 2)[2] for k in blocks[0] if k.startswith("stat:mean:")]
+        self._start([n for n in names if n not in self._stage_metric_names()])
         for name, s in self.stats.items():
             for k in STATS:
                 s[k][:generations] = np.concatenate([b[f"stat:{k}:{name}"] for b in blocks])

@@ -70,6 +70,11 @@ def stage_codes(rows: dict[str, np.ndarray], tail_metrics, spread_metrics, base,
     return classify(tail, spread, config.early, config.late, config.total)
 
 
+def stage_shares(codes: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-replicate indicators ``stage_<name>`` (G, R): their mean across replicates is the share in each stage."""
+    return {f"stage_{name}": (codes == k).astype(float) for k, name in enumerate(STAGES)}
+
+
 def median_with_ci(first: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
     """(share of replicates that reached, median first generation, CI low, CI high).
 
