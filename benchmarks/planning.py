@@ -44,7 +44,7 @@ def _timed(spec: dict, need: str, horizon: int) -> dict:
 
 def run() -> dict:
     record = {
-        "gmm": _timed(GMM, "rare_cluster_mass >= 0.08", 10),
+        "gmm": _timed(GMM, "kl <= 0.1", 10),
         "ngram": _timed(NGRAM, "rare_word_survival >= 0.5", 10),
         "target_s": 120,
     }

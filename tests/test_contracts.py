@@ -23,6 +23,8 @@ FAMILY_CASES = {
     "bernoulli": {},
     "poisson": {},
     "linear": {},
+    "logistic": {},
+    "poisson-regression": {},
     "symmetric-mixture": {"data": {"source": "blobs", "n": 40, "params": {"means": [[-1.5], [1.5]]}}},
     "ngram": {"marks": [pytest.mark.data("shakespeare")]},
     "transformer": {
@@ -58,6 +60,8 @@ SOURCE_CASES = {
     "bernoulli": {"params": {"p": 0.3}},
     "poisson": {"params": {"rate": 2.0}},
     "linear": {"params": {"dim": 2}},
+    "logistic": {"params": {"dim": 2}},
+    "poisson-regression": {"params": {"dim": 3, "scale": 0.5}},
     "moons": {"params": {"noise": 0.1}},
     "circles": {"params": {"noise": 0.05, "factor": 0.5}},
     "swiss-roll": {},

@@ -575,6 +575,31 @@ EVERY_CLOSED_FORM = {
         {"family": "linear"},
         {"kind": "accumulate"},
     ),
+    # first order in 1/n: a large design, fewer generations and chains (tests/test_glm.py has more settings)
+    ("logistic", "replace"): (
+        {"source": "logistic", "n": 1500, "params": {"dim": 2}},
+        {"family": "logistic"},
+        {"kind": "replace"},
+        {"generations": 5, "replicates": 3000},
+    ),
+    ("logistic", "accumulate"): (
+        {"source": "logistic", "n": 500, "params": {"dim": 2}},
+        {"family": "logistic"},
+        {"kind": "accumulate"},
+        {"generations": 12, "replicates": 3000},
+    ),
+    ("poisson-regression", "replace"): (
+        {"source": "poisson-regression", "n": 800, "params": {"dim": 2, "scale": 0.7}},
+        {"family": "poisson-regression"},
+        {"kind": "replace"},
+        {"generations": 6, "replicates": 3000},
+    ),
+    ("poisson-regression", "accumulate"): (
+        {"source": "poisson-regression", "n": 400, "params": {"dim": 3}},
+        {"family": "poisson-regression"},
+        {"kind": "accumulate"},
+        {"generations": 12, "replicates": 3000},
+    ),
 }
 
 
@@ -588,10 +613,9 @@ def test_the_list_covers_every_closed_form_of_the_theory_module():
 def test_every_closed_form_matches_the_simulation(case):
     import collapselab as cl
 
-    data, model, policy = EVERY_CLOSED_FORM[case]
-    r = cl.run(
-        {"generations": 12, "replicates": 20000, "seed": 3, "data": data, "model": model, "policy": policy}, save=False
-    )
+    data, model, policy, *run = EVERY_CLOSED_FORM[case]
+    sizes = {"generations": 12, "replicates": 20000, **(run[0] if run else {})}
+    r = cl.run({**sizes, "seed": 3, "data": data, "model": model, "policy": policy}, save=False)
     names = sorted(set(r.theory.metric))
     assert names, "the case must have closed forms"
     for name in names:

@@ -46,6 +46,8 @@ DATA_FOR_KIND: dict[str, dict[str, Any]] = {
     "binary": {"source": "bernoulli", "n": 40, "heldout": 200, "params": {"p": 0.3}},
     "count": {"source": "poisson", "n": 40, "heldout": 200, "params": {"rate": 2.0}},
     "regression": {"source": "linear", "n": 40, "heldout": 200, "params": {"dim": 2}},
+    "binary-regression": {"source": "logistic", "n": 60, "heldout": 200, "params": {"dim": 2}},
+    "count-regression": {"source": "poisson-regression", "n": 60, "heldout": 200, "params": {"dim": 2}},
     "text": {"source": "shakespeare", "n": 60, "heldout": 40, "params": {"max_tokens": 20_000}},
     "image": {"source": "digits", "n": 60, "heldout": 60},
 }

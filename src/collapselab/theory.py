@@ -44,6 +44,11 @@ variance, for a pool P_g of N_g records: A_g = E Σ x², B_g = E (Σ x)², with 
   E v* = k(N + s - 1)/((N + s)k + s); with unbiased fits E v* = k(N + s - 1)/((N + s)(k - 1) + s))
 
 - Linear regression, m = n                        E‖ŵ_g-w*‖² = σ² tr((XᵀX)⁻¹) Σ_{k=1..g+1} 1/k²  (Gerstgrasser et al. 2024)
+- Logistic and Poisson regression (fixed design X, canonical link, m = n; first order in 1/n, Dey & Donoho 2024):
+  with I = Σ_i v_i(β*) x_i x_iᵀ the design's information, E[(β̂_g-β*)ᵀ I (β̂_g-β*)] = d Σ_{k=1..g+1} 1/k² under
+  accumulate (bounded by d π²/6: the π²/6 pathway) and d (g+1) under replace (fisher_error; param_error with
+  tr(I⁻¹) for d). Under replace the first-order form holds while d (g+1)/n is small: past that, a logistic chain
+  moves where the information is lower and its error grows faster than linearly
 
 Bounds on the rate of collapse (Suresh et al. 2024, "Rate of model collapse in recursive training"), under replace
 with m = n and maximum likelihood, drawn beside the simulation (``bounds``: metric -> :class:`Bound`):
@@ -105,9 +110,10 @@ def _sampling_biased(spec: Spec) -> bool:
 
 @dataclass(frozen=True, eq=False)
 class Bound:
-    """A bound on a metric's mean across chains, per generation: ``side`` says which way it holds."""
+    """A bound on a metric's mean across chains, per generation: ``side`` says which way it holds; or, with side
+    ``"limit"``, the value the mean converges to as the generations grow (:func:`limits`)."""
 
-    side: Literal["lower", "upper"]
+    side: Literal["lower", "upper", "limit"]
     values: np.ndarray  # (G,)
     source: str = "Suresh et al. 2024"
 
@@ -125,6 +131,47 @@ def bounds(plan, truth) -> dict[str, Bound]:
     with np.errstate(divide="ignore"):
         kept = np.where(g > 0, 1.0 - np.exp(-1.0 / np.maximum(g, 1)), 1.0)  # 1 - e^(-1/g); g = 0: seen at all
     return handler(spec, truth, g, kept)
+
+
+KNOWLEDGE_CENTRE = "collapselab.curation.examples:knowledge_centre"
+
+
+def limits(plan, truth) -> dict[str, Bound]:
+    """Where a curated Gaussian chain under replace converges (side ``"limit"``), drawn beside the simulation:
+
+    - a verifier with a knowledge centre c of its own (``curation.examples.knowledge_centre``, Yi, Liu, Cheng &
+      Xu, ICLR 2026): each generation is pulled towards c and its variance shrinks, so the chain converges to the
+      point mass at c, not to the truth: ‖μ_g - μ‖² → ‖c - μ‖², var_ratio and trace_ratio → 0. The approach is
+      slow (the pull weakens as the variance goes: the gap falls like 1/g);
+    - the likelihood stage in ``ratio`` mode, whose verifier is generation 0's fit (its knowledge centre is the
+      anchor): each generation's kept records are, approximately, a fresh draw of m records from the anchor, so
+      E‖μ_g - μ‖² settles near the anchor's own error plus one refit's, tr Σ (1/n + (1 - 1/n)/m), instead of
+      growing as under plain replace (approximate: importance resampling from finitely many candidates adds a
+      little more).
+    """
+    spec = plan.spec
+    if plan.family.name != "gaussian" or plan.policy.kind != "replace" or spec.population or len(spec.curation) != 1:
+        return {}
+    if spec.synthesis.kind != "model" or spec.poison is not None or spec.screen is not None or _sampling_biased(spec):
+        return {}
+    stage, G = spec.curation[0], spec.generations
+    params = stage.params or {}
+    if stage.kind == "verifier" and params.get("function") == KNOWLEDGE_CENTRE and "centre" in params.get("args", {}):
+        centre = np.broadcast_to(np.asarray(params["args"]["centre"], dtype=float).reshape(-1), truth.mean.shape)
+        source = "Yi et al. 2026: the verifier's knowledge centre"
+        gap = float(np.sum((centre - truth.mean) ** 2))
+        out = {
+            "mean_sq_drift": Bound("limit", np.full(G, gap), source),
+            "trace_ratio": Bound("limit", np.zeros(G), source),
+        }
+        if truth.dim == 1:
+            out["var_ratio"] = Bound("limit", np.zeros(G), source)
+        return out
+    if stage.kind == "likelihood" and params.get("mode") == "ratio":
+        n, m = spec.data.n, spec.samples
+        settled = float(np.trace(truth.cov)) * (1 / n + (1 - 1 / n) / m)
+        return {"mean_sq_drift": Bound("limit", np.full(G, settled), "the anchor as verifier (approximate)")}
+    return {}
 
 
 def _gaussian_std_bound(spec: Spec, truth, g: np.ndarray, kept: np.ndarray) -> dict[str, Bound]:
@@ -375,6 +422,19 @@ def _linear(accumulate: bool):
     return handler
 
 
+def _glm(accumulate: bool):
+    """Logistic and Poisson regression on a fixed design, m = n, to first order in 1/n (Dey & Donoho 2024)."""
+
+    def handler(spec: Spec, truth) -> dict:
+        if spec.samples != spec.data.n:  # whole passes over the design in every training set
+            return {}
+        k = np.arange(1, spec.generations + 1)
+        growth = np.cumsum(1.0 / k**2) if accumulate else k.astype(float)
+        return {"fisher_error": truth.dim * growth, "param_error": np.trace(np.linalg.inv(truth.information)) * growth}
+
+    return handler
+
+
 _HANDLERS = {
     ("gaussian", "replace"): _gaussian_replace,
     ("gaussian", "accumulate"): _gaussian_pooled,
@@ -386,4 +446,8 @@ _HANDLERS = {
     ("poisson", "replace"): _poisson_replace,
     ("linear", "replace"): _linear(accumulate=False),
     ("linear", "accumulate"): _linear(accumulate=True),
+    ("logistic", "replace"): _glm(accumulate=False),
+    ("logistic", "accumulate"): _glm(accumulate=True),
+    ("poisson-regression", "replace"): _glm(accumulate=False),
+    ("poisson-regression", "accumulate"): _glm(accumulate=True),
 }

@@ -374,12 +374,12 @@ def _print_summary(
             if expected is not None and metric in expected.index:
                 table.add_row("  theory", *(fmt(_at(expected, metric, g)) for g in gens), style="dim")
             if proved is not None and metric in proved.index:
-                mark = "≥" if sides[metric] == "lower" else "≤"
-                table.add_row(f"  bound {mark}", *(fmt(_at(proved, metric, g)) for g in gens), style="dim")
+                word = {"lower": "bound ≥", "upper": "bound ≤", "limit": "limit →"}[sides[metric]]
+                table.add_row(f"  {word}", *(fmt(_at(proved, metric, g)) for g in gens), style="dim")
         out_console.print(table)
     out_console.print(
         "[dim]rows: the mean across replicate chains, then their median; 'theory': the closed-form expectation; "
-        "'bound': a proved bound on the mean (bounds.csv)[/]",
+        "'bound': a proved bound on the mean, 'limit': where it converges (bounds.csv)[/]",
         markup=True,
     )
 

@@ -441,6 +441,9 @@ class Verifier(Stage):
 
     class Params(_Params):
         function: str = Field(description="'module:function', called with a batch of records (text: strings)")
+        args: dict[str, Any] = Field(
+            default_factory=dict, description="keyword arguments the function is called with (its own settings)"
+        )
         batch_size: int = Field(default=4096, ge=1)
 
     @classmethod
@@ -448,7 +451,16 @@ class Verifier(Stage):
         key = "curation.params.function"
         if params.function.partition(":")[0].split(".")[0] not in TRUSTED_MODULES:
             require_plugins(f"{key} = {params.function!r}")
-        resolve_callable(params.function, key)
+        fn = resolve_callable(params.function, key)
+        if params.args:
+            import inspect
+
+            try:
+                inspect.signature(fn).bind(None, **params.args)
+            except TypeError as e:
+                raise SpecError(f"curation.params.args: {params.function} does not take them ({e})") from None
+            except ValueError:  # no signature to read (a builtin): the call itself says
+                pass
 
     def score(self, records):
         fn = resolve_callable(self.params.function, "curation.params.function")
@@ -458,7 +470,7 @@ class Verifier(Stage):
         for s in range(0, R * N, self.params.batch_size):
             chunk = flat[s : s + self.params.batch_size]
             batch = [self.ctx.decode(r) for r in chunk] if self.ctx.kind == "text" else chunk
-            v = np.asarray(fn(batch), dtype=float).reshape(-1)
+            v = np.asarray(fn(batch, **self.params.args), dtype=float).reshape(-1)
             if v.shape[0] != len(chunk):
                 raise CollapselabError(
                     f"verifier {self.params.function}: returned {v.shape[0]} values for {len(chunk)} records"

@@ -36,7 +36,7 @@ from ..errors import SpecError
 from ..families import Reference
 from ..pool import Pool, StatsPool
 from ..rng import Stream, data_generator, generator, replicate_blocks
-from ..theory import bounds, closed_forms
+from ..theory import bounds, closed_forms, limits
 from .checkpoints import CellCheckpoints, WriteSchedule, fingerprint
 from .plan import CellPlan, keeps_replicates
 from .sink import MetricSink, Signals
@@ -169,6 +169,8 @@ class CellRun:
         if not kernel.population and kernel.pipeline is None:
             theory = {k: v[:ran] for k, v in closed_forms(plan, kernel.truth).items()}
             proved = {k: dataclasses.replace(b, values=b.values[:ran]) for k, b in bounds(plan, kernel.truth).items()}
+        elif not kernel.population:  # where a curated chain converges (a verifier's knowledge centre)
+            proved = {k: dataclasses.replace(b, values=b.values[:ran]) for k, b in limits(plan, kernel.truth).items()}
         notes = kernel.family.notes(stats)
         for k in self.kernels:
             if k.pipeline is not None:
@@ -347,8 +349,15 @@ class CellKernel:
         if len(parts) == 1:
             pool = parts[0][0]
             return self._fit(pool, g), None, pool.synthetic_share()
-        stats = [(p.stats if isinstance(p, StatsPool) else self.family.stats_of(p.x), w) for p, w in parts]
-        model = self.family.fit_weighted(stats)
+        if self.family.tags.exact:  # a weighted fit of the parts' sufficient statistics
+            stats = [(p.stats if isinstance(p, StatsPool) else self.family.stats_of(p.x), w) for p, w in parts]
+            model = self.family.fit_weighted(stats)
+        else:  # records with per-record weights: part p's n_p records share its weight w_p (mean weight 1)
+            pools = [cast(Pool, p) for p, _ in parts]  # a family without the exact path keeps records
+            total = sum(p.size for p in pools)
+            weights = np.concatenate([np.full(p.size, w * total / p.size) for p, w in parts])
+            records = cast(Pool, Pool.concat(pools)).x
+            model = self.family.fit_weighted_records(records, weights, self._rng(Stream.FIT, g))
         size = sum(p.size for p, _ in parts)
         share = sum(p.size * p.synthetic_share() for p, _ in parts) / size  # of the records, not of their weight
         return model, None, share

@@ -77,8 +77,9 @@ class FamilyTags:
     - ``scores_records``: scores single records (``record_loglik``), so it can anchor likelihood curation and
       leave-one-source-out screens.
     - ``exact``: has the exact fast path over sufficient statistics (see ``Family.stats_of``).
-    - ``weighted``: fits records of several parts, each part carrying a given total weight (``fit_weighted``),
-      for ``policy.real_weight``.
+    - ``weighted``: fits records of several parts, each part carrying a given total weight, for
+      ``policy.real_weight``: from the parts' sufficient statistics (``fit_weighted``) where the family is
+      ``exact``, else from the records with per-record weights (``fit_weighted_records``).
     - ``needs_mixture``: its metrics compare with a Gaussian-mixture truth (component by component): a source that
       is not one (``Source.mixture = False``: moons, circles, swiss roll) is refused.
     """
@@ -180,6 +181,12 @@ class Family:
     def fit_weighted(self, parts: list[tuple[Any, float]]) -> Model:
         """The weighted maximum-likelihood fit of parts, each (its sufficient statistics, its total weight); the
         weights sum to 1 and every record of a part weighs the same (``tags.weighted``)."""
+        raise NotImplementedError
+
+    def fit_weighted_records(self, x: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> Model:
+        """The weighted fit of records (R, N, ...) in which record i carries weight ``weights[i]`` (N,), mean 1,
+        the same in every chain: a weighted likelihood, or per-record loss weights for a neural family
+        (``tags.weighted`` without the exact path)."""
         raise NotImplementedError
 
     def stats_of(self, x: np.ndarray):

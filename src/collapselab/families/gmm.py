@@ -80,15 +80,18 @@ def logsumexp_parts(parts: list[np.ndarray]) -> np.ndarray:
         return top + np.log(total)
 
 
-def _kmeans_pp(x, cols, K, rng):
+def _kmeans_pp(x, cols, K, rng, w=None):
+    """k-means++ seeding; with record weights w (N,), each pick is proportional to weight too (scikit-learn's)."""
     R, N, _ = x.shape
     rows = np.arange(R)
     centres = np.empty((R, K, x.shape[2]))
-    centres[:, 0] = x[rows, rng.integers(0, N, size=R)]
+    first = rng.integers(0, N, size=R) if w is None else categorical_sample(np.broadcast_to(w, (R, N)), 1, rng)[:, 0]
+    centres[:, 0] = x[rows, first]
     d2 = sq_dist_cols(cols, centres[:, :1])[0]
     for k in range(1, K):  # a loop over components, never over replicates
-        total = d2.sum(axis=1, keepdims=True)
-        probs = np.where(total > 0, d2 / np.where(total > 0, total, 1), 1.0 / N)
+        dw = d2 if w is None else d2 * w
+        total = dw.sum(axis=1, keepdims=True)
+        probs = np.where(total > 0, dw / np.where(total > 0, total, 1), 1.0 / N)
         pick = categorical_sample(probs, 1, rng)[:, 0]
         centres[:, k] = x[rows, pick]
         d2 = np.minimum(d2, sq_dist_cols(cols, centres[:, k : k + 1])[0])
@@ -109,8 +112,9 @@ def _nearest(cols, centres):
     return labels
 
 
-def _lloyd_resp(cols, centres, steps) -> list[np.ndarray]:
-    """Hard responsibilities after Lloyd steps from ``centres``: one (R, N) indicator per centre."""
+def _lloyd_resp(cols, centres, steps, w=None) -> list[np.ndarray]:
+    """Hard responsibilities after Lloyd steps from ``centres``: one (R, N) indicator per centre (centres are
+    weighted means with record weights w)."""
     K, d = centres.shape[1], len(cols)
     previous = None
     for _ in range(steps):
@@ -122,6 +126,8 @@ def _lloyd_resp(cols, centres, steps) -> list[np.ndarray]:
         new = np.empty_like(centres)
         for k in range(K):
             member = (labels == k).astype(float)
+            if w is not None:
+                member *= w
             count = member.sum(axis=1)  # (R,)
             for j in range(d):
                 total = np.einsum("rn,rn->r", member, cols[j])
@@ -166,14 +172,19 @@ def _m_step_small(cols, rs, reg):
     return nk / N, means, covs
 
 
-def fit_gmm(x, K, rng, max_iter=100, tol=1e-3, reg=1e-6, lloyd_steps=10) -> tuple[GMMModel, np.ndarray]:
-    """Batched EM; returns the model and the number of EM iterations each replicate ran."""
+def fit_gmm(
+    x, K, rng, max_iter=100, tol=1e-3, reg=1e-6, lloyd_steps=10, sample_weight=None
+) -> tuple[GMMModel, np.ndarray]:
+    """Batched EM; returns the model and the number of EM iterations each replicate ran. ``sample_weight`` (N,),
+    mean 1: record i counts sample_weight[i] times in the likelihood (its responsibilities are scaled by it)."""
     R, _, d = x.shape
+    w = None if sample_weight is None else np.asarray(sample_weight, float)
+    scaled = (lambda rs: rs) if w is None else (lambda rs: [r * w for r in rs])  # noqa: E731
     # every step reads the records coordinate by coordinate: contiguous (R, N) rows, made once
     cols = [np.ascontiguousarray(x[..., j]) for j in range(d)]
     data = cols if d <= ROWS_MAX_D else x
-    resp = _lloyd_resp(cols, _kmeans_pp(x, cols, K, rng), lloyd_steps)
-    weights, means, covs = _m_step(data, resp, reg)
+    resp = _lloyd_resp(cols, _kmeans_pp(x, cols, K, rng, w), lloyd_steps, w)
+    weights, means, covs = _m_step(data, scaled(resp), reg)
     prev = np.full(R, -np.inf)
     iters = np.zeros(R, dtype=int)
     active = np.arange(R)
@@ -185,9 +196,9 @@ def fit_gmm(x, K, rng, max_iter=100, tol=1e-3, reg=1e-6, lloyd_steps=10) -> tupl
             model = GMMModel(weights[active], means[active], covs[active])
         parts = model.component_logpdf(xa)
         lse = logsumexp_parts(parts)
-        ll = lse.mean(axis=1)
-        w, m, c = _m_step(xa, [np.exp(p - lse) for p in parts], reg)
-        weights[active], means[active], covs[active] = w, m, c
+        ll = lse.mean(axis=1) if w is None else (lse * w).mean(axis=1)
+        pi, m, c = _m_step(xa, scaled([np.exp(p - lse) for p in parts]), reg)
+        weights[active], means[active], covs[active] = pi, m, c
         iters[active] += 1
         done = np.abs(ll - prev[active]) < tol
         prev[active] = ll
@@ -214,7 +225,7 @@ RARE_POINTS = 256
 @register_family
 class GMMFamily(Family):
     name = "gmm"
-    tags = FamilyTags(accepts=("continuous",), scores_records=True, uses_anchor=True, needs_mixture=True)
+    tags = FamilyTags(accepts=("continuous",), scores_records=True, uses_anchor=True, needs_mixture=True, weighted=True)
     spread_metrics = ("component_std_max",)
 
     def __init__(self, params, reference):
@@ -267,6 +278,11 @@ class GMMFamily(Family):
     def fit(self, x, rng):
         p = self.params
         model, _ = fit_gmm(x, p.components, rng, p.max_iter, p.tol, p.reg_covar)
+        return model
+
+    def fit_weighted_records(self, x, weights, rng):
+        p = self.params
+        model, _ = fit_gmm(x, p.components, rng, p.max_iter, p.tol, p.reg_covar, sample_weight=weights)
         return model
 
     def metrics(self, model: GMMModel):

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import Field, model_validator
 from scipy import special
 
+from .._numerics.batched import categorical_sample
 from .base import Family, FamilyTags, Params, register_family
 from .gaussian import fit_moments
 
@@ -45,10 +46,14 @@ class KDEModel:
     points: np.ndarray  # (R, N, d)
     bandwidth: float
     kernel: Kernel = "gaussian"
+    point_weights: np.ndarray | None = None  # (N,) summing to 1, the same in every chain; None: 1/N each
 
     def sample(self, m, rng):
         R, N, d = self.points.shape
-        idx = rng.integers(0, N, size=(R, m))
+        if self.point_weights is None:
+            idx = rng.integers(0, N, size=(R, m))
+        else:
+            idx = categorical_sample(np.broadcast_to(self.point_weights, (R, N)), m, rng)
         centres = np.take_along_axis(self.points, idx[:, :, None], axis=1)
         if self.kernel == "gaussian":
             return centres + self.bandwidth * rng.standard_normal((R, m, d))
@@ -60,8 +65,13 @@ class KDEModel:
 
     def moments(self):
         """Mean and covariance of the KDE distribution (the points' MLE moments plus the kernel's)."""
-        mean, cov = fit_moments(self.points, ddof=0)
         d = self.points.shape[2]
+        if self.point_weights is None:
+            mean, cov = fit_moments(self.points, ddof=0)
+        else:
+            mean = np.einsum("n,rnd->rd", self.point_weights, self.points)
+            diff = self.points - mean[:, None]
+            cov = np.einsum("n,rni,rnj->rij", self.point_weights, diff, diff)
         return mean, cov + kernel_variance(self.kernel, self.bandwidth, d) * np.eye(d)
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
@@ -76,20 +86,28 @@ class KDEModel:
             sq = np.zeros((R, part.shape[0], N))
             for j in range(d):  # coordinate by coordinate: no (R, H, N, d) array
                 sq += (part[None, :, None, j] - self.points[:, None, :, j]) ** 2
+            pw = self.point_weights
             if self.kernel == "gaussian":
                 log_k = -sq / (2 * h * h) - 0.5 * d * np.log(2 * np.pi * h * h)
-                out[:, start : start + part.shape[0]] = special.logsumexp(log_k, axis=-1) - np.log(N)
+                if pw is None:
+                    out[:, start : start + part.shape[0]] = special.logsumexp(log_k, axis=-1) - np.log(N)
+                else:
+                    out[:, start : start + part.shape[0]] = special.logsumexp(log_k, axis=-1, b=pw)
             else:
-                inside = np.count_nonzero(sq <= h * h, axis=-1)
+                inside = (
+                    np.count_nonzero(sq <= h * h, axis=-1) / N
+                    if pw is None
+                    else np.einsum("rhn,n->rh", sq <= h * h, pw)
+                )
                 with np.errstate(divide="ignore"):
-                    out[:, start : start + part.shape[0]] = np.log(inside / N) - log_volume
+                    out[:, start : start + part.shape[0]] = np.log(inside) - log_volume
         return out
 
 
 @register_family
 class KDEFamily(Family):
     name = "kde"
-    tags = FamilyTags(accepts=("continuous",))
+    tags = FamilyTags(accepts=("continuous",), weighted=True)
     spread_metrics = ("trace_ratio",)
 
     class Params(Params):
@@ -112,6 +130,12 @@ class KDEFamily(Family):
     def fit(self, x, rng):
         h = bandwidth_of(self.params.bandwidth, x.shape[1], x.shape[2])
         return KDEModel(np.array(x, copy=True), h, self.params.kernel)
+
+    def fit_weighted_records(self, x, weights, rng):
+        """Each kernel carries its record's weight (the bandwidth rule still counts records, as scikit-learn's)."""
+        model = self.fit(x, rng)
+        model.point_weights = np.asarray(weights, float) / np.sum(weights)
+        return model
 
     def metrics(self, model: KDEModel):
         truth = self.reference.truth

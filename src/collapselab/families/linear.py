@@ -58,7 +58,7 @@ class LinearStats:
 @register_family
 class LinearFamily(Family):
     name = "linear"
-    tags = FamilyTags(accepts=("regression",), exact=True)
+    tags = FamilyTags(accepts=("regression",), exact=True, weighted=True)
 
     class Params(Params):
         exact: bool = True
@@ -117,6 +117,12 @@ class LinearFamily(Family):
 
     def merge_stats(self, parts):
         return LinearStats.merge(parts)
+
+    def fit_weighted(self, parts):
+        """Weighted least squares: part p's rows each weigh w_p / n_p (XᵀWX and XᵀWy from the parts' sums)."""
+        gram = sum(w / st.count * st.gram for st, w in parts)
+        moment = sum(w / st.count * st.moment for st, w in parts)
+        return self._solve(gram, moment)
 
     def fit_stats(self, stats: LinearStats) -> LinearModel:
         return self._solve(stats.gram, stats.moment)

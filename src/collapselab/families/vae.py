@@ -54,7 +54,7 @@ class VAEModel:
 @register_family
 class VAEFamily(Family):
     name = "vae"
-    tags = FamilyTags(accepts=("image",), measures_samples=True, uses_anchor=True)
+    tags = FamilyTags(accepts=("image",), measures_samples=True, uses_anchor=True, weighted=True)
     tail_metrics = ("minority_class_share", "recall")
     spread_metrics = ("latent_std",)
 
@@ -78,6 +78,10 @@ class VAEFamily(Family):
         self.judge, self.real_features = _JUDGES[key]
 
     def fit(self, x, rng):
+        return self.fit_weighted_records(x, None, rng)
+
+    def fit_weighted_records(self, x, weights, rng):
+        """Trains on records whose loss terms carry ``weights`` (N,), mean 1 (None: every record weighs 1)."""
         t = torch()
         p = self.params
         R, N = x.shape[:2]
@@ -86,6 +90,7 @@ class VAEFamily(Family):
         dec = BatchedMLP(R, [p.latent, p.hidden, 784], gen)
         opt = t.optim.Adam([*enc.parameters(), *dec.parameters()], lr=p.lr)
         data = t.from_numpy(x.reshape(R, N, 784).astype(np.float32) / 255)
+        w = None if weights is None else t.from_numpy(np.asarray(weights, np.float32))
         rows = t.arange(R)[:, None]
         B = min(p.batch_size, N)
         for _ in range(p.epochs):
@@ -98,7 +103,10 @@ class VAEFamily(Family):
                 logits = dec(z)
                 rec = t.nn.functional.binary_cross_entropy_with_logits(logits, batch, reduction="none").sum(-1)
                 kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(-1)
-                loss = (rec + kl).mean(-1).sum()  # replicates' losses add: their gradients stay separate
+                per_record = rec + kl
+                if w is not None:
+                    per_record = per_record * w[order[:, s : s + B]]
+                loss = per_record.mean(-1).sum()  # replicates' losses add: their gradients stay separate
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -133,7 +133,7 @@ def metric_figure(metric: str, series: list[Series]) -> str:
         bd = s.bounds[s.bounds["metric"] == metric].sort_values("generation") if not s.bounds.empty else s.bounds
         if len(bd):
             side, source = bd["side"].iloc[0], bd["source"].iloc[0]
-            label = f"{s.label} ({side} bound, {source})"
+            label = f"{s.label} (limit, {source})" if side == "limit" else f"{s.label} ({side} bound, {source})"
             ax.plot(bd["generation"], bd["bound"], color=colour, lw=1.0, ls=":", label=label)
     ax.set_xlabel("generation")
     ax.set_ylabel(metric)
@@ -149,7 +149,7 @@ def metric_figure(metric: str, series: list[Series]) -> str:
             else ""
         )
         + (
-            "; dotted: a proved bound"
+            "; dotted: a proved bound or a limit"
             if any(len(s.bounds) and (s.bounds["metric"] == metric).any() for s in series)
             else ""
         ),

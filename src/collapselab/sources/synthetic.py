@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .base import Source, register_source
-from .truth import BernoulliTruth, CategoricalTruth, LinearTruth, MixtureTruth, PoissonTruth, ShapeTruth
+from .truth import BernoulliTruth, CategoricalTruth, GLMTruth, LinearTruth, MixtureTruth, PoissonTruth, ShapeTruth
 
 Vector = float | list[float]
 
@@ -294,3 +294,45 @@ class LinearSource(Source):
         return LinearTruth(
             design, w, float(p.noise), seed, weights_seed=weights_seed, test_rows=test_rows, test_noise=test_noise
         )
+
+
+class _GLMSource(Source):
+    """Fixed-design regression with a canonical link (Dey & Donoho 2024's exponential-family setting): X (n × dim,
+    standard normal rows scaled by ``scale``), one draw shared by every chain, and labels from β* (``weights``,
+    default 1/sqrt(dim) in each coordinate, so x·β* ~ N(0, scale²))."""
+
+    link = "logit"
+
+    class Params(_Params):
+        dim: int = Field(ge=1)
+        weights: list[float] | None = Field(default=None, description="β*; default 1/sqrt(dim) in each coordinate")
+        scale: float = Field(default=1.0, gt=0, description="the design's standard deviation per coordinate")
+
+        @model_validator(mode="after")
+        def _shape(self):
+            if self.weights is not None and len(self.weights) != self.dim:
+                raise ValueError(f"weights has {len(self.weights)} entries, dim is {self.dim}")
+            return self
+
+    def truth(self, n, rng):
+        p = self.params
+        w = np.asarray(p.weights, float) if p.weights is not None else np.full(p.dim, 1 / np.sqrt(p.dim))
+        return GLMTruth(p.scale * rng.standard_normal((n, p.dim)), w, self.link)
+
+
+@register_source
+class LogisticSource(_GLMSource):
+    """Logistic regression: y_i ~ Bernoulli(σ(x_i·β*)) on a fixed design."""
+
+    name = "logistic"
+    kind = "binary-regression"
+    link = "logit"
+
+
+@register_source
+class PoissonRegressionSource(_GLMSource):
+    """Poisson regression: y_i ~ Poisson(exp(x_i·β*)) on a fixed design."""
+
+    name = "poisson-regression"
+    kind = "count-regression"
+    link = "log"

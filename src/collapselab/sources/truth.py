@@ -309,3 +309,57 @@ class ShapeTruth:
             sq = ((part[:, None, :] - self._grid[None]) ** 2).sum(axis=-1)
             out[start : start + 256] = special.logsumexp(-sq / (2 * s2), axis=1) - np.log(len(self._grid))
         return (out - 0.5 * self.dim * np.log(2 * np.pi * s2)).reshape(x.shape[:-1])
+
+
+@dataclass(frozen=True, eq=False)
+class GLMTruth:
+    """A fixed-design generalised linear model with its canonical link: labels y_i ~ Bernoulli(σ(x_i·β*))
+    (``link = "logit"``, logistic regression) or Poisson(exp(x_i·β*)) (``"log"``, Poisson regression). The design
+    X (n, dim) is one draw shared by every chain; records are rows [x, y], the design's rows reused cyclically."""
+
+    design: np.ndarray  # (n, dim)
+    weights: np.ndarray  # (dim,): β*
+    link: str  # "logit" | "log"
+
+    @property
+    def kind(self) -> str:
+        return "binary-regression" if self.link == "logit" else "count-regression"
+
+    @property
+    def dim(self) -> int:
+        return self.design.shape[1]
+
+    def mean(self, eta: np.ndarray) -> np.ndarray:
+        """The mean response at linear predictor eta: σ(eta) or exp(eta)."""
+        return special.expit(eta) if self.link == "logit" else np.exp(eta)
+
+    def variance(self, mu: np.ndarray) -> np.ndarray:
+        """The response's variance at mean mu (the canonical link's IRLS weight): mu(1 - mu) or mu."""
+        return mu * (1 - mu) if self.link == "logit" else mu
+
+    def labels(self, eta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        mu = self.mean(eta)
+        if self.link == "logit":
+            return (rng.random(mu.shape) < mu).astype(float)
+        return rng.poisson(mu).astype(float)
+
+    def rows(self, R: int, k: int) -> np.ndarray:
+        """The design rows of k records per chain (R, k, dim), reused cyclically."""
+        return np.broadcast_to(self.design[np.resize(np.arange(self.design.shape[0]), k)], (R, k, self.dim))
+
+    def records(self, labels: np.ndarray) -> np.ndarray:
+        R, k = labels.shape
+        return np.concatenate([self.rows(R, k), labels[..., None]], axis=-1)
+
+    @cached_property
+    def information(self) -> np.ndarray:
+        """Fisher's information of one pass over the design at β*, Σ_i v_i x_i x_iᵀ (dim, dim)."""
+        v = self.variance(self.mean(self.design @ self.weights))
+        return np.einsum("n,ni,nj->ij", v, self.design, self.design)
+
+    def sample(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        if len(shape) == 1:  # a held-out set: one set of rows
+            return self.sample((1,) + shape, rng)[0]
+        R, k = shape
+        eta = np.einsum("kd,d->k", self.rows(1, k)[0], self.weights)
+        return self.records(self.labels(np.broadcast_to(eta, (R, k)), rng))
