@@ -321,3 +321,19 @@ def test_a_categorical_column_collapsed_to_one_value_is_flagged_by_name(tmp_path
     assert any("region: entropy" in r for r in collapsed["reasons"])
     m = collapsed["measures"]["calibrated"]["measures"]["region: entropy"]
     assert m["value"] == 0 and m["p_value"] < 0.01 and m["null_band"][0] > 0
+
+
+def test_the_planner_runs_on_the_audited_surrogate(tmp_path):
+    """issue 18: plan on an audited data set: the smallest real fraction under mix that keeps the surrogate's kl
+    at generation 4 within the need, by search over the loop on the GMM surrogate, with an interval."""
+    _tables(tmp_path)
+    kw = {"policy": "mix", "real_fraction": 0.5, "generations": 5, "replicates": 8, "project": False}
+    est = audit(tmp_path / "reference.csv", tmp_path / "candidate.csv", plan_need="kl <= 12", plan_horizon=4, **kw)
+    planned = est["plan"]
+    assert planned["method"] == "search" and planned["knob"] == "real_fraction"
+    assert planned["surrogate"].endswith("numeric columns")
+    low, high = planned["interval"]
+    assert planned["value"] is not None and 0 < low <= planned["value"] <= high < 1
+    assert "interval" in planned["sentence"]
+    with pytest.raises(cl.SpecError, match="need = 'kl < 1'"):
+        audit(tmp_path / "reference.csv", tmp_path / "candidate.csv", plan_need="kl < 1", plan_horizon=4, **kw)

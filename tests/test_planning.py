@@ -3,6 +3,7 @@ under fresh and mix."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -332,6 +333,66 @@ def test_the_golden_ratio_weight():
     ],
 )
 def test_bad_weights_are_refused(spec, message):
+    with pytest.raises(cl.SpecError, match=message) as e:
+        expand(load_spec(spec))
+    assert "\n" not in str(e.value)
+
+
+# --- a run's sweep read against its plan (spec [plan], plan.json, the report) ------------------------------------
+
+
+def test_a_sweep_is_read_against_its_plan_and_the_report_marks_it(tmp_path):
+    spec = {
+        **_spec("fresh", 50, 0.2, generations=21, replicates=2000),
+        "plan": {"need": "var_ratio >= 0.95", "horizon": 20},
+        "sweep": {"policy.real_fraction": [0.1, 0.2, 0.3, 0.4, 0.6, 0.8]},
+    }
+    r = cl.run(spec, out=tmp_path / "run")
+    planned = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert planned == json.loads(json.dumps(r.planned))
+    (group,) = planned["groups"]
+    closed = cl.plan({**_spec("fresh", 50, 0.2, generations=21, replicates=2000)}, "var_ratio >= 0.95", 20)
+    assert group["closed_form"] == closed.value
+    means = {row["value"]: row["mean"] for row in group["rows"]}
+    # the sweep's answer: the smallest swept fraction from which every larger one meets by the mean
+    meeting = [v for v in sorted(means) if all(means[u] >= 0.95 for u in means if u >= v)]
+    assert group["sweep_value"] == meeting[0]
+    low, high = group["sweep_interval"]
+    assert low <= group["sweep_value"] <= high
+    # the closed form's plan lies between the swept value below the sweep's answer and it
+    below = max(v for v in means if v < group["sweep_value"])
+    assert below < closed.value <= group["sweep_value"]
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert 'id="plans"' in html and "the closed form plans" in html
+
+
+def test_a_plan_over_the_sample_size():
+    spec = {
+        **_spec("replace", 20, generations=11, replicates=500),
+        "plan": {"need": "var_ratio >= 0.8", "horizon": 10},
+        "sweep": {"data.n": [10, 30, 60, 120]},
+    }
+    (group,) = cl.run(spec, save=False).planned["groups"]
+    # E var_ratio = (1 - 1/n)^11 under replace: 0.8 needs n >= 50; swept: 60
+    assert group["sweep_value"] == 60 and group["closed_form"] == 50
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"sweep": {}}, "plan: the spec must sweep policy.real_fraction or data.n"),
+        ({"plan": {"need": "var_ratio >= 0.9", "horizon": 40}}, "plan.horizon = 40: beyond the run's last generation"),
+        ({"plan": {"need": "var_ratio > 0.9", "horizon": 4}}, "expected 'METRIC >= VALUE'"),
+        ({"sweep": {"plan.horizon": [1, 2]}}, "that key cannot be swept"),
+    ],
+)
+def test_bad_plans_are_refused(change, message):
+    spec = {
+        **_spec("fresh", 20, 0.2, generations=21),
+        "plan": {"need": "var_ratio >= 0.9", "horizon": 20},
+        "sweep": {"policy.real_fraction": [0.1, 0.5]},
+        **change,
+    }
     with pytest.raises(cl.SpecError, match=message) as e:
         expand(load_spec(spec))
     assert "\n" not in str(e.value)

@@ -8,6 +8,7 @@ families, presets, prepare_data                   what is installed
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
@@ -35,7 +36,7 @@ from .errors import (
     RunInterrupted,
 )
 from .executors import check_execution, run_cells
-from .planning import Answer, Requirement, plan
+from .planning import Answer, Requirement, plan, read_sweep
 from .plugins import FAMILIES
 from .report import write_report
 from .report.decompose import write as write_decomposition
@@ -90,6 +91,8 @@ class RunResult:
     seconds: float = 0.0
     report_error: str | None = None  # why report.html is missing, when writing it failed
     bounds: pd.DataFrame | None = None  # cell, generation, metric, side, bound, source (proved bounds on a mean)
+    # the sweep read against the spec's plan (planning.read_sweep; plan.json in the run folder), when it has one
+    planned: dict | None = None
 
     @property
     def notes(self) -> list[tuple[str, str]]:
@@ -305,7 +308,10 @@ def _execute(spec, cells, path: Path, store, run_id, report: bool, execution: di
         for cell, res in zip(cells, results):  # asked for: on disk, and read back lazily from there
             if res.metrics and cell.spec.keep_replicates is True:
                 res.metrics = write_replicates(path, res.cell_id, res.metrics)
-        finish_run_dir(path, _files(results, tables))
+        files = _files(results, tables)
+        if result.planned is not None:
+            files["plan.json"] = json.dumps(result.planned, indent=1) + "\n"
+        finish_run_dir(path, files)
     except OSError as e:
         raise InputError(f"{path}: cannot write the results there ({e.strerror or e})") from None
     if store is not None:
@@ -349,6 +355,7 @@ def _result(spec: Spec, cells, results: list[CellResult], tables: _Tables, secon
         results,
         seconds=seconds,
         bounds=to_frame(BOUND_COLUMNS, tables.bounds),
+        planned=read_sweep(spec, cells, results) if spec.plan is not None else None,
     )
 
 

@@ -20,7 +20,6 @@ the knob's grid, which assumes the requirement, once met, stays met as the knob 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -32,38 +31,11 @@ from scipy import stats
 from .engine.loop import run_cell
 from .engine.plan import CellPlan, expand
 from .errors import SpecError
-from .spec import Spec, load_spec, set_dotted
+from .spec import Requirement, Spec, flatten_overrides, load_spec, set_dotted
 from .theory import cell_truth, for_cell, stationary
 
-_NEED = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=)\s*([-+0-9.eE]+)\s*$")
 KNOBS = ("real_fraction", "n")
 MAX_N = 1_000_000
-
-
-@dataclass(frozen=True)
-class Requirement:
-    metric: str
-    op: Literal[">=", "<="]
-    value: float
-
-    @classmethod
-    def parse(cls, text: str) -> Requirement:
-        m = _NEED.match(text)
-        if m is None:
-            raise SpecError(
-                f"need = {text!r}: expected 'METRIC >= VALUE' or 'METRIC <= VALUE', e.g. 'var_ratio >= 0.99'"
-            )
-        try:
-            value = float(m.group(3))
-        except ValueError:
-            raise SpecError(f"need = {text!r}: {m.group(3)!r} is not a number") from None
-        return cls(m.group(1), m.group(2), value)  # type: ignore[arg-type]  # the pattern allows only these two
-
-    def met(self, x):
-        return x >= self.value if self.op == ">=" else x <= self.value
-
-    def __str__(self) -> str:
-        return f"{self.metric} {self.op} {self.value:g}"
 
 
 @dataclass
@@ -175,6 +147,7 @@ class _Grid:
     def cell(self, step: int, keep: bool = False) -> CellPlan:
         raw = self.spec.model_dump(exclude_none=True)
         raw.pop("sweep", None)
+        raw.pop("plan", None)
         raw["generations"], raw["stop"] = self.horizon + 1, None
         raw["keep_replicates"] = keep
         if self.knob == "real_fraction":
@@ -282,3 +255,76 @@ def _wilson(share: float, count: int, z: float) -> tuple[float, float]:
     centre = (share + z * z / (2 * count)) / (1 + z * z / count)
     half = z * math.sqrt(share * (1 - share) / count + z * z / (4 * count * count)) / (1 + z * z / count)
     return centre - half, centre + half
+
+
+def read_sweep(spec: Spec, cells: list[CellPlan], results) -> dict:
+    """A run's sweep read against its ``plan`` (spec.PlanSpec): per group of cells that differ only in the knob
+    (``policy.real_fraction`` or ``data.n``), each swept value's mean at the horizon with its 95% interval, the
+    smallest swept value from which every larger one meets the need (the sweep as a coarse search; None where the
+    largest does not), and the closed form's answer where theory has one. What plan.json holds and the report
+    draws."""
+    assert spec.plan is not None
+    req, horizon = Requirement.parse(spec.plan.need), spec.plan.horizon
+    knob = next(k for k in ("policy.real_fraction", "data.n") if k in spec.sweep)
+    groups: dict[str, dict] = {}
+    for cell, res in zip(cells, results):
+        fixed = {k: v for k, v in flatten_overrides(cell.overrides).items() if k != knob}
+        key = repr(sorted(fixed.items(), key=lambda kv: kv[0]))
+        group = groups.setdefault(key, {"fixed": fixed, "rows": [], "cell": cell})
+        stats = res.stats.get(req.metric)
+        if stats is None:
+            raise SpecError(
+                f"plan.need: the run has no metric {req.metric!r}; its metrics: {', '.join(sorted(res.stats))}"
+            )
+        value = cell.spec.policy.real_fraction if knob == "policy.real_fraction" else cell.spec.data.n
+        if horizon < len(stats["mean"]):
+            mean, se = float(stats["mean"][horizon]), float(stats["se"][horizon])
+            group["rows"].append({"value": value, "mean": mean, "low": mean - 1.96 * se, "high": mean + 1.96 * se})
+    out = []
+    for group in groups.values():
+        rows = sorted(group.pop("rows"), key=lambda r: r["value"])
+        for r in rows:
+            r["meets"] = bool(req.met(r["mean"]))
+        optimistic, conservative = ("high", "low") if req.op == ">=" else ("low", "high")
+        group["rows"] = rows
+        group["sweep_value"] = _smallest_from(rows, req, "mean")
+        group["sweep_interval"] = [_smallest_from(rows, req, optimistic), _smallest_from(rows, req, conservative)]
+        group["closed_form"] = _closed_form_value(group.pop("cell"), req, horizon, knob)
+        group["sentence"] = _sweep_sentence(knob, req, horizon, group)
+        out.append(group)
+    return {"need": str(req), "horizon": horizon, "knob": knob, "groups": out}
+
+
+def _smallest_from(rows: list[dict], req: Requirement, column: str) -> float | None:
+    """The smallest value from which every larger swept value meets by ``column`` (None: the largest does not)."""
+    found = None
+    for r in reversed(rows):
+        if not req.met(r[column]):
+            break
+        found = r["value"]
+    return found
+
+
+def _closed_form_value(cell: CellPlan, req: Requirement, horizon: int, knob: str) -> float | None:
+    """The planner's closed-form answer for a cell's settings, or None where theory has no closed form."""
+    try:
+        answer = plan(cell.spec, req, horizon, knob=knob.split(".")[1], method="closed-form")
+    except SpecError:
+        return None
+    return answer.value
+
+
+def _sweep_sentence(knob: str, req: Requirement, horizon: int, group: dict) -> str:
+    where = ", ".join(f"{k} = {v}" for k, v in group["fixed"].items())
+    head = f"{where}: " if where else ""
+    found, (lo, hi) = group["sweep_value"], group["sweep_interval"]
+    name = knob.split(".")[1]
+    text = (
+        f"{head}no swept {name} gives the mean {req} at generation {horizon}"
+        if found is None
+        else f"{head}from {name} = {_fmt(name, found)} up, the mean {req} at generation {horizon} "
+        f"(with its 95% interval: from {_fmt(name, lo)} to {_fmt(name, hi)})"
+    )
+    if group["closed_form"] is not None:
+        text += f"; the closed form plans {_fmt(name, group['closed_form'])}"
+    return text

@@ -16,9 +16,11 @@ import contextvars
 import copy
 import math
 import os
+import re
 import sys
 import tomllib
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -147,6 +149,56 @@ class ScreenSpec(_Strict):
     trusted: int = Field(default=200, ge=10, description="trusted anchor records (held-out real) for loso")
 
 
+_NEED = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=)\s*([-+0-9.eE]+)\s*$")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A tolerance on a metric, parsed from ``'METRIC >= VALUE'`` or ``'METRIC <= VALUE'``."""
+
+    metric: str
+    op: Literal[">=", "<="]
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> Requirement:
+        m = _NEED.match(text)
+        if m is None:
+            raise SpecError(
+                f"need = {text!r}: expected 'METRIC >= VALUE' or 'METRIC <= VALUE', e.g. 'var_ratio >= 0.99'"
+            )
+        try:
+            value = float(m.group(3))
+        except ValueError:
+            raise SpecError(f"need = {text!r}: {m.group(3)!r} is not a number") from None
+        return cls(m.group(1), m.group(2), value)  # type: ignore[arg-type]  # the pattern allows only these two
+
+    def met(self, x):
+        return x >= self.value if self.op == ">=" else x <= self.value
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g}"
+
+
+class PlanSpec(_Strict):
+    """A requirement the run's sweep is read against: the smallest swept ``policy.real_fraction`` (or ``data.n``)
+    whose cells meet it at ``horizon``, and the closed form's answer where theory has one (plan.json, the report)."""
+
+    need: str = Field(description="'METRIC >= VALUE' or 'METRIC <= VALUE', met by the mean across chains")
+    horizon: int = Field(ge=0, description="the generation at which the requirement must hold")
+
+    @model_validator(mode="after")
+    def _need(self):
+        try:
+            Requirement.parse(self.need)
+        except SpecError as e:
+            raise ValueError(f"plan.{e}") from None
+        return self
+
+
+PLAN_KNOBS = ("policy.real_fraction", "data.n")
+
+
 class Spec(_Strict):
     name: str = "experiment"
     description: str = ""
@@ -189,16 +241,29 @@ class Spec(_Strict):
         description="'collapsed': end a cell once every chain has collapsed to a point mass (its family's "
         "collapse_metric); `generations` is then the most it runs",
     )
+    plan: PlanSpec | None = Field(
+        default=None,
+        description="a requirement to read the sweep against (needs a sweep over policy.real_fraction or data.n)",
+    )
 
     @model_validator(mode="after")
     def _sweep_lists(self):
         for key, values in self.sweep.items():
             if not values:
                 raise ValueError(f"sweep {key!r} has no values")
-            if key.split(".")[0] in ("sweep", "plugins", "name", "description"):
+            if key.split(".")[0] in ("sweep", "plugins", "name", "description", "plan"):
                 raise ValueError(f"sweep {key!r}: that key cannot be swept")
             if key == CASES and not all(isinstance(v, dict) and v for v in values):
                 raise ValueError(f"sweep {CASES!r}: every case must be a non-empty table of keys to set")
+        if self.plan is not None:
+            if not any(k in self.sweep for k in PLAN_KNOBS):
+                raise ValueError(
+                    f"plan: the spec must sweep {' or '.join(PLAN_KNOBS)} (the values it reads the need at)"
+                )
+            if self.plan.horizon >= self.generations:
+                raise ValueError(
+                    f"plan.horizon = {self.plan.horizon}: beyond the run's last generation ({self.generations - 1})"
+                )
         return self
 
     @property

@@ -17,12 +17,14 @@ import numpy as np
 from ..curation.features import record_features
 from ..curation.mirror import bic_choice
 from ..engine.plan import expand
+from ..errors import SpecError
 from ..executors import run_cells
 from ..families.base import Reference
 from ..families.ngram import NGramFamily
 from ..io import write_atomic
+from ..planning import plan
 from ..report.audit import render
-from ..spec import load_spec
+from ..spec import Requirement, load_spec
 from ..summary import STAGE_COLUMNS, stage_rows, to_frame
 from ..synthesize import column_kinds
 from .coverage import image_measures, table_measures, text_measures, verdict
@@ -66,12 +68,19 @@ def audit(
     out=None,
     scoring_model: str | None = "smollm2",
     progress=None,
+    plan_need: str | None = None,
+    plan_horizon: int | None = None,
 ) -> dict:
     """The audit report as a dict; with ``out`` (a folder), also ``audit.json`` and ``audit.html``.
 
     Text is scored by ``scoring_model`` (the packaged SmolLM2-135M, a local Hugging Face folder or a GGUF file);
     ``None`` uses a word trigram fitted on half of the reference instead. ``progress(done, total)`` is called
-    while the language model scores texts."""
+    while the language model scores texts. ``plan_need`` (``'METRIC >= VALUE'``) at ``plan_horizon``: the planner
+    on the projection's surrogate (the smallest real fraction under mix / fresh, else the records per generation)."""
+    if plan_need is not None:  # checked before any scoring
+        Requirement.parse(plan_need)
+        if not isinstance(plan_horizon, int) or isinstance(plan_horizon, bool) or plan_horizon < 0:
+            raise SpecError(f"plan_horizon = {plan_horizon!r}: with plan_need, a generation (an integer >= 0)")
     ref, cand, examples = read_pair(reference, candidate, provenance, synthetic_examples)
     # separate streams: the measures and the verdict do not depend on whether examples were given
     share = _share(ref, cand, examples, np.random.default_rng([seed, 1]), seed, scoring_model, progress)
@@ -105,10 +114,12 @@ def audit(
         "verdict": stage,
         "reasons": reasons,
     }
-    if project:
-        report["projection"] = projection(
-            ref.kind, candidate, cand, policy, real_fraction, generations, replicates, seed
-        )
+    if project or plan_need is not None:
+        surrogate = surrogate_spec(ref.kind, candidate, cand, policy, real_fraction, generations, replicates, seed)
+        if project:
+            report["projection"] = projection(surrogate)
+        if plan_need is not None:
+            report["plan"] = plan_on_surrogate(surrogate, plan_need, plan_horizon)
     if out is not None:
         write_report(report, Path(out))
     return report
@@ -206,16 +217,16 @@ def _features(records) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def projection(kind, path, cand, policy, real_fraction, generations, replicates, seed) -> dict:
-    """The loop run on a surrogate of the candidate under the planned policy: generations to early and late
-    collapse, median over replicate chains with 95% intervals."""
+def surrogate_spec(kind, path, cand, policy, real_fraction, generations, replicates, seed) -> tuple[dict, str] | str:
+    """A spec of the loop on a surrogate of the candidate under the planned policy, and what the surrogate is; or
+    why there is none (a string)."""
     policy_spec = {"kind": policy}
     if real_fraction is not None:
         policy_spec["real_fraction"] = real_fraction
     if kind == "table":
         num = cand.x.select_dtypes("number").to_numpy(float)
         if num.shape[1] == 0:
-            return {"skipped": "no numeric columns to fit a surrogate to"}
+            return "no numeric columns to fit a surrogate to"
         z = (num - num.mean(0)) / np.where(num.std(0) > 0, num.std(0), 1)
         k, fits = bic_choice(z[None], 4, np.random.default_rng(seed), 1e-4)
         fit = fits[int(k[0]) - 1]
@@ -242,9 +253,9 @@ def projection(kind, path, cand, policy, real_fraction, generations, replicates,
         model = {"family": "ngram", "params": {"order": 3}}
         surrogate = "word trigrams fitted to the candidate"
         if n < 10:
-            return {"skipped": f"{len(cand)} text records are too few to project"}
+            return f"{len(cand)} text records are too few to project"
     else:
-        return {"skipped": "projection for images is not built in yet: run a vae spec on --candidate as image-file"}
+        return "projection for images is not built in yet: run a vae spec on --candidate as image-file"
     spec = {
         "name": "audit-projection",
         "generations": generations,
@@ -254,9 +265,23 @@ def projection(kind, path, cand, policy, real_fraction, generations, replicates,
         "model": model,
         "policy": policy_spec,
     }
+    return spec, surrogate
+
+
+def projection(surrogate: tuple[dict, str] | str) -> dict:
+    """The loop run on the surrogate (:func:`surrogate_spec`): generations to early and late collapse, median
+    over replicate chains with 95% intervals."""
+    if isinstance(surrogate, str):
+        return {"skipped": surrogate}
+    spec, what = surrogate
     planned = load_spec(spec)
     stages = to_frame(STAGE_COLUMNS, stage_rows(run_cells(expand(planned), planned.seed)))
-    out = {"surrogate": surrogate, "policy": policy_spec, "generations": generations, "replicates": replicates}
+    out = {
+        "surrogate": what,
+        "policy": spec["policy"],
+        "generations": spec["generations"],
+        "replicates": spec["replicates"],
+    }
     for _, row in stages.iterrows():
         med = row["first_median"]
         out[row["stage"]] = {
@@ -265,6 +290,27 @@ def projection(kind, path, cand, policy, real_fraction, generations, replicates,
             "reached": float(row["reached"]),
         }
     return out
+
+
+def plan_on_surrogate(surrogate: tuple[dict, str] | str, need: str, horizon: int, progress=None) -> dict:
+    """The planner (planning.plan) on the surrogate: the smallest real fraction (mix, fresh) or records per
+    generation (other policies) that meets ``need`` at ``horizon``, by search over the loop itself."""
+    if isinstance(surrogate, str):
+        return {"skipped": surrogate}
+    spec, what = surrogate
+    knob = "real_fraction" if spec["policy"]["kind"] in ("mix", "fresh") else "n"
+    answer = plan(spec, need, horizon, knob=knob, progress=progress)
+    return {
+        "surrogate": what,
+        "need": str(answer.requirement),
+        "horizon": horizon,
+        "knob": knob,
+        "value": answer.value,
+        "interval": list(answer.interval),
+        "method": answer.method,
+        "sentence": answer.sentence,
+        "candidates": answer.table.to_dict(orient="records"),
+    }
 
 
 def write_report(report: dict, folder: Path) -> None:

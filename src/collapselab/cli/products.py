@@ -87,6 +87,10 @@ def audit(
     replicates: int = typer.Option(8, "--replicates", min=1, help="Replicate chains of the projection."),
     seed: int = typer.Option(0, "--seed", min=0),
     no_projection: bool = typer.Option(False, "--no-projection", help="Skip the simulated projection."),
+    plan_need: str | None = typer.Option(
+        None, "--plan", help="Plan on the projection's surrogate: 'METRIC >= VALUE' (or <=), e.g. 'kl <= 0.1'."
+    ),
+    plan_horizon: int | None = typer.Option(None, "--plan-horizon", min=0, help="The generation --plan must hold at."),
     out: Path = typer.Option(Path("audit"), "--out", "-o", help="Folder for audit.json and audit.html."),
     scoring_model: str = typer.Option(
         "smollm2",
@@ -106,6 +110,8 @@ def audit(
         fail(f"--policy {policy} needs --real-fraction (a number in [0, 1])")
     if real_fraction is not None and not 0 <= real_fraction <= 1:
         fail(f"--real-fraction {real_fraction}: must be in [0, 1]")
+    if (plan_need is None) != (plan_horizon is None):
+        fail("--plan and --plan-horizon go together: the requirement and the generation it must hold at")
     report = api.audit(
         reference,
         candidate,
@@ -120,6 +126,8 @@ def audit(
         out=out,
         scoring_model=None if scoring_model == "ngram" else scoring_model,
         progress=_ScoringProgress(as_json),
+        plan_need=plan_need,
+        plan_horizon=plan_horizon,
     )
     if as_json:
         print_json(report)
@@ -152,6 +160,9 @@ def audit(
         )
     elif proj:
         out_console.print(f"projection skipped: {proj['skipped']}")
+    planned = report.get("plan")
+    if planned:
+        say(f"plan on the surrogate: {planned.get('sentence') or planned['skipped']}")
     out_console.print(f"written: {out / 'audit.json'}, {out / 'audit.html'}")
 
 

@@ -192,6 +192,9 @@ def _finish(result, as_json: bool, quiet: bool, generations: str | None, no_repo
     if not quiet:
         _print_summary(result.summary, result.cells, generations, result.theory, result.bounds)
         _print_stages(result.stages, result.cells, result.summary)
+        if result.planned is not None:
+            for group in result.planned["groups"]:
+                say(f"plan: {group['sentence']}")
         ident = f"run {result.run_id} " if result.run_id is not None else ""
         say(f"{ident}finished in {result.seconds:.1f} s; results in {result.path}")
         if not no_report and result.report_error is None:

@@ -149,7 +149,7 @@ class RunPlan:
 def expand(spec: Spec) -> list[CellPlan]:
     """The cells of a spec: its sweep grid, or the spec itself as cell "0". Each cell is resolved and checked."""
     import_plugins(spec)
-    base = spec.model_dump(exclude={"sweep"}, exclude_none=True)
+    base = spec.model_dump(exclude={"sweep", "plan"}, exclude_none=True)
     keys = list(spec.sweep)
     size = math.prod(len(spec.sweep[k]) for k in keys)
     if size > MAX_CELLS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -391,6 +392,56 @@ def phase_sections(run_dirs: list[Path]) -> list[dict]:
     return sections
 
 
+def plan_sections(run_dirs: list[Path]) -> list[dict]:
+    """The sweep read against the spec's plan (plan.json, planning.read_sweep): per group of cells, the metric's
+    mean at the horizon against the swept value with its 95% interval, the need drawn across, the sweep's answer
+    ringed and the closed form's answer as a dashed line."""
+    import matplotlib.pyplot as plt
+
+    sections = []
+    for d in run_dirs:
+        path = Path(d) / "plan.json"
+        if not path.is_file():
+            continue
+        planned = json.loads(path.read_text(encoding="utf-8"))
+        metric, op, value = planned["need"].split(" ")
+        knob = planned["knob"]
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        colours = _colours(len(planned["groups"]))
+        for colour, group in zip(colours, planned["groups"]):
+            rows = group["rows"]
+            x = np.array([r["value"] for r in rows], dtype=float)
+            y = np.array([r["mean"] for r in rows], dtype=float)
+            err = np.array([[r["mean"] - r["low"] for r in rows], [r["high"] - r["mean"] for r in rows]])
+            label = ", ".join(f"{k} = {v}" for k, v in group["fixed"].items()) or "mean"
+            ax.errorbar(x, y, yerr=err, color=colour, marker="o", ms=3, lw=1.2, capsize=2, label=label)
+            found = group["sweep_value"]
+            if found is not None:
+                at = next(r["mean"] for r in rows if r["value"] == found)
+                ax.plot([found], [at], "o", ms=11, mfc="none", mec="red", mew=1.8)
+            if group["closed_form"] is not None:
+                ax.axvline(group["closed_form"], color=colour, ls="--", lw=1.0)
+        ax.axhline(float(value), color="black", lw=0.8, ls=":")
+        ax.set_xlabel(knob)
+        ax.set_ylabel(f"{metric} at generation {planned['horizon']}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+        ax.set_title(
+            f"need {planned['need']}: mean across chains, 95% interval; ringed: the sweep's answer; "
+            "dashed: the closed form's",
+            fontsize=8,
+        )
+        sections.append(
+            {
+                "title": f"{planned['need']} at generation {planned['horizon']}, over {knob}",
+                "run": str(d),
+                "sentences": [g["sentence"] for g in planned["groups"]],
+                "figure": figure_data_url(fig),
+            }
+        )
+    return sections
+
+
 MAX_DETAILED_SERIES = 12
 MAX_BARS = 100  # categories drawn as bars; more are drawn by rank
 
@@ -437,6 +488,7 @@ def _render(env, series, runs, run_dirs, title) -> str:
         ],
         more_series=max(0, len(series) - MAX_DETAILED_SERIES),
         phases=phase_sections(run_dirs),
+        plans=plan_sections(run_dirs),
         metrics=[{"name": m, "figure": metric_figure(m, series)} for m in metrics],
         share=metric_figure("synthetic_share", series),
         final_metrics=metrics,
