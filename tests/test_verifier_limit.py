@@ -59,17 +59,24 @@ def test_the_chain_converges_to_the_knowledge_centre(centre, width, mean):
     assert stats["trace_ratio"]["mean"][-1] < 0.01  # the point mass at the centre
 
 
-def test_the_anchor_as_verifier_keeps_the_error_near_generation_zeros():
+@pytest.mark.parametrize("n, dim, samples", [(100, 1, None), (50, 2, None), (200, 1, 100)])
+def test_the_anchor_as_verifier_keeps_the_error_near_generation_zeros(n, dim, samples):
     """The likelihood stage in ratio mode has the anchor (generation 0's fit) as its knowledge: the error settles
-    near the anchor's own plus one refit's, tr Σ (1/n + (1 - 1/n)/m), while plain replace keeps growing."""
+    near the anchor's own plus one refit's, tr Σ (1/n + (1 - 1/n)/m) (an approximation: the simulation sits 8-12%
+    above it, the finite candidates' resampling carrying part of each generation's deviation to the next), while
+    plain replace keeps growing."""
     ratio = {"kind": "likelihood", "params": {"mode": "ratio"}}
-    curated = _run(_spec(ratio, generations=60, replicates=1000))
-    plain = _run({**_spec(ratio, generations=60, replicates=1000), "curation": []})
+    spec = _spec(ratio, mean=(0.0,) * dim, generations=40, replicates=600, n=n)
+    if samples:
+        spec["policy"] = {"kind": "replace", "samples": samples}
+    curated = _run(spec)
+    plain = _run({**spec, "curation": []})
+    m = samples or n
     lim = curated.bounds[curated.bounds.metric == "mean_sq_drift"]["bound"].iloc[0]
-    assert lim == pytest.approx(1 / 100 + 0.99 / 100)
-    settled = curated.raw[0].stats["mean_sq_drift"]["mean"][30:].mean()
-    assert abs(settled - lim) < 0.15 * lim, (settled, lim)
-    assert plain.raw[0].stats["mean_sq_drift"]["mean"][-1] > 10 * lim
+    assert lim == pytest.approx(dim * (1 / n + (1 - 1 / n) / m))
+    settled = curated.raw[0].stats["mean_sq_drift"]["mean"][20:].mean()
+    assert lim < settled < 1.15 * lim, (settled, lim)
+    assert plain.raw[0].stats["mean_sq_drift"]["mean"][-1] > 5 * lim
     assert plain.bounds is None or plain.bounds.empty or "limit" not in set(plain.bounds["side"])
 
 
