@@ -7,6 +7,7 @@ import sys
 CASES = [
     "gaussian_chains",
     "streamed",
+    "split_cell",
     "gmm_sklearn",
     "loops",
     "accumulate",

@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import os
 import queue as queue_mod
+import shutil
+import tempfile
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import suppress
 from pathlib import Path
 
+from .engine.blocks import GroupMerge, GroupResult, groups_of, run_group, splittable
 from .engine.checkpoints import WriteSchedule
 from .engine.loop import Progress, run_cell
 from .engine.plan import CellPlan
 from .engine.state import CellResult
 from .errors import CollapselabError, InputError, RunInterrupted
 from .plugins import EXECUTORS
+from .rng import replicate_blocks
 
 
 def run_cells(
@@ -90,6 +94,11 @@ class _QueueProgress:
 def _cell_task(cell: CellPlan, seed: int, progress, folder) -> CellResult:
     _single_thread()
     return run_cell(cell, seed, progress, folder)
+
+
+def _group_task(cell: CellPlan, seed: int, blocks: range, folder: Path) -> GroupResult:
+    _single_thread()
+    return run_group(cell, seed, blocks, folder)
 
 
 @EXECUTORS.register(name="inline")
@@ -187,7 +196,9 @@ def _run_dask(cells, seed, workers, scheduler, progress, folders) -> list[CellRe
         if scheduler:
             client = Client(scheduler, timeout="10s")
         else:
-            cluster = local_cluster(min(workers, len(cells)))
+            # a cell of several replicate blocks can use a worker per block (engine/blocks.py)
+            useful = sum(len(replicate_blocks(c.spec.replicates, c.spec.replicate_block)) for c in cells)
+            cluster = local_cluster(min(workers, useful))
             client = Client(cluster)
     except (OSError, TimeoutError) as e:
         if cluster is not None:
@@ -243,14 +254,41 @@ def _quiet_distributed_logs():
 
 
 def _dask_loop(client, cells, seed, progress, folders) -> list[CellResult]:
+    """Every cell as a task, except cells of several replicate blocks when the cluster has several workers: those
+    run as groups of blocks, one task per group, merged here as their chunks come in (engine/blocks.py)."""
     from distributed import Queue, as_completed
 
     name = f"collapselab-progress-{uuid.uuid4().hex}"
     q = Queue(name, client=client) if progress else None
     sink = _DaskQueueProgress(name) if progress else None
     ordered = longest_first(cells)
-    futures = [
-        client.submit(
+    workers = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+    scratch: list[Path] = []
+    merges: dict[str, GroupMerge] = {}
+    if workers > 1:
+        for c in ordered:
+            if not splittable(c):
+                continue
+            folder = folders[c.id]
+            if folder is None:  # a run that saves nothing: the local cluster shares this machine's disk
+                if not client.cluster:
+                    continue
+                folder = Path(tempfile.mkdtemp(prefix=f"collapselab-cell-{c.id}-"))
+                scratch.append(folder)
+            merges[c.id] = GroupMerge(c, seed, groups_of(c, workers), Path(folder))
+    futures, by_key, group_results = [], {}, {cid: [] for cid in merges}
+    for i, c in enumerate(ordered):
+        priority = len(ordered) - i + (len(ordered) if c.id in merges else 0)  # a split cell's groups run together
+        if c.id in merges:
+            for blocks in merges[c.id].groups:
+                key = f"cell-{c.id}-blocks-{blocks.start}-{blocks.stop}-{uuid.uuid4().hex}"
+                fut = client.submit(
+                    _group_task, c, seed, blocks, merges[c.id].folder, key=key, pure=False, priority=priority
+                )
+                futures.append(fut)
+                by_key[fut.key] = c
+            continue
+        fut = client.submit(
             _cell_task,
             c,
             seed,
@@ -258,36 +296,59 @@ def _dask_loop(client, cells, seed, progress, folders) -> list[CellResult]:
             folders[c.id],
             key=f"cell-{c.id}-{uuid.uuid4().hex}",
             pure=False,
-            priority=len(ordered) - i,
+            priority=priority,
         )
-        for i, c in enumerate(ordered)
-    ]
-    by_key = {f.key: c for f, c in zip(futures, ordered)}
+        futures.append(fut)
+        by_key[fut.key] = c
     results: dict[str, CellResult] = {}
     done_iter = as_completed(futures)
     remaining = set(f.key for f in futures)
+    shown: dict[str, int] = {}
     no_workers_since = None
     last_check = 0.0
     grace = float(os.environ.get(NO_WORKERS_ENV, "60"))
-    while remaining:
-        for fut in done_iter.next_batch(block=False) if done_iter.has_ready() else []:
-            results[by_key[fut.key].id] = fut.result()
-            remaining.discard(fut.key)
-        if q is not None:
-            for cell_id, d, total in _dask_drain(q):
-                progress(cell_id, d, total)
-        now = time.monotonic()
-        if remaining and now - last_check >= 1.0:  # a cluster whose workers all died never finishes: say so
-            last_check = now
-            alive = len(client.scheduler_info(n_workers=-1).get("workers", {}))
-            no_workers_since = None if alive else (no_workers_since or now)
-            if no_workers_since is not None and now - no_workers_since > grace:
-                raise RunInterrupted(
-                    f"no Dask worker has been alive for {grace:.0f} s; {len(remaining)} cell(s) "
-                    "unfinished, checkpoints kept: resume the run when workers are back"
-                )
-        if remaining:
-            time.sleep(0.1)
+    try:
+        while remaining or len(results) < len(cells):
+            for fut in done_iter.next_batch(block=False) if done_iter.has_ready() else []:
+                cell = by_key[fut.key]
+                remaining.discard(fut.key)
+                if cell.id in merges:
+                    group_results[cell.id].append(fut.result())
+                else:
+                    results[cell.id] = fut.result()
+            for cid, merge in merges.items():
+                if cid in results:
+                    continue
+                merge.poll()
+                if progress is not None and shown.get(cid) != merge.generations_done:
+                    shown[cid] = merge.generations_done
+                    progress(cid, merge.generations_done, merge.G)
+                if len(group_results[cid]) == len(merge.groups):
+                    if not merge.done():
+                        merge.poll()  # the last chunks were written as the groups ended
+                    if not merge.done():
+                        raise CollapselabError(
+                            f"cell {cid}: its groups finished but chunk {merge.merged} of {merge.chunks} is missing"
+                        )
+                    results[cid] = merge.result(group_results[cid])
+            if q is not None:
+                for cell_id, d, total in _dask_drain(q):
+                    progress(cell_id, d, total)
+            now = time.monotonic()
+            if remaining and now - last_check >= 1.0:  # a cluster whose workers all died never finishes: say so
+                last_check = now
+                alive = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+                no_workers_since = None if alive else (no_workers_since or now)
+                if no_workers_since is not None and now - no_workers_since > grace:
+                    raise RunInterrupted(
+                        f"no Dask worker has been alive for {grace:.0f} s; {len(remaining)} task(s) "
+                        "unfinished, checkpoints kept: resume the run when workers are back"
+                    )
+            if remaining or len(results) < len(cells):
+                time.sleep(0.02 if merges else 0.1)
+    finally:
+        for folder in scratch:
+            shutil.rmtree(folder, ignore_errors=True)
     return [results[c.id] for c in cells]
 
 

@@ -94,12 +94,15 @@ class CellRun:
     own, so the merged result does not depend on how or where the blocks run; block 0 draws the cell's truth and
     held-out records, which every block shares."""
 
-    def __init__(self, plan: CellPlan, seed: int):
+    def __init__(self, plan: CellPlan, seed: int, blocks: range | None = None):
+        """All of the cell's blocks, or only ``blocks`` (a contiguous range: a group that runs apart from the others,
+        engine/blocks.py)."""
         self.plan, self.seed = plan, seed
         sizes = replicate_blocks(plan.spec.replicates, plan.spec.replicate_block)
-        first = CellKernel(plan, seed, 0, sizes[0])
-        self.kernels = [first, *(CellKernel(plan, seed, b, sizes[b], first) for b in range(1, len(sizes)))]
-        self.G, self.R = first.G, plan.spec.replicates
+        self.blocks = range(len(sizes)) if blocks is None else blocks
+        first = CellKernel(plan, seed, 0, sizes[0])  # block 0 draws the truth and held-out records every block shares
+        self.kernels = [first if b == 0 else CellKernel(plan, seed, b, sizes[b], first) for b in self.blocks]
+        self.G, self.R = first.G, sum(sizes[b] for b in self.blocks)
         self.generation = 0
         self.states: list[CellState] = []
         self.sink: MetricSink = self.new_sink()
@@ -108,11 +111,14 @@ class CellRun:
 
     def new_sink(self) -> MetricSink:
         """An empty sink for the cell's results."""
+        signals = self.signals()
+        return MetricSink(self.G, self.R, signals, keeps_replicates(self.plan.spec), self.plan.family.name)
+
+    def signals(self) -> Signals:
         f = self.kernels[0].family
-        signals = Signals(
+        return Signals(
             f.tail_metrics, f.spread_metrics, f.signal_references(), self.plan.spec.stages, f.collapse_metric
         )
-        return MetricSink(self.G, self.R, signals, keeps_replicates(self.plan.spec), self.plan.family.name)
 
     def checkpoints(self, folder: str | Path | None, schedule: WriteSchedule | None = None) -> CellCheckpoints | None:
         """The cell's checkpoint folder; population chains have no pools, so they rerun in full instead."""
@@ -163,21 +169,28 @@ class CellRun:
         """The cell's result: its statistics, stages, closed forms (where they apply) and notes, and its per-chain
         values where it kept them; a cell its stop rule ended early has its generations run, not ``generations``."""
         stats, first, kept = self.sink.result()
-        ran, kernel, plan = self.generation, self.kernels[0], self.plan
-        # closed forms and bounds are for finite samples of the model itself, without anything between generations
-        theory, proved = {}, {}
-        if not kernel.population and kernel.pipeline is None:
-            theory = {k: v[:ran] for k, v in closed_forms(plan, kernel.truth).items()}
-            proved = {k: dataclasses.replace(b, values=b.values[:ran]) for k, b in bounds(plan, kernel.truth).items()}
-        elif not kernel.population:  # where a curated chain converges (a verifier's knowledge centre)
-            proved = {k: dataclasses.replace(b, values=b.values[:ran]) for k, b in limits(plan, kernel.truth).items()}
-        notes = kernel.family.notes(stats)
+        notes: list[str] = []
         for k in self.kernels:
             if k.pipeline is not None:
                 notes += [n for n in k.pipeline.warnings() if n not in notes]
-        return CellResult(
-            plan.id, plan.overrides, stats, kept, theory, first, self.snapshots, self.distributions, notes, proved
+        return finish_cell(
+            self.plan, self.kernels[0], stats, first, kept, self.snapshots, self.distributions, notes, self.generation
         )
+
+
+def finish_cell(plan, kernel, stats, first, kept, snapshots, distributions, pipeline_notes, ran) -> CellResult:
+    """A cell's result from what its run reduced, with the closed forms, bounds and notes of its block 0
+    (``kernel``): for a cell run in one process (CellRun) or as groups (engine/blocks.py)."""
+    # closed forms and bounds are for finite samples of the model itself, without anything between generations
+    theory, proved = {}, {}
+    if not kernel.population and kernel.pipeline is None:
+        theory = {k: v[:ran] for k, v in closed_forms(plan, kernel.truth).items()}
+        proved = {k: dataclasses.replace(b, values=b.values[:ran]) for k, b in bounds(plan, kernel.truth).items()}
+    elif not kernel.population:  # where a curated chain converges (a verifier's knowledge centre)
+        proved = {k: dataclasses.replace(b, values=b.values[:ran]) for k, b in limits(plan, kernel.truth).items()}
+    notes = kernel.family.notes(stats)
+    notes += [n for n in pipeline_notes if n not in notes]
+    return CellResult(plan.id, plan.overrides, stats, kept, theory, first, snapshots, distributions, notes, proved)
 
 
 @contextmanager
