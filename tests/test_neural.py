@@ -256,3 +256,34 @@ def test_audit_scores_text_with_a_local_model_folder(tiny_llama, tmp_path):
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--scoring-model" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.neural
+def test_language_models_take_per_record_loss_weights():
+    """policy.real_weight for the transformer and pretrained families: each record's tokens carry its weight in the
+    loss. With every weight 1 the weighted loss is the model's own mean loss; the weights follow the records'
+    tokens through packing."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from collapselab.families.lm import _weighted_blocks, weighted_loss
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2)).eval()
+    x = torch.randint(0, 50, (3, 16))
+    ones = torch.ones(3, 16)
+    torch.testing.assert_close(weighted_loss(model, x, ones), model(input_ids=x, labels=x).loss)
+    halves = torch.where(torch.arange(16) < 9, 2.0, 0.0).expand(3, 16)  # only tokens 1..8 count (as predicted)
+    first_half = weighted_loss(model, x, halves)
+    manual = weighted_loss(model, x[:, :9], torch.ones(3, 9))  # predictions of tokens 1..8, from tokens 0..7
+    torch.testing.assert_close(first_half, manual)
+
+    class Chars:  # a tokenizer of one token per character, end-of-text "$"
+        eos_token = "$"
+
+        def __call__(self, text, return_attention_mask=False):
+            return {"input_ids": [ord(c) for c in text]}
+
+    ids, w = _weighted_blocks(Chars(), ["ab", "cde"], np.array([0.5, 1.5]), block=4)
+    assert ids.tolist() == [[97, 98, 36, 99], [100, 101, 36, 97]]  # the last block wraps, as _blocks does
+    assert w.tolist() == [[0.5, 0.5, 0.5, 1.5], [1.5, 1.5, 1.5, 0.5]]

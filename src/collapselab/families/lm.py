@@ -153,9 +153,49 @@ def _blocks(tokenizer, texts: list[str], block: int):
     return t.tensor(np.resize(np.asarray(ids, dtype=np.int64), n * block).reshape(n, block))
 
 
-def _train(model, tokenizer, texts: list[str], p: _LMParams, rng: np.random.Generator, fused: bool = False):
+def _weighted_blocks(tokenizer, texts: list[str], weights: np.ndarray, block: int):
+    """As :func:`_blocks`, with each token's weight: its record's (the end-of-text mark after a record is the
+    record's too), cut the same way."""
     t = torch()
-    ids = _blocks(tokenizer, texts, p.block)
+    sep = tokenizer.eos_token or ""
+    ids, w = [], []
+    for text, weight in zip(texts, weights):
+        tokens = tokenizer(text + sep, return_attention_mask=False)["input_ids"]
+        ids.extend(tokens)
+        w.extend([float(weight)] * len(tokens))
+    n = max(1, -(-len(ids) // block))
+    cut = lambda a, dtype: np.resize(np.asarray(a, dtype=dtype), n * block).reshape(n, block)  # noqa: E731
+    return t.tensor(cut(ids, np.int64)), t.tensor(cut(w, np.float32))
+
+
+def weighted_loss(model, x, w):
+    """The next-token cross-entropy of sequences x (B, T), each predicted token weighted by w (B, T): the weighted
+    mean over tokens (all weights 1: the model's own mean loss)."""
+    t = torch()
+    logits = model(input_ids=x).logits[:, :-1]
+    per_token = t.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), x[:, 1:].reshape(-1), reduction="none"
+    )
+    weight = w[:, 1:].reshape(-1)
+    return (per_token * weight).sum() / weight.sum().clamp_min(1e-12)
+
+
+def _train(
+    model,
+    tokenizer,
+    texts: list[str],
+    p: _LMParams,
+    rng: np.random.Generator,
+    fused: bool = False,
+    weights: np.ndarray | None = None,
+):
+    """Fine-tune (or train) ``model`` on ``texts`` for ``p.epochs``; with ``weights`` (one per text, mean 1), each
+    text's tokens carry its weight in the loss (``policy.real_weight``)."""
+    t = torch()
+    if weights is None:
+        ids, token_weights = _blocks(tokenizer, texts, p.block), None
+    else:
+        ids, token_weights = _weighted_blocks(tokenizer, texts, weights, p.block)
     t.manual_seed(seed_of(rng))
     # fused: one kernel over every parameter instead of a dozen small ops per tensor; the same update up to
     # rounding (not bit for bit, so the pretrained family keeps the measured per-tensor optimiser)
@@ -164,8 +204,13 @@ def _train(model, tokenizer, texts: list[str], p: _LMParams, rng: np.random.Gene
     for _ in range(p.epochs):
         order = rng.permutation(len(ids))
         for s in range(0, len(ids), p.batch_size):
-            x = ids[order[s : s + p.batch_size]]
-            loss = model(input_ids=x, labels=x).loss
+            rows = order[s : s + p.batch_size]
+            x = ids[rows]
+            loss = (
+                model(input_ids=x, labels=x).loss
+                if token_weights is None
+                else weighted_loss(model, x, token_weights[rows])
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -174,7 +219,7 @@ def _train(model, tokenizer, texts: list[str], p: _LMParams, rng: np.random.Gene
 
 
 class _LMFamily(Family):
-    tags = FamilyTags(accepts=("text",), measures_samples=True, uses_anchor=True, scores_records=True)
+    tags = FamilyTags(accepts=("text",), measures_samples=True, uses_anchor=True, scores_records=True, weighted=True)
     tail_metrics = ("rare_word_survival",)
     spread_metrics = ("distinct_2",)
     fused_optimizer = False
@@ -192,6 +237,10 @@ class _LMFamily(Family):
         raise NotImplementedError
 
     def fit(self, x, rng):
+        return self.fit_weighted_records(x, None, rng)
+
+    def fit_weighted_records(self, x, weights, rng):
+        """Fine-tunes each chain's model; with ``weights`` (N,), record i's tokens carry weights[i] in the loss."""
         from transformers import AutoModelForCausalLM
 
         _quiet_transformers()
@@ -201,7 +250,9 @@ class _LMFamily(Family):
             model = AutoModelForCausalLM.from_config(config)
             model.load_state_dict(state)  # every generation restarts from the same weights
             texts = [self.vocab.decode(rec) for rec in x[r]]
-            models.append(_train(model, tokenizer, texts, self.params, rng, fused=self.fused_optimizer))
+            models.append(
+                _train(model, tokenizer, texts, self.params, rng, fused=self.fused_optimizer, weights=weights)
+            )
         if self.params.prompt == "real" and self.prompts is None:
             # generation 0 (the first fit, also on resume) trains on the real records: their openings are the prompts
             self.prompts = x[:, :, : self.params.prompt_words].copy()
