@@ -34,7 +34,7 @@ from ..metrics.stages import STAGES, stage_codes, stage_shares
 from ..rng import replicate_blocks
 from .checkpoints import CellCheckpoints, fingerprint
 from .plan import CellPlan, keeps_replicates
-from .sink import STATS, Signals, replicate_stats
+from .sink import STATS, MetricSink, Signals, replicate_stats
 from .state import CellResult, GenerationRecord
 
 CHUNK_VALUES = 1 << 19  # values per metric (all of the cell's chains) per chunk of generations
@@ -79,65 +79,30 @@ def _chunk_files(folder: Path) -> list[int]:
     return sorted(out)
 
 
-class ChunkWriter:
-    """A group's sink (the interface engine/sink.MetricSink offers CellRun and its checkpoints): each chunk of
-    generations leaves as a file of its rows per metric, the stage indicators among them, with the first
-    crossings computed here, chain by chain."""
+class ChunkWriter(MetricSink):
+    """A group's sink: it takes generations as engine/sink.MetricSink does (the same checks, generation 0's base,
+    stage codes and first crossings), but each chunk of generations leaves as a file of its rows per metric, the
+    stage indicators among them, for the client to reduce; its checkpoints hold the rows not yet in a file."""
 
     def __init__(self, G: int, R: int, signals: Signals, folder: Path, chunk: int, family_name: str = ""):
-        self.G, self.R, self.signals = G, R, signals
-        self.folder, self.chunk, self.family_name = folder, chunk, family_name
-        self.names: list[str] = []
-        self.base: dict[str, np.ndarray] = {}
-        self.first: dict[str, np.ndarray] = {}
-        self.added = 0
-        self._rows: list[dict[str, np.ndarray]] = []  # the generations since the last chunk boundary
-
-    def _start(self, names: list[str]) -> None:
-        self.names = names
-        firsts = list(STAGES[1:]) if self.signals.staged else []
-        if self.signals.collapse_metric is not None:
-            firsts.append(self.signals.collapse_metric)
-        self.first = {k: np.full(self.R, np.nan) for k in firsts}
+        super().__init__(G, R, signals, keep=False, family_name=family_name)
+        self.folder = folder
+        self._chunk = chunk  # the cell's chunk, so every group's files cover the same generations
 
     def add(self, g: int, values: dict[str, np.ndarray]) -> None:
-        if g != self.added:
-            raise CollapselabError(f"generation {g} handed in after {self.added - 1}")
-        for name, v in values.items():
-            if v.shape != (self.R,):
-                raise CollapselabError(
-                    f"family {self.family_name!r}: metric {name!r} has shape {v.shape}, expected ({self.R},)"
-                )
-        if not self.names:
-            self._start(list(values))
-        if g == 0:
-            sig = [*self.signals.tail, *self.signals.spread]
-            self.base = {k: np.array(values[k], dtype=float) for k in sig if k in values}
-        cm = self.signals.collapse_metric
-        if cm is not None and cm in values:
-            self._first_hit(cm, values[cm][None] == 1.0, g)
-        self._rows.append(values)
-        self.added += 1
-        if self.added % self.chunk == 0 or self.added == self.G:
-            self._write()
+        super().add(g, values)
+        if self.added == self.G:  # the last chunk may be shorter
+            self._submit()
 
-    def _first_hit(self, name: str, hit: np.ndarray, offset: int) -> None:
-        first = self.first[name]
-        fresh = np.isnan(first) & hit.any(axis=0)
-        first[fresh] = offset + np.argmax(hit[:, fresh], axis=0)
-
-    def _write(self) -> None:
-        rows, self._rows = self._rows, []
+    def _submit(self) -> None:
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
         start = self.added - len(rows)
         chunk = {name: np.stack([r[name] for r in rows]) for name in self.names}
         jobs = dict(chunk)
         if self.signals.staged:
-            sig = self.signals
-            if sig.config.reference == "generation0":  # type: ignore[attr-defined]
-                base: dict[str, np.ndarray | float] = dict(self.base)
-            else:
-                base = {k: sig.references.get(k, 1.0) for k in (*sig.tail, *sig.spread)}
-            codes = stage_codes(chunk, sig.tail, sig.spread, base, sig.config)
+            codes = self._codes(chunk)
             jobs.update(stage_shares(codes))
             for k, s in enumerate(STAGES[1:], start=1):
                 self._first_hit(s, codes >= k, start)
@@ -145,7 +110,7 @@ class ChunkWriter:
         arrays.update({f"values:{name}": v for name, v in jobs.items()})
         self._wait_for_merge()
         self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_file(_chunk_path(self.folder, start // self.chunk)) as fh:
+        with atomic_file(_chunk_path(self.folder, start // self._chunk)) as fh:
             np.savez(fh, **arrays)  # type: ignore[arg-type]
 
     def _wait_for_merge(self) -> None:
@@ -158,17 +123,15 @@ class ChunkWriter:
             time.sleep(0.02)
             waited += 0.02
 
-    # --- the interface CellRun and CellCheckpoints use ---------------------------------------------------------
-    def all_collapsed(self) -> bool:
-        return False  # a cell with a stop rule is not split (splittable)
-
+    # --- checkpoints (CellCheckpoints) and the end ---------------------------------------------------------------
     def arrays(self, first: int, last: int) -> dict[str, np.ndarray]:
         """A checkpoint of generations first..last: the rows among them not yet in a chunk file, and the
-        per-chain state."""
+        per-chain state (no flush: a file holds whole chunks only)."""
         assert self.added == last + 1, (self.added, last)
-        out: dict[str, np.ndarray] = {"rows_from": np.array(self.added - len(self._rows))}
+        out: dict[str, np.ndarray] = {"rows_from": np.array(self.added - len(self._pending))}
         for name in self.names:
-            out[f"row:{name}"] = np.stack([r[name] for r in self._rows]) if self._rows else np.empty((0, self.R))
+            rows = [r[name] for r in self._pending]
+            out[f"row:{name}"] = np.stack(rows) if rows else np.empty((0, self.R))
         out.update({f"base:{k}": v for k, v in self.base.items()})
         out.update({f"first:{k}": v for k, v in self.first.items()})
         return out
@@ -177,17 +140,17 @@ class ChunkWriter:
         last = blocks[-1]
         names = [k[4:] for k in last if k.startswith("row:")]
         self._start(names)
-        boundary = generations - generations % self.chunk
+        boundary = generations - generations % self._chunk
         rows: dict[int, dict[str, np.ndarray]] = {}
         for b in blocks:
             r0 = int(b["rows_from"])
             for i in range(b[f"row:{names[0]}"].shape[0] if names else 0):
                 if r0 + i >= boundary:
                     rows[r0 + i] = {name: b[f"row:{name}"][i] for name in names}
-        self._rows = [rows[g] for g in range(boundary, generations)]
+        self._pending = [rows[g] for g in range(boundary, generations)]
         self.base = {k[5:]: v for k, v in last.items() if k.startswith("base:")}
         self.first.update({k[6:]: np.array(v) for k, v in last.items() if k.startswith("first:")})
-        self.added = generations
+        self.done = self.added = self.added_reduced = generations
         return self
 
     def result(self) -> tuple[dict, dict, dict]:
@@ -222,7 +185,7 @@ def run_group(plan: CellPlan, seed: int, blocks: range, folder: Path, progress=N
         def new_sink() -> ChunkWriter:
             return ChunkWriter(run.G, run.R, signals, where, chunk, plan.family.name)
 
-        run.sink = new_sink()  # type: ignore[assignment]  # the sink interface CellRun uses
+        run.sink = new_sink()
         first = run.kernels[0]
         saver = None
         if not first.population:
